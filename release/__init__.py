@@ -1,0 +1,1 @@
+"""Building the signed release artifacts: versions, signing, packages, SBOMs, manifest (`nox -s package`)."""

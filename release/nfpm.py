@@ -1,0 +1,128 @@
+"""nfpm: one config per (package format, arch), built from the staged tree; nfpm writes and signs.
+
+`config(...)` is pure (unit-tested); `build(...)` writes the config as JSON (YAML's subset, which
+nfpm reads) and runs `nfpm package`. Arch packages get a detached
+`.sig` from gpg afterwards (release/package.py).
+
+nfpm itself signs at the current time, which would make every build differ; so nfpm signs only apk
+(whose RSA signature carries no time) and rpm/deb are signed afterwards with rpmsign and
+debsigs' layout by `release.signing`, at SOURCE_DATE_EPOCH.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+from release.stage import Entry, maintainer_script
+from toolbox.run import run
+
+NAME = "endura-sensor"
+MAINTAINER = "Endura Security <security@endurasecurity.com>"
+VENDOR = "Endura Security"
+HOMEPAGE = "https://endurasecurity.com"
+LICENSE = "Apache-2.0 AND (GPL-2.0-only OR BSD-2-Clause)"
+SUMMARY = "Endura Runtime Sensor: eBPF runtime security enforcement"
+DESCRIPTION = (
+    "Lightweight runtime security agent that enforces policy in the kernel with eBPF\n"
+    "(LSM hooks, with fentry and tracepoint fallbacks) in standalone or Team Server mode."
+)
+
+#: our family name -> nfpm packager name
+PACKAGER = {"deb": "deb", "rpm": "rpm", "apk": "apk", "arch": "archlinux"}
+#: which init system each family's packages carry files for
+INIT = {"deb": "systemd", "rpm": "systemd", "arch": "systemd", "apk": "openrc"}
+#: our hook name -> nfpm script key (top-level `scripts` or the format's own `scripts`)
+HOOKS = ("postinstall", "preremove", "postremove")
+UPGRADE_HOOK = {"apk": "postupgrade", "arch": "postupgrade"}
+
+
+def rfc3339(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def contents(entries: list[Entry], family: str, epoch: int) -> list[dict]:
+    out = []
+    for e in entries:
+        if e.init is not None and e.init != INIT[family]:
+            continue
+        info = {"mode": e.mode, "owner": "root", "group": "root", "mtime": rfc3339(epoch)}
+        if e.kind == "dir":
+            out.append({"dst": e.dst, "type": "dir", "file_info": info})
+        else:
+            # deb: conffile; rpm: %config(noreplace); apk/arch: nfpm marks it as backup/config too
+            kind = {"config": "config|noreplace", "file": "file"}[e.kind]
+            out.append({"src": str(e.src), "dst": e.dst, "type": kind, "file_info": info})
+    return out
+
+
+def config(
+    *,
+    family: str,
+    arch_name: str,
+    version: str,
+    release: str,
+    depends: list[str],
+    entries: list[Entry],
+    scripts_dir: Path,
+    epoch: int,
+    apk_key: tuple[Path, str] | None = None,
+) -> dict:
+    """The nfpm config for one package. `arch_name` is already in the format's own nomenclature."""
+    scripts = {}
+    for hook in HOOKS + ((UPGRADE_HOOK[family],) if family in UPGRADE_HOOK else ()):
+        path = scripts_dir / f"{family}-{hook}.sh"
+        path.write_text(maintainer_script(family, hook))
+        os.utime(path, (epoch, epoch))  # apk records the scripts' mtimes
+        scripts[hook] = str(path)
+    cfg: dict = {
+        "name": NAME,
+        "arch": arch_name,
+        "platform": "linux",
+        "version": version,
+        "version_schema": "none",
+        "release": release,
+        "maintainer": MAINTAINER,
+        "description": DESCRIPTION,
+        "vendor": VENDOR,
+        "homepage": HOMEPAGE,
+        "license": LICENSE,
+        "section": "admin",
+        "priority": "optional",
+        "mtime": rfc3339(epoch),
+        "umask": 0o022,
+        "depends": list(depends),
+        "contents": contents(entries, family, epoch),
+        "scripts": {k: v for k, v in scripts.items() if k in HOOKS},
+    }
+    if family == "deb":
+        cfg["deb"] = {"arch": arch_name, "compression": "xz"}
+    elif family == "rpm":
+        cfg["rpm"] = {"arch": arch_name, "summary": SUMMARY, "group": "System Environment/Daemons",
+                      "compression": "xz", "buildhost": "endura-build", "packager": MAINTAINER}
+    elif family == "apk":
+        if apk_key is None:
+            raise ValueError("apk packages need an RSA key")
+        cfg["apk"] = {"arch": arch_name, "signature": {"key_file": str(apk_key[0]), "key_name": apk_key[1]},
+                      "scripts": {"postupgrade": scripts["postupgrade"]}}
+    elif family == "arch":
+        cfg["archlinux"] = {"arch": arch_name, "packager": MAINTAINER,
+                            "scripts": {"postupgrade": scripts["postupgrade"]}}
+    else:
+        raise ValueError(f"nfpm does not build family {family!r}")
+    return cfg
+
+
+def package_argv(config_path: Path, family: str, target: Path) -> list[str]:
+    return ["nfpm", "package", "--config", str(config_path), "--packager", PACKAGER[family], "--target", str(target)]
+
+
+def build(cfg: dict, family: str, work: Path, target: Path, *, epoch: int, passphrase_env: dict[str, str]) -> Path:
+    """Write the config and run nfpm; `target` is the exact output file path."""
+    config_path = work / f"nfpm-{family}-{cfg['arch']}.json"
+    config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+    run(package_argv(config_path, family, target), cwd=work,
+        extra_env={"SOURCE_DATE_EPOCH": str(epoch), **passphrase_env},
+        hint=f"nfpm could not build the {family} package; its config is {config_path}")
+    return target

@@ -1,0 +1,198 @@
+"""`nox -s package`: signed packages of Endura Runtime Sensor for every target, in dist/<version>/.
+
+For each arch: build (or reuse) the BPF objects, stage the file tree once, then per catalog build
+(deb, rpm, apk, arch) run nfpm and sign natively, add the tarball, an SBOM per artifact, the public
+keys, manifest.json, SHA256SUMS and its armored signature. Everything is written into a hidden
+directory beside the result and renamed into place only when complete: a failed build leaves
+dist/ as it was. The result directory's path is printed on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from distros import FAMILIES, load_catalog
+from release import manifest, nfpm, sbom, signing, stage, tarball
+from release.version import format_version, source_date_epoch, version_from_git
+from toolbox import log
+from toolbox.errors import EnduraError, cli_main
+from toolbox.run import output
+from toolbox.tools import require
+
+REPO = Path(__file__).resolve().parent.parent
+ALL_FORMATS = ("deb", "rpm", "apk", "arch", "tgz")
+ALL_ARCHES = ("amd64", "arm64")
+BUILD_TOOLS = ("gpg", "gpgv", "openssl", "rpmsign", "ar", "clang", "llvm-strip", "bpftool", "libbpf-dev", "git")
+
+
+def _split(value: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise EnduraError(f"unknown {what} {', '.join(bad) or repr(value)}; choose from {','.join(allowed)}")
+    return items
+
+
+def file_name(family: str, package_version: str, package_arch: str, semver: str) -> str:
+    return {
+        "deb": f"{nfpm.NAME}_{package_version}_{package_arch}.deb",
+        "rpm": f"{nfpm.NAME}-{package_version}-1.{package_arch}.rpm",
+        "apk": f"{nfpm.NAME}-{package_version}-r0.{package_arch}.apk",
+        "arch": f"{nfpm.NAME}-{package_version}-1-{package_arch}.pkg.tar.zst",
+        "tgz": f"{nfpm.NAME}-{semver}-{package_arch}.tar.gz",
+    }[family]
+
+
+def tool_versions() -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        return output(argv).splitlines()[0].strip()
+
+    return {
+        "nfpm": next((l.split()[-1] for l in output(["nfpm", "--version"]).splitlines() if l.startswith("GitVersion")), "?"),
+        "clang": first_line(["clang", "--version"]),
+        "gpg": first_line(["gpg", "--version"]),
+        "rpmsign": first_line(["rpm", "--version"]),
+    }
+
+
+def _install(partial: Path, final: Path) -> None:
+    """Swap the finished directory into place (the old one, if any, is removed after the rename)."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.rename(final, old)
+    os.rename(partial, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_release(*, formats: Sequence[str], arches: Sequence[str], out: Path) -> Path:
+    started = time.monotonic()
+    catalog = load_catalog()
+    version = version_from_git(REPO)
+    semver = str(version)
+    epoch = source_date_epoch(REPO)
+    log.info(f"==> Endura Runtime Sensor {semver} (SOURCE_DATE_EPOCH={epoch}): {','.join(formats)} for {','.join(arches)}")
+    require(*BUILD_TOOLS)
+    require("nfpm")
+
+    from bpf.build import build as build_bpf
+
+    with log.step("BPF objects (rebuilt only when sources changed)"):
+        bpf_objects = build_bpf(arches=tuple(arches))
+    key = signing.resolve_key()
+    apk_key = signing.resolve_apk_key(key) if "apk" in formats else None
+    tools = tool_versions()
+
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / semver
+    partial = out / f".{semver}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    artifacts: list[manifest.Artifact] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="endura-package-") as tmp:
+            work = Path(tmp)
+            secret_dir = work / "secret"
+            secret_dir.mkdir(mode=0o700)
+            for arch in arches:
+                with log.step(f"staging the {arch} tree"):
+                    entries = stage.stage(arch, semver, bpf_objects[arch], work / f"stage-{arch}", epoch)
+                for build in catalog.builds:
+                    if build.family not in formats or arch not in build.arches:
+                        continue
+                    artifacts.append(_native_package(build, catalog, version, semver, arch, entries, work,
+                                                     partial, epoch, key, apk_key, tools))
+                if "tgz" in formats:
+                    artifacts.append(_tarball(catalog, semver, arch, entries, partial, epoch, key, tools))
+            with log.step("keys, manifest, SHA256SUMS and its signature"):
+                signing.export_public_key(key, partial / "signing-key.asc")
+                if apk_key is not None:
+                    shutil.copyfile(apk_key.public, partial / apk_key.name)
+                manifest.write(partial, version=semver, epoch=epoch, key_fingerprint=key.fingerprint,
+                               key_development=key.development, apk_key=apk_key.name if apk_key else "",
+                               artifacts=artifacts)
+                sums = manifest.write_sha256sums(partial)
+                signing.sign_detached(key, sums, partial / "SHA256SUMS.asc", armor=True, epoch=epoch)
+                signing.verify_detached(partial / "signing-key.asc", sums, partial / "SHA256SUMS.asc")
+                for p in partial.iterdir():
+                    os.utime(p, (epoch, epoch))
+        _install(partial, final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in final.iterdir())
+    log.info(f"==> {len(artifacts)} artifacts, {size / 1e6:.1f} MB in {final} ({time.monotonic() - started:.1f}s)")
+    if key.development:
+        log.warn(f"signed with the DEVELOPMENT key {key.fingerprint}: fine for testing, never publish it")
+    return final
+
+
+def _native_package(build, catalog, version, semver, arch, entries, work, partial, epoch, key, apk_key, tools):
+    family = FAMILIES[build.family]
+    package_arch = family.arch_name(arch)
+    package_version = format_version(version, build.family)
+    depends = list(build.depends(catalog))
+    name = file_name(build.family, package_version, package_arch, semver)
+    target = partial / name
+    with log.step(f"{name}"):
+        cfg = nfpm.config(family=build.family, arch_name=package_arch, version=package_version,
+                          release="0" if build.family == "apk" else "1", depends=depends, entries=entries,
+                          scripts_dir=work, epoch=epoch,
+                          apk_key=(apk_key.private, apk_key.name) if apk_key else None)
+        nfpm.build(cfg, build.family, work, target, epoch=epoch, passphrase_env={})
+        if build.family == "rpm":
+            signing.sign_rpm(key, target, epoch=epoch)
+            how = "rpm-header"
+        elif build.family == "deb":
+            signing.sign_deb(key, target, epoch=epoch)
+            how = "debsig-origin"
+        elif build.family == "apk":
+            how = "apk-rsa"
+        else:
+            signing.sign_detached(key, target, partial / f"{name}.sig", armor=False, epoch=epoch)
+            how = f"detached:{name}.sig"
+        sbom_name = f"{name}.cdx.json"
+        (partial / sbom_name).write_text(sbom.build(
+            artifact=target, family=build.family, arch=package_arch, version=semver,
+            package_version=package_version, depends=depends, entries=entries, tools=tools, epoch=epoch))
+    targets = tuple(t.id for t in catalog.targets_for_build(build.id))
+    return manifest.Artifact(name, build.family, arch, package_arch, package_version, build.id, targets,
+                             how, sbom_name, tuple(depends))
+
+
+def _tarball(catalog, semver, arch, entries, partial, epoch, key, tools):
+    name = file_name("tgz", semver, arch, semver)
+    target = partial / name
+    with log.step(name):
+        tarball.build(entries, semver, arch, target, epoch)
+        signing.sign_detached(key, target, partial / f"{name}.sig", armor=False, epoch=epoch)
+        sbom_name = f"{name}.cdx.json"
+        (partial / sbom_name).write_text(sbom.build(
+            artifact=target, family="tgz", arch=arch, version=semver, package_version=semver, depends=[],
+            entries=entries, tools=tools, epoch=epoch))
+    targets = tuple(t.id for t in catalog.targets)
+    return manifest.Artifact(name, "tgz", arch, arch, semver, "tgz", targets, f"detached:{name}.sig", sbom_name, ())
+
+
+def _cli(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="nox -s package --", description=__doc__.splitlines()[0])
+    parser.add_argument("--format", default=",".join(ALL_FORMATS), help=f"comma list of {','.join(ALL_FORMATS)} (default: all)")
+    parser.add_argument("--arch", default=",".join(ALL_ARCHES), help="comma list of amd64,arm64 (default: both)")
+    parser.add_argument("--out", default=str(REPO / "dist"), help="output directory (default: dist/)")
+    args = parser.parse_args(argv)
+    final = build_release(formats=_split(args.format, ALL_FORMATS, "format"),
+                          arches=_split(args.arch, ALL_ARCHES, "arch"), out=Path(args.out))
+    print(final)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(_cli, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

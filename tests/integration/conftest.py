@@ -1,0 +1,50 @@
+"""Fixtures that build real packages and real Debian roots once per test session."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from release.signing import cache_dir
+from tests.integration.pkgtools import build_dist
+from toolbox.run import run
+from toolbox.tools import require
+
+
+@pytest.fixture(scope="session")
+def dist_v1(tmp_path_factory) -> Path:
+    """Every format for amd64 and arm64, version 1.0.0."""
+    path, _ = build_dist(tmp_path_factory.mktemp("dist-v1"), "1.0.0")
+    return path
+
+
+@pytest.fixture(scope="session")
+def dist_v2(tmp_path_factory) -> Path:
+    """A newer build (1.0.1) for the upgrade tests."""
+    path, _ = build_dist(tmp_path_factory.mktemp("dist-v2"), "1.0.1", "--format", "deb,rpm,tgz", "--arch", "amd64")
+    return path
+
+
+@pytest.fixture(scope="session")
+def debian_rootfs_tar() -> Path:
+    """A Debian 12 minbase root with python3 and libbpf1 (mmdebstrap, cached between runs)."""
+    require("mmdebstrap")
+    cached = cache_dir() / "test-roots" / "bookworm-python3-libbpf1.tar"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        run(["mmdebstrap", "--variant=minbase", "--include=python3-minimal,libpython3.11-stdlib,libbpf1",
+             "bookworm", str(tmp)], timeout=900)
+        os.replace(tmp, cached)
+    return cached
+
+
+@pytest.fixture
+def debian_root(tmp_path, debian_rootfs_tar) -> Path:
+    """A fresh, writable Debian 12 root for one test (chroot into it as root)."""
+    root = tmp_path / "root"
+    root.mkdir()
+    run(["tar", "-C", str(root), "-xf", str(debian_rootfs_tar)])
+    return root
+

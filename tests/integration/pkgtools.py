@@ -1,0 +1,41 @@
+"""Helpers for the package tests: build real packages, enter real Debian roots."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from toolbox.run import run
+
+REPO = Path(__file__).resolve().parents[2]
+EPOCH = "1764000000"
+
+def build_dist(out: Path, version: str, *args: str, env: dict[str, str] | None = None, check: bool = True):
+    """Run the real package build (`python -m release.package`) and return (dist dir, process)."""
+    full_env = {**os.environ, "ENDURA_VERSION": version, "SOURCE_DATE_EPOCH": EPOCH, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "release.package", "--out", str(out), *args], cwd=REPO,
+                          env=full_env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"package build failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return (Path(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None), proc
+
+
+def chroot(root: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run(["chroot", str(root), *argv], check=check, extra_env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+
+
+def artifact(dist: Path, family: str, arch: str = "amd64") -> Path:
+    from release.manifest import load
+
+    for a in load(dist)["artifacts"]:
+        if a["family"] == family and a["arch"] == arch:
+            return dist / a["file"]
+    raise AssertionError(f"no {family}/{arch} artifact in {dist}")
+
+
+def copy_into(root: Path, path: Path) -> str:
+    dest = root / "tmp" / path.name
+    shutil.copyfile(path, dest)
+    return f"/tmp/{path.name}"
