@@ -1,0 +1,169 @@
+"""`/etc/endura/sensor.conf`: a small, strict TOML subset read by our own parser (no tomllib on 3.9/3.10).
+
+Accepted: blank lines, `# comments`, and `key = value` lines where value is a "basic string"
+(escapes \\" \\\\ \\n \\t), `true`/`false`, or a decimal integer; a trailing `# comment` is allowed.
+No tables, arrays, multi-line strings, or dotted keys. Every problem is reported as `file:line: problem`.
+
+    mode = "standalone"            # "standalone" or "team-server"
+    enforcement = "enforce"        # "enforce" or "audit" (audit never blocks or kills)
+    terminate_process = true       # SIGKILL offenders (the only enforcement fentry/tracepoint tiers have)
+    log_dir = "/var/log/endura"
+    policy_dir = "/etc/endura/policies"
+    team_server_url = "https://teams.example.com"   # required in team-server mode
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple, Union
+
+from .errors import SensorError
+
+DEFAULT_PATH = Path("/etc/endura/sensor.conf")
+Value = Union[str, bool, int]
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+_INT = re.compile(r"[+-]?(0|[1-9][0-9_]*)")
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+
+
+@dataclass(frozen=True)
+class Config:
+    mode: str = "standalone"
+    enforcement: str = "enforce"
+    terminate_process: bool = True
+    log_dir: str = "/var/log/endura"
+    policy_dir: str = "/etc/endura/policies"
+    team_server_url: str = ""
+    path: str = ""  # where it was read from ("" = built-in defaults)
+
+
+#: key -> (type, allowed values or None, is a path)
+KEYS: Dict[str, Tuple[type, Tuple[str, ...] | None, bool]] = {
+    "mode": (str, ("standalone", "team-server"), False),
+    "enforcement": (str, ("enforce", "audit"), False),
+    "terminate_process": (bool, None, False),
+    "log_dir": (str, None, True),
+    "policy_dir": (str, None, True),
+    "team_server_url": (str, None, False),
+}
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
+
+
+class ConfigError(SensorError):
+    """One or more problems, each `file:line: problem`."""
+
+    def __init__(self, problems: List[str]) -> None:
+        self.problems = problems
+        super().__init__(problems[0] if len(problems) == 1 else f"{len(problems)} problems in the configuration",
+                         detail="\n".join(problems))
+
+
+def _parse_string(text: str) -> Tuple[str, str]:
+    """Parse a basic string at the start of text (which starts with "); return (value, rest)."""
+    out, i = [], 1
+    while i < len(text):
+        ch = text[i]
+        if ch == '"':
+            return "".join(out), text[i + 1 :]
+        if ch == "\\":
+            if i + 1 >= len(text) or text[i + 1] not in _ESCAPES:
+                raise ValueError(f"unsupported escape '\\{text[i + 1:i + 2]}' (use \\\" \\\\ \\n \\t)")
+            out.append(_ESCAPES[text[i + 1]])
+            i += 2
+            continue
+        if ch in "\n\r" or ord(ch) < 0x20 and ch != "\t":
+            break
+        out.append(ch)
+        i += 1
+    raise ValueError("unterminated string (missing closing \")")
+
+
+def _strip_comment(rest: str) -> str:
+    rest = rest.strip()
+    if rest and not rest.startswith("#"):
+        raise ValueError(f"unexpected text after the value: {rest!r}")
+    return ""
+
+
+def parse_value(text: str) -> Value:
+    text = text.strip()
+    if not text or text.startswith("#"):
+        raise ValueError("missing value after '='")
+    if text.startswith('"'):
+        value, rest = _parse_string(text)
+        _strip_comment(rest)
+        return value
+    if text.startswith("'"):
+        raise ValueError("literal strings ('...') are not supported; use double quotes")
+    token, _, rest = text.partition("#")
+    token = token.strip()
+    if token in ("true", "false"):
+        return token == "true"
+    if _INT.fullmatch(token):
+        return int(token.replace("_", ""))
+    if token.startswith(("[", "{")):
+        raise ValueError("arrays and inline tables are not supported")
+    raise ValueError(f"invalid value {token!r} (expected a \"string\", true/false or an integer)")
+
+
+def parse(text: str, filename: str = "<config>") -> Config:
+    """Parse and validate; raise ConfigError listing every problem."""
+    problems: List[str] = []
+    values: Dict[str, Value] = {}
+    seen: Dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        where = f"{filename}:{lineno}"
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            problems.append(f"{where}: tables ({line.split(']')[0]}]) are not supported; use top-level keys")
+            continue
+        key, sep, rest = line.partition("=")
+        key = key.strip()
+        if not sep:
+            problems.append(f"{where}: expected 'key = value'")
+            continue
+        if not _KEY.fullmatch(key):
+            problems.append(f"{where}: invalid key {key!r} (bare keys only: letters, digits, _ and -)")
+            continue
+        if key not in KEYS:
+            problems.append(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(KEYS))}")
+            continue
+        if key in seen:
+            problems.append(f"{where}: duplicate key '{key}' (first set on line {seen[key]})")
+            continue
+        seen[key] = lineno
+        try:
+            value = parse_value(rest)
+        except ValueError as exc:
+            problems.append(f"{where}: {key}: {exc}")
+            continue
+        kind, choices, is_path = KEYS[key]
+        if type(value) is not kind:
+            problems.append(f"{where}: {key} must be {_TYPE_NAMES[kind]}, not {value!r}")
+        elif choices and value not in choices:
+            problems.append(f"{where}: {key} = {value!r} is not one of {', '.join(repr(c) for c in choices)}")
+        elif is_path and not str(value).startswith("/"):
+            problems.append(f"{where}: {key} must be an absolute path, not {value!r}")
+        elif key == "team_server_url" and not str(value).startswith("https://"):
+            problems.append(f"{where}: team_server_url must start with https://, not {value!r}")
+        else:
+            values[key] = value
+    if not problems and values.get("mode") == "team-server" and not values.get("team_server_url"):
+        problems.append(f"{filename}:{seen['mode']}: mode = \"team-server\" needs team_server_url = \"https://...\"")
+    if problems:
+        raise ConfigError(problems)
+    return Config(path=filename, **values)  # type: ignore[arg-type]
+
+
+def load(path: Path = DEFAULT_PATH) -> Config:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: not found (the package installs one; or pass --config PATH)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    return parse(text, str(path))

@@ -1,0 +1,155 @@
+"""The real eBPF build: both arches, deterministic, BTF kept, and the event layout vs the Python decoder."""
+import hashlib
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "sensor")]
+
+from endura_sensor import events  # noqa: E402
+
+from bpf import build as bpf_build  # noqa: E402
+from toolbox.errors import EnduraError  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not shutil.which("clang") or not shutil.which("bpftool"),
+                                reason="needs clang and bpftool (apt-get install clang llvm bpftool libbpf-dev)")
+NAMES = ["sensor_fentry.bpf.o", "sensor_lsm.bpf.o", "sensor_tp.bpf.o"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bpf")
+    return out, bpf_build.build(("amd64", "arm64"), out, force=True)
+
+
+def digests(paths):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def section_names(path: Path):
+    """ELF64 little-endian section header names, parsed by hand."""
+    data = path.read_bytes()
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    strtab_off, strtab_size = headers[shstrndx][4], headers[shstrndx][5]
+    strtab = data[strtab_off:strtab_off + strtab_size]
+    return {strtab[h[0]:strtab.index(b"\0", h[0])].decode() for h in headers}
+
+
+def test_builds_every_program_for_both_arches(built):
+    out, result = built
+    assert sorted(result) == ["amd64", "arm64"]
+    for arch, paths in result.items():
+        assert sorted(p.name for p in paths) == NAMES
+        assert all(p.parent == out / arch and p.stat().st_size > 1000 for p in paths)
+        machine = {p.name: struct.unpack_from("<H", p.read_bytes(), 0x12)[0] for p in paths}
+        assert set(machine.values()) == {247}  # EM_BPF
+
+
+def test_objects_keep_btf_and_drop_dwarf(built):
+    for paths in built[1].values():
+        for path in paths:
+            sections = section_names(path)
+            assert {".BTF", ".BTF.ext", ".maps", "license"} <= sections, sections
+            assert not any(s.startswith(".debug") for s in sections), sections
+
+
+def test_rebuild_is_byte_identical_and_path_independent(built, tmp_path):
+    out, first = built
+    again = bpf_build.build(("amd64", "arm64"), tmp_path / "elsewhere", force=True)
+    for arch in first:
+        assert digests(first[arch]) == digests(again[arch])
+        for path in again[arch]:
+            assert str(REPO).encode() not in path.read_bytes() and b"/tmp/" not in path.read_bytes()
+
+
+def test_up_to_date_outputs_are_not_rebuilt(built):
+    out, first = built
+    before = {p: p.stat().st_mtime_ns for paths in first.values() for p in paths}
+    bpf_build.build(("amd64", "arm64"), out)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_compile_error_names_the_file_and_leaves_no_object(tmp_path, monkeypatch):
+    broken = tmp_path / "broken.bpf.c"
+    broken.write_text('#include "vmlinux.h"\nint f(void) { return undefined_symbol_xyz; }\n')
+    monkeypatch.setattr(bpf_build, "sources", lambda: [broken])
+    with pytest.raises(EnduraError) as info:
+        bpf_build.build(("amd64",), tmp_path / "out", force=True)
+    assert "broken.bpf.c" in info.value.message and "amd64" in info.value.message
+    assert "undefined_symbol_xyz" in info.value.detail
+    assert list((tmp_path / "out" / "amd64").iterdir()) == []
+
+
+def test_cli_prints_the_paths(built):
+    out, result = built
+    proc = subprocess.run([sys.executable, "-m", "bpf.build", "--arch", "arm64", "--out", str(out)], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == [str(p) for p in result["arm64"]]
+
+
+# ---------------------------------------------------------------- layout: C (BTF) vs Python decoder
+
+def btf_types(path: Path):
+    """{id: (kind, name, attrs, members)} from `bpftool btf dump file X format raw`."""
+    raw = subprocess.run(["bpftool", "btf", "dump", "file", str(path), "format", "raw"], capture_output=True,
+                         text=True, check=True).stdout
+    types, current = {}, None
+    for line in raw.splitlines():
+        m = re.match(r"\[(\d+)\] (\w+) '([^']*)'(.*)", line)
+        if m:
+            attrs = dict(re.findall(r"(\w+)=(\S+)", m.group(4)))
+            current = types[int(m.group(1))] = (m.group(2), m.group(3), attrs, [])
+        elif current and line.startswith("\t'"):
+            name, rest = re.match(r"\t'([^']*)'(.*)", line).groups()
+            current[3].append((name, dict(re.findall(r"(\w+)=(\S+)", rest))))
+    return types
+
+
+def type_size(types, type_id):
+    kind, _, attrs, _ = types[type_id]
+    if kind in ("TYPEDEF", "CONST", "VOLATILE"):
+        return type_size(types, int(attrs["type_id"]))
+    if kind == "ARRAY":
+        return type_size(types, int(attrs["type_id"])) * int(attrs["nr_elems"])
+    return int(attrs["size"])
+
+
+def struct_layout(types, name):
+    matches = [t for t in types.values() if t[0] == "STRUCT" and t[1] == name]
+    assert matches, f"struct {name} not in BTF"
+    kind, _, attrs, members = matches[0]
+    layout = [(m, int(a["bits_offset"]) // 8, type_size(types, int(a["type_id"]))) for m, a in members]
+    return int(attrs["size"]), layout
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+@pytest.mark.parametrize("name", NAMES)
+def test_event_struct_in_btf_matches_the_python_decoder(built, arch, name):
+    types = btf_types(built[0] / arch / name)
+    size, layout = struct_layout(types, "endura_event")
+    assert size == events.EVENT.size
+    assert layout == events.event_layout()
+    assert struct_layout(types, "endura_file_key")[0] == events.FILE_KEY.size
+    assert struct_layout(types, "endura_deny_rule")[0] == events.DENY_RULE.size
+    assert struct_layout(types, "endura_config")[0] == events.CONFIG.size
+
+
+def test_header_constants_match_the_python_decoder():
+    header = (REPO / "bpf/include/endura_events.h").read_text()
+    consts = {k: int(v) for k, v in re.findall(r"\b(ENDURA_\w+) = (\d+)", header)}
+    assert consts["ENDURA_EVENT_EXEC_DENIED"] == events.EVENT_EXEC_DENIED
+    assert (consts["ENDURA_ACTION_AUDITED"], consts["ENDURA_ACTION_BLOCKED"], consts["ENDURA_ACTION_KILLED"]) == (
+        events.ACTION_AUDITED, events.ACTION_BLOCKED, events.ACTION_KILLED)
+    assert {consts[f"ENDURA_TIER_{n.upper()}"]: n for n in ("lsm", "fentry", "tracepoint")} == events.TIERS
+    assert (consts["ENDURA_ENFORCEMENT_AUDIT"], consts["ENDURA_ENFORCEMENT_ENFORCE"]) == (
+        events.ENFORCEMENT_AUDIT, events.ENFORCEMENT_ENFORCE)
+    assert f"#define ENDURA_ABI_VERSION {events.ABI_VERSION}\n" in header
