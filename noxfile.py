@@ -7,6 +7,9 @@ the exact command to run.
 """
 from __future__ import annotations
 
+import glob
+import os
+
 import nox
 
 nox.options.sessions = ["package"]
@@ -45,7 +48,16 @@ def tests(session: nox.Session) -> None:
     session.install(*BUILD_DEPS, *TEST_DEPS)
     session.run("python", "-m", "pytest", *(session.posargs or ["tests"]))
     if not session.posargs:
-        session.run("tox", "-c", "sensor/tox.ini", "-p", "auto")
+        session.run("tox", "-c", "sensor/tox.ini", "-p", "auto", env={"PATH": _interpreters_path()})
+
+
+def _interpreters_path() -> str:
+    """PATH with every CPython 3.9-3.13 we can find first (pyenv installs), so tox finds them all."""
+    dirs = []
+    for version in SENSOR_PYTHONS:
+        found = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin")))
+        dirs.extend(found[-1:])
+    return os.pathsep.join([*dirs, os.environ.get("PATH", "")])
 
 
 @nox.session

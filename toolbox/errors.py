@@ -20,7 +20,8 @@ class EnduraError(Exception):
         self.detail = detail
 
     def __str__(self) -> str:
-        return self.message
+        # tracebacks and test failures show the detail too; cli_main prints message and detail apart
+        return f"{self.message}\n{self.detail}" if self.detail else self.message
 
 
 class ToolMissing(EnduraError):

