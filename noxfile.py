@@ -21,6 +21,17 @@ TEST_DEPS = ["pytest>=8", "pytest-timeout", "tox>=4"]
 SENSOR_PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 
 
+def _install(session: nox.Session, *deps: str) -> None:
+    """pip install once per virtualenv and set of requirements (a warm `nox -s package` skips pip)."""
+    stamp = os.path.join(session.virtualenv.location, ".endura-deps")
+    wanted = "\n".join(sorted(deps))
+    if os.path.exists(stamp) and open(stamp).read() == wanted:
+        return
+    session.install(*deps)
+    with open(stamp, "w") as fh:
+        fh.write(wanted)
+
+
 @nox.session
 def package(session: nox.Session) -> None:
     """Build signed deb/rpm/apk/arch packages and tarballs for amd64+arm64 into dist/<version>/.
@@ -28,7 +39,7 @@ def package(session: nox.Session) -> None:
     Options after `--`: --format deb,rpm,apk,arch,tgz  --arch amd64,arm64  --out DIR.
     Signs with ENDURA_SIGNING_KEY (fingerprint in GNUPGHOME) or a development key it creates.
     """
-    session.install(*BUILD_DEPS)
+    _install(session, *BUILD_DEPS)
     session.run("python", "-m", "release.package", *session.posargs)
 
 
@@ -45,7 +56,7 @@ def tests(session: nox.Session) -> None:
     Then the sensor's unit tests on Python 3.9-3.13 (tox, interpreters from pyenv). Extra
     arguments go to pytest, e.g. `nox -s tests -- tests/unit -k version`.
     """
-    session.install(*BUILD_DEPS, *TEST_DEPS)
+    _install(session, *BUILD_DEPS, *TEST_DEPS)
     session.run("python", "-m", "pytest", *(session.posargs or ["tests"]))
     if not session.posargs:
         session.run("tox", "-c", "sensor/tox.ini", "-p", "auto", env={"PATH": _interpreters_path()})
@@ -63,7 +74,7 @@ def _interpreters_path() -> str:
 @nox.session
 def lint(session: nox.Session) -> None:
     """Static checks: ruff over the tooling and the sensor, shellcheck-free sh -n on the package scripts."""
-    session.install("ruff")
+    _install(session, "ruff")
     session.run("ruff", "check", ".")
     for script in ("sensor/packaging/endura-sensor.sh", "sensor/packaging/scripts/maintscript.sh",
                    "sensor/packaging/tarball/install.sh", "sensor/packaging/tarball/uninstall.sh"):

@@ -9,6 +9,7 @@ dist/ as it was. The result directory's path is printed on stdout.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import shutil
 import tempfile
@@ -98,16 +99,21 @@ def build_release(*, formats: Sequence[str], arches: Sequence[str], out: Path) -
             work = Path(tmp)
             secret_dir = work / "secret"
             secret_dir.mkdir(mode=0o700)
+            jobs = []
             for arch in arches:
                 with log.step(f"staging the {arch} tree"):
                     entries = stage.stage(arch, semver, bpf_objects[arch], work / f"stage-{arch}", epoch)
                 for build in catalog.builds:
                     if build.family == "tgz" or build.family not in formats or arch not in build.arches:
                         continue
-                    artifacts.append(_native_package(build, catalog, version, semver, arch, entries, work,
-                                                     partial, epoch, key, apk_key, tools))
+                    jobs.append((_native_package, (build, catalog, version, semver, arch, entries, work / f"{build.id}-{arch}",
+                                                   partial, epoch, key, apk_key, tools)))
                 if "tgz" in formats:
-                    artifacts.append(_tarball(catalog, semver, arch, entries, partial, epoch, key, tools))
+                    jobs.append((_tarball, (catalog, semver, arch, entries, partial, epoch, key, tools)))
+            # The tools (nfpm, gpg, rpmsign) run as subprocesses: overlap them on every core.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                futures = [pool.submit(func, *args) for func, args in jobs]
+                artifacts = [f.result() for f in futures]
             with log.step("keys, manifest, SHA256SUMS and its signature"):
                 signing.export_public_key(key, partial / "signing-key.asc")
                 if apk_key is not None:
@@ -138,6 +144,7 @@ def _native_package(build, catalog, version, semver, arch, entries, work, partia
     depends = list(build.depends(catalog))
     name = file_name(build.family, package_version, package_arch, semver)
     target = partial / name
+    work.mkdir()
     with log.step(f"{name}"):
         cfg = nfpm.config(family=build.family, arch_name=package_arch, version=package_version,
                           release="0" if build.family == "apk" else "1", depends=depends, entries=entries,

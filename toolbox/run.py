@@ -7,10 +7,12 @@ apart from running it, so callers build argvs in pure (unit-tested) functions an
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -83,6 +85,7 @@ def run(
         full_env.update(extra_env)
     if isinstance(input, str) and not text:
         input = input.encode()
+    started = time.monotonic()
     try:
         proc = subprocess.run(
             args,
@@ -99,12 +102,21 @@ def run(
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
         raise CommandFailed(args, -1, err, hint=hint or f"it did not finish within {timeout:g}s") from None
+    _record(args, time.monotonic() - started)
     if check and proc.returncode != 0:
         err = proc.stderr if text else (proc.stderr or b"").decode(errors="replace")
         if not err and proc.stdout:
             err = proc.stdout if text else proc.stdout.decode(errors="replace")
         raise CommandFailed(args, proc.returncode, err or "", hint=hint)
     return proc
+
+
+def _record(args: list[str], seconds: float) -> None:
+    """With ENDURA_RUN_LOG=FILE, append one JSON line per command (benchmarks sum the tools' time)."""
+    path = os.environ.get("ENDURA_RUN_LOG")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"tool": os.path.basename(args[0]), "seconds": round(seconds, 6), "argv": args}) + "\n")
 
 
 def output(argv: Sequence[str | os.PathLike], **kwargs) -> str:
