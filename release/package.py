@@ -70,9 +70,18 @@ def _install(partial: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def build_release(*, formats: Sequence[str], arches: Sequence[str], out: Path) -> Path:
+def select_formats(catalog, formats: Sequence[str], targets: Sequence[str]) -> tuple[str, ...]:
+    """Narrow the formats to those serving the named targets (unknown ids: error with close matches)."""
+    if not targets:
+        return tuple(formats)
+    wanted = {catalog.target(t).family for t in targets} | {"tgz"}
+    return tuple(f for f in formats if f in wanted)
+
+
+def build_release(*, formats: Sequence[str], arches: Sequence[str], out: Path, targets: Sequence[str] = ()) -> Path:
     started = time.monotonic()
     catalog = load_catalog()
+    formats = select_formats(catalog, formats, targets)
     version = version_from_git(REPO)
     semver = str(version)
     epoch = source_date_epoch(REPO)
@@ -189,10 +198,12 @@ def _cli(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="nox -s package --", description=__doc__.splitlines()[0])
     parser.add_argument("--format", default=",".join(ALL_FORMATS), help=f"comma list of {','.join(ALL_FORMATS)} (default: all)")
     parser.add_argument("--arch", default=",".join(ALL_ARCHES), help="comma list of amd64,arm64 (default: both)")
+    parser.add_argument("--target", action="append", default=[], metavar="ID",
+                        help="only the packages serving this catalog target (repeatable), e.g. debian-12, rhel-8")
     parser.add_argument("--out", default=str(REPO / "dist"), help="output directory (default: dist/)")
     args = parser.parse_args(argv)
     final = build_release(formats=_split(args.format, ALL_FORMATS, "format"),
-                          arches=_split(args.arch, ALL_ARCHES, "arch"), out=Path(args.out))
+                          arches=_split(args.arch, ALL_ARCHES, "arch"), out=Path(args.out), targets=args.target)
     print(final)
     return 0
 

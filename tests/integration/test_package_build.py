@@ -49,6 +49,7 @@ def _leftovers(out: Path) -> list[str]:
     [
         (["--format", "deb,msi"], {}, "unknown format msi; choose from deb,rpm,apk,arch,tgz"),
         (["--arch", "riscv64"], {}, "unknown arch riscv64"),
+        (["--target", "debian-14"], {}, "debian-14"),
         ([], {"ENDURA_VERSION": "1.2"}, "1.2"),
         ([], {"ENDURA_VERSION": "1.2.3-preview"}, "1.2.3-preview"),
         ([], {"ENDURA_SIGNING_KEY": "0123456789ABCDEF0123456789ABCDEF01234567"}, "not found in"),

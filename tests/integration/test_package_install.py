@@ -201,3 +201,40 @@ def test_pacman_verifies_and_installs_the_arch_package(debian_root, dist_v1, tmp
     info = run(["pacman", "--root", str(root), "--dbpath", str(dbpath), "-Qi", "endura-sensor"]).stdout
     depends = next(l for l in info.splitlines() if l.startswith("Depends On")).split(":", 1)[1].split()
     assert depends == ["python", "libbpf"]
+
+
+def test_deb_scripts_enable_without_starting_and_never_restart_on_a_broken_config(debian_root, dist_v1, dist_v2):
+    """The package scripts' service decisions. A chroot has no running systemd, so the root gets
+    /run/systemd/system and a recording `systemctl` (is-active answers from /tmp/active); the real
+    `endura-sensor check-config` decides whether an upgrade may restart the sensor."""
+    root = debian_root
+    (root / "run/systemd/system").mkdir(parents=True, exist_ok=True)
+    recorder = root / "usr/bin/systemctl"
+    recorder.write_text('#!/bin/sh\necho "$*" >> /tmp/systemctl.log\n'
+                        '[ "$1" = is-active ] && exit "$(cat /tmp/active 2>/dev/null || echo 3)"\nexit 0\n')
+    recorder.chmod(0o755)
+    log = root / "tmp/systemctl.log"
+
+    out = chroot(root, "dpkg", "-i", copy_into(root, artifact(dist_v1, "deb"))).stdout
+    calls = log.read_text().splitlines()
+    assert "daemon-reload" in calls and "enable endura-sensor.service" in calls
+    assert not any(c.startswith(("start", "restart")) for c in calls), calls
+    assert "enabled, not started" in out
+
+    # a running sensor and a broken configuration: the upgrade must not restart it
+    (root / "tmp/active").write_text("0")
+    (root / CONF).write_text('enforcement = "sometimes"\n')
+    log.write_text("")
+    out = chroot(root, "dpkg", "--force-confold", "-i", copy_into(root, artifact(dist_v2, "deb"))).stdout
+    assert "NOT restarted" in out
+    assert not any(c.startswith("restart") for c in log.read_text().splitlines())
+
+    # fixed configuration: the same upgrade path restarts it
+    (root / CONF).write_text('mode = "standalone"\nenforcement = "audit"\n')
+    log.write_text("")
+    chroot(root, "dpkg", "--force-confold", "-i", copy_into(root, artifact(dist_v2, "deb")))
+    assert "restart endura-sensor.service" in log.read_text().splitlines()
+
+    log.write_text("")
+    chroot(root, "dpkg", "--remove", "endura-sensor")
+    assert "disable --now endura-sensor.service" in log.read_text().splitlines()
