@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -12,10 +11,22 @@ from pathlib import Path
 import pytest
 
 from release.sbom import sha256_file
-from release.signing import cache_dir
 from tests.integration.pkgtools import REPO, build_dist
 from toolbox.run import run
 from toolbox.tools import require
+
+
+def _new_key(tmp_path: Path, *, batch: str = "", quick: tuple[str, ...] = ()) -> tuple[Path, str]:
+    """A fresh GNUPGHOME with one secret key (from --gen-key parameters or --quick-gen-key args)."""
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback"]
+    if batch:
+        run([*gpg, "--gen-key"], input=batch)
+    else:
+        run([*gpg, "--passphrase", "", "--quick-gen-key", *quick])
+    listing = run(["gpg", "--homedir", str(home), "--with-colons", "--list-secret-keys"]).stdout
+    return home, next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
 
 
 def _digests(directory: Path) -> dict[str, str]:
@@ -70,13 +81,9 @@ def test_bad_input_gives_one_line_and_leaves_dist_untouched(tmp_path, args, env,
 
 
 def test_expired_release_key_is_refused(tmp_path):
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
     params = ("%no-protection\nKey-Type: RSA\nKey-Length: 3072\nKey-Usage: sign\nName-Real: Expired Test\n"
               "Creation-Date: 20200101T000000\nExpire-Date: seconds=86400\n%commit\n")
-    run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--gen-key"], input=params)
-    fpr = next(l.split(":")[9] for l in run(["gpg", "--homedir", str(home), "--with-colons", "--list-secret-keys"]).stdout.splitlines()
-               if l.startswith("fpr:"))
+    home, fpr = _new_key(tmp_path, batch=params)
     out = tmp_path / "dist"
     _, proc = build_dist(out, "1.0.0", "--format", "tgz", "--arch", "amd64",
                          env={"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": fpr}, check=False)
@@ -86,24 +93,14 @@ def test_expired_release_key_is_refused(tmp_path):
 
 
 def test_weak_release_key_is_refused(tmp_path):
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
-         "--quick-gen-key", "Weak Test <weak@localhost>", "rsa2048", "sign", "1y"])
-    fpr = next(l.split(":")[9] for l in run(["gpg", "--homedir", str(home), "--with-colons", "--list-secret-keys"]).stdout.splitlines()
-               if l.startswith("fpr:"))
+    home, fpr = _new_key(tmp_path, quick=("Weak Test <weak@localhost>", "rsa2048", "sign", "1y"))
     _, proc = build_dist(tmp_path / "dist", "1.0.0", "--format", "tgz", "--arch", "amd64",
                          env={"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": fpr}, check=False)
     assert "use RSA >= 3072 or Ed25519" in _one_line_error(proc)
 
 
 def test_release_key_with_apk_requires_a_release_apk_key(tmp_path):
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    run(["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
-         "--quick-gen-key", "Release Test <release@localhost>", "ed25519", "sign", "1y"])
-    fpr = next(l.split(":")[9] for l in run(["gpg", "--homedir", str(home), "--with-colons", "--list-secret-keys"]).stdout.splitlines()
-               if l.startswith("fpr:"))
+    home, fpr = _new_key(tmp_path, quick=("Release Test <release@localhost>", "ed25519", "sign", "1y"))
     # the key is younger than the fixed test epoch: sign at "now" (older commits are refused, see below)
     env = {"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": fpr, "SOURCE_DATE_EPOCH": str(int(time.time()))}
     _, young = build_dist(tmp_path / "d0", "1.0.0", "--format", "tgz", "--arch", "amd64",
@@ -145,7 +142,7 @@ def test_systemd_unit_is_hardened():
     require("systemd-analyze")
     unit = REPO / "sensor" / "packaging" / "endura-sensor.service"
     proc = run(["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)], check=False)
-    last = [l for l in proc.stdout.splitlines() if "Overall exposure level" in l]
+    last = [line for line in proc.stdout.splitlines() if "Overall exposure level" in line]
     assert last, proc.stdout[-2000:] + proc.stderr[-2000:]
     score = float(last[0].split("level for")[1].split(":")[1].split()[0])
     # Root with CAP_BPF/CAP_SYS_ADMIN is required to load LSM programs; all else is taken away.
