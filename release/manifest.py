@@ -5,7 +5,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from release.sbom import sha256_file
+from toolbox.files import sha256_file
 
 MANIFEST_SCHEMA = 1
 

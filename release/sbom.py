@@ -8,7 +8,6 @@ so the SBOM is reproducible too.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 import uuid
 import warnings
@@ -25,18 +24,11 @@ with warnings.catch_warnings():
     from cyclonedx.factory.license import LicenseFactory
 
 from release.stage import Entry
+from toolbox.files import sha256_file
 
 #: our family -> purl type (https://github.com/package-url/purl-spec)
 PURL_TYPE = {"deb": "deb", "rpm": "rpm", "apk": "apk", "arch": "alpm", "tgz": "generic"}
 SPDX_LICENSES = ("Apache-2.0", "GPL-2.0-only", "BSD-2-Clause")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def dependency_names(depends: list[str]) -> list[str]:

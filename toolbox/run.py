@@ -13,11 +13,11 @@ import shlex
 import shutil
 import subprocess
 import time
-from pathlib import Path
 from typing import Mapping, Sequence
 
 from toolbox import log
 from toolbox.errors import EnduraError, ToolMissing
+from toolbox.files import atomic_write  # noqa: F401  (moved; vmtest still imports it from here)
 
 STDERR_TAIL_LINES = 15
 
@@ -122,16 +122,3 @@ def _record(args: list[str], seconds: float) -> None:
 def output(argv: Sequence[str | os.PathLike], **kwargs) -> str:
     """Run and return stdout stripped of trailing whitespace."""
     return run(argv, **kwargs).stdout.rstrip()
-
-
-def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Write a file so that readers see either the old or the complete new content."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)

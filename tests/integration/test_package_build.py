@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from release.sbom import sha256_file
 from tests.integration.pkgtools import REPO, build_dist
+from toolbox.files import sha256_file
 from toolbox.run import run
 from toolbox.tools import require
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from release.sbom import sha256_file
+from toolbox.files import sha256_file
 from toolbox.run import CommandFailed, run
 from toolbox.tools import require
 
