@@ -238,3 +238,29 @@ def test_deb_scripts_enable_without_starting_and_never_restart_on_a_broken_confi
     log.write_text("")
     chroot(root, "dpkg", "--remove", "endura-sensor")
     assert "disable --now endura-sensor.service" in log.read_text().splitlines()
+
+
+def test_installed_deb_loads_its_bpf_objects_and_enforces_here(debian_root, dist_v1):
+    """The installed package, with Debian 12's libbpf1, really loads its own BPF objects on this
+    host: `endura-sensor check` finds the tracepoint tier usable (its canary exec is SIGKILLed) and
+    reports LSM/fentry refused (this host's kernel returns EPERM for them)."""
+    root = debian_root
+    chroot(root, "dpkg", "-i", copy_into(root, artifact(dist_v1, "deb")))
+    mounts = [(["mount", "--bind", "/sys", str(root / "sys")], root / "sys"),
+              (["mount", "-t", "proc", "proc", str(root / "proc")], root / "proc")]
+    done = []
+    try:
+        for argv, where in mounts:
+            run(argv)
+            done.append(where)
+        proc = chroot(root, "endura-sensor", "check", "--json", check=False)
+    finally:
+        run(["umount", str(root / "sys/kernel/security")], check=False)
+        for where in reversed(done):
+            run(["umount", "--lazy", str(where)], check=False)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 10, proc.stdout
+    tiers = {t["tier"]: t for t in report["tiers"]}
+    assert tiers["tracepoint"]["usable"] and tiers["tracepoint"]["canary"] == "killed"
+    assert not tiers["lsm"]["usable"] and tiers["lsm"]["result"] == "EPERM"
+    assert report["bpf_dir"] == "/usr/lib/endura-sensor/bpf"
