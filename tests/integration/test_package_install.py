@@ -259,8 +259,8 @@ def test_installed_deb_loads_its_bpf_objects_and_enforces_here(debian_root, dist
         for where in reversed(done):
             run(["umount", "--lazy", str(where)], check=False)
     report = json.loads(proc.stdout)
-    assert proc.returncode == 10, proc.stdout
     tiers = {t["tier"]: t for t in report["tiers"]}
     assert tiers["tracepoint"]["usable"] and tiers["tracepoint"]["canary"] == "killed"
-    assert not tiers["lsm"]["usable"] and tiers["lsm"]["result"] == "EPERM"
+    # measured on these machines: the kernel refuses LSM programs (EPERM); elsewhere it may load
+    assert proc.returncode == (0 if tiers["lsm"]["usable"] else 10), proc.stdout
     assert report["bpf_dir"] == "/usr/lib/endura-sensor/bpf"
