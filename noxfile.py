@@ -50,6 +50,17 @@ def bpf(session: nox.Session) -> None:
 
 
 @nox.session
+def vmtest(session: nox.Session) -> None:
+    """Boot each target's kernel under qemu with the just-built .deb and prove enforcement there.
+
+    `-- debian-12`, `-- all -j 2 --shard 1/4`, `-- --kernel PATH`, `-- --dry-run`. Results:
+    a table on stderr, build/vmtest/junit.xml and summary.json, console logs of failures.
+    """
+    _install(session, *BUILD_DEPS)
+    session.run("python", "-m", "vmtest", "--build", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run every test with the real tools (gpg, rpm -K, dpkg, dnf, debsig-verify, pacman, BPF loads).
 

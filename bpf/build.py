@@ -21,7 +21,8 @@ from typing import Iterable, Sequence
 
 from toolbox import log, tools
 from toolbox.errors import EnduraError, cli_main
-from toolbox.run import CommandFailed, atomic_write, output, run
+from toolbox.files import atomic_write
+from toolbox.run import CommandFailed, output, run
 
 BPF_DIR = Path(__file__).resolve().parent
 REPO = BPF_DIR.parent

@@ -20,7 +20,8 @@ from typing import Sequence
 
 from toolbox import log, tools
 from toolbox.errors import EnduraError, cli_main
-from toolbox.run import atomic_write, output, run
+from toolbox.files import atomic_write
+from toolbox.run import output, run
 
 ROOT = Path(__file__).resolve().parent
 BTF_HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, type_off, type_len, str_off, str_len

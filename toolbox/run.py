@@ -17,7 +17,6 @@ from typing import Mapping, Sequence
 
 from toolbox import log
 from toolbox.errors import EnduraError, ToolMissing
-from toolbox.files import atomic_write  # noqa: F401  (moved; vmtest still imports it from here)
 
 STDERR_TAIL_LINES = 15
 

@@ -1,0 +1,181 @@
+"""Kernel test VMs for real: Debian 12's 6.1 and Debian 13's 6.12 kernels, each booted with BPF LSM
+active and with an lsm= list lacking bpf, with the just-built .deb installed in the guest.
+
+Proves: LSM on -> a denied exec fails with EPERM and an allowed one runs; LSM off -> `check` says so
+and the fentry tier SIGKILLs; a forced tracepoint tier kills; audit only logs; after the sensor
+stops nothing is blocked. Also the bad-input paths: unknown target, kernel not obtainable here,
+missing package, corrupt cached kernel, a panicking and a hanging guest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from distros import load_catalog
+from tests.integration.pkgtools import REPO, build_dist
+from toolbox.tools import require
+from vmtest import cpio, kernels, plan, runner
+
+
+def vmtest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vmtest", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=800, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def deb_dist(tmp_path_factory) -> Path:
+    require("qemu-system-x86_64", "mmdebstrap", "dpkg-deb")
+    path, _ = build_dist(tmp_path_factory.mktemp("vm-dist"), "1.0.0", "--format", "deb", "--arch", "amd64")
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_kernels(deb_dist, tmp_path_factory):
+    """One run: debian-12 + debian-13 x (lsm-on, lsm-off), two VMs at a time."""
+    work = tmp_path_factory.mktemp("vm-work")
+    proc = vmtest("debian-12", "debian-13", "--dist", str(deb_dist), "-j", "2", "--work-dir", str(work))
+    return proc, work
+
+
+def _results(work: Path, target: str, boot: str) -> dict[str, dict]:
+    out = {}
+    for line in (work / f"{target}.{boot}.results.jsonl").read_text().replace("\r", "").splitlines():
+        if line.startswith("{"):
+            obj = json.loads(line)
+            out[obj.get("name", obj["type"])] = obj
+    return out
+
+
+def test_two_kernels_pass_every_scenario(two_kernels):
+    proc, work = two_kernels
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    junit = Path(proc.stdout.split()[0])
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("18", "0", "0")
+    summary = json.loads((work / "summary.json").read_text())
+    assert {(s["target"], s["boot"], s["status"]) for s in summary} == {
+        (t, b, "pass") for t in ("debian-12", "debian-13") for b in ("lsm-on", "lsm-off")}
+    kernels_seen = {s["target"]: s["kernel"] for s in summary}
+    assert kernels_seen["debian-12"].startswith("6.1.") and kernels_seen["debian-13"].startswith("6.12.")
+    assert "target     kernel" in proc.stderr  # the summary table
+
+
+@pytest.mark.parametrize("target", ["debian-12", "debian-13"])
+def test_lsm_on_denies_with_eperm(two_kernels, target):
+    _, work = two_kernels
+    r = _results(work, target, "lsm-on")
+    assert r["check"]["exit_code"] == 0 and r["check"]["report"]["tier"] == "lsm"
+    assert "bpf" in r["check"]["report"]["lsm_list"]
+    assert r["lsm"]["started"]["tier"] == "lsm"
+    assert r["lsm"]["probes"] == {"denied": "eperm", "allowed": "exit:0"}
+    assert r["tracepoint"]["started"]["tier"] == "tracepoint" and r["tracepoint"]["probes"]["denied"] == "killed"
+    assert r["audit"]["probes"] == {"denied": "exit:0", "allowed": "exit:0"}
+    assert [e["action"] for e in r["audit"]["events"] if e["type"] == "exec_denied"] == [["audited"]]
+    assert r["stopped"]["probes"] == {"denied": "exit:0", "allowed": "exit:0"}
+    assert r["hello"]["kernel"] in r["check"]["report"]["kernel"]
+
+
+@pytest.mark.parametrize("target", ["debian-12", "debian-13"])
+def test_lsm_off_falls_back_to_fentry_and_kills(two_kernels, target):
+    _, work = two_kernels
+    r = _results(work, target, "lsm-off")
+    check = r["check"]
+    assert check["exit_code"] == 10 and check["report"]["tier"] == "fentry"
+    assert "bpf" not in check["report"]["lsm_list"]
+    lsm_tier = next(t for t in check["report"]["tiers"] if t["tier"] == "lsm")
+    assert not lsm_tier["usable"] and "lsm=" in lsm_tier["fix"]
+    assert r["fentry"]["started"]["tier"] == "fentry"
+    assert r["fentry"]["probes"] == {"denied": "killed", "allowed": "exit:0"}
+    assert r["tracepoint"]["probes"]["denied"] == "killed"
+    assert r["stopped"]["probes"]["denied"] == "exit:0"
+
+
+def test_boot_to_result_time_is_reported(two_kernels):
+    _, work = two_kernels
+    for s in json.loads((work / "summary.json").read_text()):
+        assert 0 < s["boot_to_result_seconds"] < 60, s
+
+
+# ---------------------------------------------------------------- bad input
+
+def _one_error(proc: subprocess.CompletedProcess) -> str:
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return errors[0]
+
+
+def test_unknown_target_names_close_matches(tmp_path):
+    proc = vmtest("debian-21", "--work-dir", str(tmp_path))
+    assert proc.returncode == 1
+    assert "unknown target 'debian-21'" in _one_error(proc)
+
+
+def test_unobtainable_kernel_is_reported_not_available_here(tmp_path, deb_dist):
+    proc = vmtest("rhel-9", "--dist", str(deb_dist), "--work-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rhel-9: not available here: kernel kernel-core" in proc.stderr
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert suite.get("skipped") == "2" and suite.get("failures") == "0"
+    assert not list(tmp_path.glob("*.console.log"))  # nothing booted
+
+
+def test_missing_package_says_how_to_build_it(tmp_path):
+    proc = vmtest("debian-12", "--dist", str(tmp_path / "empty"), "--work-dir", str(tmp_path))
+    assert proc.returncode == 1
+    assert "nox -s package -- --format deb --arch amd64" in _one_error(proc)
+
+
+def test_dry_run_boots_nothing(tmp_path, deb_dist):
+    proc = vmtest("debian-12", "--dist", str(deb_dist), "--work-dir", str(tmp_path), "--dry-run", "--accel", "tcg")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "qemu-system-x86_64 -accel tcg -cpu max,-cx16" in proc.stderr and "(dry run)" in proc.stderr
+    assert not list(tmp_path.glob("*.console.log"))
+
+
+def test_corrupt_cached_kernel_is_detected_and_replaced(two_kernels):
+    record_path = kernels.cache_root() / "kernels" / "debian-12-amd64.json"
+    vmlinuz = Path(json.loads(record_path.read_text())["vmlinuz"])
+    original = vmlinuz.read_bytes()
+    try:
+        vmlinuz.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(Exception, match="is corrupt"):
+            kernels.verify_cached(kernels._load_record(record_path))
+        target = load_catalog().target("debian-12")
+        image = kernels.fetch("debian-12", target.kernel_package("amd64"), target.kernel_mirror("amd64"),
+                              target.kernel.suite, "amd64")
+        assert image.vmlinuz.read_bytes() == original  # extracted again from the verified .deb
+    finally:
+        if vmlinuz.read_bytes() != original:
+            vmlinuz.write_bytes(original)
+
+
+def test_a_guest_that_panics_is_reported_with_the_console(tmp_path, two_kernels):
+    """An initramfs without /init: the kernel panics, panic=-1 + reboot=t + -no-reboot end qemu at once."""
+    record = json.loads((kernels.cache_root() / "kernels" / "debian-12-amd64.json").read_text())
+    empty = tmp_path / "empty.cpio"
+    with open(empty, "wb") as fh:
+        writer = cpio.Writer(fh)
+        writer.directory("dev")
+        writer.chardev("dev/console", 5, 1)
+        writer.finish()
+    spec = plan.VmSpec(Path(record["vmlinuz"]), empty, plan.kernel_cmdline(plan.BOOTS["lsm-on"], True),
+                       tmp_path / "c.log", tmp_path / "r.jsonl")
+    seconds, problem = runner.boot(spec, timeout=120)
+    assert problem.startswith("panic: ") and "Kernel panic" in problem
+    assert seconds < 60
+
+
+def test_a_hanging_guest_is_stopped_at_the_timeout(tmp_path, deb_dist):
+    proc = vmtest("debian-12", "--boot", "lsm-on", "--dist", str(deb_dist), "--work-dir", str(tmp_path),
+                  "--timeout", "4", "--accel", "tcg")
+    assert proc.returncode == 1
+    assert "did not finish within 4s" in proc.stderr and "console tail" in proc.stderr
+    assert "scenario(s) failed" in _one_error(proc)
+    failure = ET.parse(tmp_path / "junit.xml").getroot().find(".//testcase[@name='check']/failure")
+    assert failure is not None and "guest console" in failure.text

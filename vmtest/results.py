@@ -1,0 +1,227 @@
+"""The guest's JSON lines -> judged cases -> summary table and JUnit XML. Pure functions only.
+
+The guest only records what happened (vmtest.guest); what *should* have happened lives here:
+`EXPECTED` per scenario and `judge_check` per boot.
+"""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+DENIED = "/opt/endura-vmtest/denied"
+
+PASS, FAIL, UNAVAILABLE = "pass", "FAIL", "not available here"
+
+
+@dataclass(frozen=True)
+class Expectation:
+    tier: str | None  # the tier `run` must report in its "started" line (None: no sensor)
+    denied: str  # probe outcome for the denied binary
+    event_action: str | None  # an event for the denied file must carry this action
+
+
+EXPECTED: dict[str, Expectation] = {
+    "lsm": Expectation("lsm", "eperm", "blocked"),
+    "fentry": Expectation("fentry", "killed", "killed"),
+    "tracepoint": Expectation("tracepoint", "killed", "killed"),
+    "audit": Expectation(None, "exit:0", "audited"),  # whichever tier auto picks; it must not block or kill
+    "stopped": Expectation(None, "exit:0", None),
+}
+
+
+@dataclass
+class Case:
+    """One row of the summary / one JUnit testcase."""
+
+    target: str
+    kernel: str
+    boot: str
+    scenario: str
+    status: str  # PASS | FAIL | UNAVAILABLE
+    tier: str = ""
+    detail: str = ""
+    seconds: float = 0.0
+    console_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != FAIL
+
+
+@dataclass
+class VmResult:
+    target: str
+    kernel: str
+    boot: str
+    cases: list[Case] = field(default_factory=list)
+    seconds: float = 0.0  # qemu start to exit
+    result_seconds: float = 0.0  # guest uptime at "done"
+    status: str = PASS  # pass | FAIL | timeout | panic | ...
+
+
+def printable(text: str) -> str:
+    """Console text without control characters (escape sequences break JUnit XML)."""
+    return "".join(ch for ch in text.replace("\r", "") if ch in "\n\t" or (ch >= " " and ch != "\x7f"))
+
+
+def console_tail(text: str, lines: int = 30) -> str:
+    return "\n".join(printable(text).rstrip().splitlines()[-lines:])
+
+
+def parse_lines(text: str) -> list[dict]:
+    """JSON objects from the results port; serial line endings and stray bytes are ignored."""
+    out = []
+    for line in text.replace("\r", "").splitlines():
+        line = line.strip().strip("\0")
+        if not line.startswith("{"):
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "type" in obj:
+            out.append(obj)
+    return out
+
+
+def judge_check(boot: str, obs: dict) -> tuple[list[str], str]:
+    """Problems with `endura-sensor check --json` for this boot, and the tier it chose."""
+    report = obs.get("report") or {}
+    tier = report.get("tier") or ""
+    problems = []
+    if not report:
+        return [f"check printed no JSON (exit code {obs.get('exit_code')}): {obs.get('stderr', '')}"], tier
+    if boot == "lsm-on":
+        if obs.get("exit_code") != 0 or tier != "lsm":
+            problems.append(f"expected exit code 0 and tier lsm, got {obs.get('exit_code')} and {tier or 'none'}")
+    elif boot == "lsm-off":
+        if obs.get("exit_code") != 10 or tier != "fentry":
+            problems.append(f"expected exit code 10 and tier fentry, got {obs.get('exit_code')} and {tier or 'none'}")
+        if report.get("bpf_lsm_active") is not False:
+            problems.append(f"expected bpf_lsm_active false, got {report.get('bpf_lsm_active')}")
+        lsm = next((t for t in report.get("tiers", []) if t.get("tier") == "lsm"), {})
+        if lsm.get("usable") or "lsm=" not in lsm.get("fix", ""):
+            problems.append(f"expected the lsm tier unusable with an lsm=...,bpf fix, got {lsm}")
+    for t in report.get("tiers", []):
+        if t.get("canary", "").startswith("error"):
+            problems.append(f"tier {t.get('tier')} canary: {t.get('canary')}")
+    return problems, tier
+
+
+def judge_scenario(obs: dict) -> tuple[list[str], str]:
+    """Problems with one scenario's observations, and the tier the sensor ran."""
+    name = obs.get("name", "")
+    started = obs.get("started") or {}
+    tier = started.get("tier", "")
+    if obs.get("error"):
+        return [obs["error"] + (f"; sensor stderr: {obs['stderr']}" if obs.get("stderr") else "")], tier
+    expected = EXPECTED.get(name)
+    if expected is None:
+        return [f"unknown scenario {name!r}"], tier
+    problems = []
+    probes = obs.get("probes") or {}
+    if expected.tier and tier != expected.tier:
+        problems.append(f"expected tier {expected.tier}, the sensor started {tier or 'nothing'}")
+    if probes.get("denied") != expected.denied:
+        problems.append(f"denied binary: expected {expected.denied}, got {probes.get('denied')}")
+    if probes.get("allowed") != "exit:0":
+        problems.append(f"allowed binary: expected exit:0, got {probes.get('allowed')}")
+    if expected.event_action:
+        actions = [a for e in obs.get("events", []) if e.get("filename") == DENIED for a in e.get("action", [])]
+        if expected.event_action not in actions:
+            problems.append(f"expected an event with action {expected.event_action} for {DENIED}, got {actions}")
+        if name == "audit" and {"blocked", "killed"} & set(actions):
+            problems.append(f"audit mode must only log, got actions {actions}")
+    if obs.get("tier_requested") and obs.get("exit_code") not in (0, None):
+        problems.append(f"the sensor exited {obs.get('exit_code')}: {obs.get('stderr', '')}")
+    if obs.get("stop"):
+        problems.append(obs["stop"])
+    return problems, tier
+
+
+def judge(target: str, kernel: str, boot: str, scenarios: Sequence[str], lines: Sequence[dict],
+          *, exit_problem: str = "", console_tail: str = "") -> VmResult:
+    """Turn one VM's result lines into cases; a scenario that never reported fails with `exit_problem`."""
+    vm = VmResult(target, kernel, boot)
+    by_name: dict[str, dict] = {}
+    done = None
+    for obj in lines:
+        if obj["type"] == "check":
+            by_name["check"] = obj
+        elif obj["type"] == "scenario":
+            by_name[obj.get("name", "")] = obj
+        elif obj["type"] == "done":
+            done = obj
+        elif obj["type"] == "hello" and obj.get("kernel"):
+            vm.kernel = kernel or obj["kernel"]
+    if done is not None:
+        vm.result_seconds = float(done.get("uptime", 0.0))
+    missing_reason = exit_problem or ("the guest stopped before reporting it" if done is None
+                                      else "the guest reported no result for it")
+    for name in scenarios:
+        obs = by_name.get(name)
+        if obs is None:
+            case = Case(target, vm.kernel, boot, name, FAIL, detail=f"no result: {missing_reason}",
+                        console_tail=console_tail)
+        else:
+            problems, tier = judge_check(boot, obs) if name == "check" else judge_scenario(obs)
+            case = Case(target, vm.kernel, boot, name, FAIL if problems else PASS, tier=tier,
+                        detail="; ".join(problems), seconds=float(obs.get("seconds", 0.0)),
+                        console_tail=console_tail if problems else "")
+        vm.cases.append(case)
+    if exit_problem:
+        vm.status = exit_problem.split(":", 1)[0]
+    elif any(not c.ok for c in vm.cases):
+        vm.status = FAIL
+    return vm
+
+
+def unavailable(target: str, reason: str, boots: Iterable[str]) -> VmResult:
+    vm = VmResult(target, "-", "-", status=UNAVAILABLE)
+    vm.cases = [Case(target, "-", b, "-", UNAVAILABLE, detail=reason) for b in boots]
+    return vm
+
+
+def summary_table(vms: Sequence[VmResult]) -> str:
+    """kernel x boot (tier) x scenario, one row per case, plus per-VM times."""
+    header = ("target", "kernel", "boot", "scenario", "tier", "result", "time")
+    rows = [header]
+    for vm in vms:
+        for c in vm.cases:
+            rows.append((c.target, c.kernel, c.boot, c.scenario, c.tier or "-", c.status,
+                         f"{c.seconds:.1f}s" if c.seconds else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for vm in vms:
+        if vm.status == UNAVAILABLE:
+            lines.append(f"{vm.target}: {UNAVAILABLE}: {vm.cases[0].detail if vm.cases else ''}")
+        else:
+            lines.append(f"{vm.target} {vm.kernel} {vm.boot}: {vm.status}, boot to last result "
+                         f"{vm.result_seconds:.1f}s (guest uptime), VM {vm.seconds:.1f}s")
+    failed = [c for vm in vms for c in vm.cases if c.status == FAIL]
+    for c in failed:
+        lines.append(f"FAIL {c.target} {c.kernel} {c.boot} {c.scenario}: {c.detail}")
+    return "\n".join(lines)
+
+
+def junit_xml(vms: Sequence[VmResult], suite: str = "vmtest") -> str:
+    cases = [(vm, c) for vm in vms for c in vm.cases]
+    failures = sum(1 for _, c in cases if c.status == FAIL)
+    skipped = sum(1 for _, c in cases if c.status == UNAVAILABLE)
+    root = ET.Element("testsuites")
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(cases)), failures=str(failures),
+                       skipped=str(skipped), errors="0", time=f"{sum(vm.seconds for vm in vms):.1f}")
+    for _vm, c in cases:
+        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{c.target}.{c.kernel}.{c.boot}",
+                           name=c.scenario, time=f"{c.seconds:.2f}")
+        if c.status == FAIL:
+            failure = ET.SubElement(tc, "failure", message=printable(c.detail[:500]))
+            failure.text = printable(c.detail + ("\n--- guest console (tail) ---\n" + c.console_tail
+                                                 if c.console_tail else ""))
+        elif c.status == UNAVAILABLE:
+            ET.SubElement(tc, "skipped", message=printable(f"{UNAVAILABLE}: {c.detail}"))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
