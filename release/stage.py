@@ -88,6 +88,9 @@ def stage(arch: str, version: str, bpf_objects: list[Path], root: Path, epoch: i
     add(CONFIG, PACKAGING / "sensor.conf", 0o640, kind="config")
     add("/usr/share/doc/endura-sensor/README.md", REPO / "README.md", 0o644)
     add("/usr/share/doc/endura-sensor/copyright", REPO / "LICENSE", 0o644)
+    add("/usr/share/doc/endura-sensor/POLICIES.md", REPO / "sensor" / "README.md", 0o644)
+    # an example only: a file in /etc/endura/policies would be enforced as soon as the service starts
+    add("/usr/share/doc/endura-sensor/examples/example.toml", PACKAGING / "policies" / "example.toml", 0o644)
     for directory in ("/etc/endura/policies", *STATE_DIRS):
         (root / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
         entries.append(Entry(directory, None, 0o750, "dir"))

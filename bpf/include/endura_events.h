@@ -12,16 +12,21 @@
 #ifndef ENDURA_EVENTS_H
 #define ENDURA_EVENTS_H
 
-#define ENDURA_ABI_VERSION 1
+#define ENDURA_ABI_VERSION 2
 
 #define ENDURA_COMM_LEN 16
 #define ENDURA_PATH_LEN 256
-#define ENDURA_MAX_DENY_RULES 16384
+#define ENDURA_MAX_RULES 16384 /* entries per rule map (exec, files, net) */
+#define ENDURA_MAX_DEPTH 32    /* ancestor directories walked for `dir` rules (mounts are crossed) */
 #define ENDURA_RINGBUF_BYTES (256 * 1024)
 
 /* struct endura_event.type */
 enum endura_event_type {
-	ENDURA_EVENT_EXEC_DENIED = 1, /* exec of a denied executable (device, inode) */
+	ENDURA_EVENT_EXEC_DENIED = 1,        /* exec of a denied executable (device, inode) */
+	ENDURA_EVENT_FILE_OPEN_DENIED = 2,   /* open of a protected file; detail = f_mode (1 read, 2 write) */
+	ENDURA_EVENT_CONNECT_DENIED = 3,     /* connect() to a denied address/port */
+	ENDURA_EVENT_MODULE_LOAD_DENIED = 4, /* init_module/finit_module/request_module; detail = how */
+	ENDURA_EVENT_BPF_DENIED = 5,         /* bpf() by a process other than the sensor; detail = cmd */
 };
 
 /* struct endura_event.action: what the kernel did (bit flags; AUDITED alone = nothing enforced) */
@@ -33,9 +38,9 @@ enum endura_action {
 
 /* struct endura_event.tier: which program produced the event */
 enum endura_tier {
-	ENDURA_TIER_LSM = 1,        /* lsm/bprm_check_security: blocks before exec */
-	ENDURA_TIER_FENTRY = 2,     /* fentry/security_bprm_check: SIGKILL */
-	ENDURA_TIER_TRACEPOINT = 3, /* tp_btf/sched_process_exec: SIGKILL before the first instruction */
+	ENDURA_TIER_LSM = 1,        /* lsm/...: blocks before the operation */
+	ENDURA_TIER_FENTRY = 2,     /* fentry/security_...: SIGKILL */
+	ENDURA_TIER_TRACEPOINT = 3, /* tp_btf/...: SIGKILL (exec: before the first instruction) */
 };
 
 /* struct endura_config.enforcement */
@@ -44,25 +49,71 @@ enum endura_enforcement {
 	ENDURA_ENFORCEMENT_ENFORCE = 1,
 };
 
-/* key of the deny map: the kernel's view of the file (dev is the kernel encoding: major << 20 | minor) */
+/* struct endura_rule.action: the policy file's per-rule action */
+enum endura_rule_action {
+	ENDURA_RULE_BLOCK = 0, /* what the tier can do: -EPERM (LSM), + SIGKILL when terminate_process */
+	ENDURA_RULE_KILL = 1,  /* always SIGKILL (and -EPERM on the LSM tier) */
+	ENDURA_RULE_AUDIT = 2, /* report only */
+};
+
+/* struct endura_rule.flags */
+enum endura_rule_flags {
+	ENDURA_RULE_SUBTREE = 1, /* the key is a directory: the rule covers everything below it */
+	ENDURA_RULE_READ = 2,    /* file rules: deny open for reading */
+	ENDURA_RULE_WRITE = 4,   /* file rules: deny open for writing */
+};
+
+/* index into the endura_tamper array */
+enum endura_tamper_index {
+	ENDURA_TAMPER_MODULE_LOAD = 0,
+	ENDURA_TAMPER_BPF = 1,
+	ENDURA_TAMPER_COUNT = 2,
+};
+
+/* struct endura_event.detail for ENDURA_EVENT_MODULE_LOAD_DENIED */
+enum endura_module_how {
+	ENDURA_MODULE_INIT = 1,    /* init_module(2) / kernel_load_data */
+	ENDURA_MODULE_FINIT = 2,   /* finit_module(2) / kernel_read_file */
+	ENDURA_MODULE_REQUEST = 3, /* request_module() (autoload on behalf of the process) */
+};
+
+/* key of the exec and files maps: the kernel's view of the file (dev is the kernel encoding: major << 20 | minor) */
 struct endura_file_key {
 	__u64 dev;
 	__u64 ino;
 };
 
-struct endura_deny_rule {
+/* value of the exec, files and net maps and of the tamper array (rule_id 0 = no rule) */
+struct endura_rule {
 	__u32 rule_id; /* reported back in events */
-	__u32 flags;   /* reserved, 0 */
+	__u32 action;  /* enum endura_rule_action */
+	__u32 flags;   /* enum endura_rule_flags */
+	__u32 reserved;
+};
+
+/* key of the net LPM trie: port (big-endian, 0 = any port) then the IPv6 address (IPv4 as ::ffff:a.b.c.d) */
+struct endura_net_key {
+	__u32 prefixlen; /* 16 (port) + address prefix bits (IPv4 /n = 96 + n) */
+	__u8 port[2];
+	__u8 addr[16];
+	__u8 reserved[2];
 };
 
 /* the single entry (key 0) of the config map */
 struct endura_config {
-	__u32 enforcement;       /* enum endura_enforcement */
-	__u32 terminate_process; /* 1: SIGKILL the offender (all tiers; fentry/tracepoint can do nothing else) */
-	__u32 reserved[2];
+	__u32 enforcement;        /* enum endura_enforcement */
+	__u32 terminate_process;  /* 1: SIGKILL on `block` rules too (fentry/tracepoint can do nothing else) */
+	__u32 sensor_tgid;        /* the sensor itself: exempt from bpf() rules */
+	__u32 exec_subtree_rules; /* > 0: walk ancestors of exec'd files */
+	__u32 file_rules;         /* > 0: check opens */
+	__u32 file_subtree_rules; /* > 0: walk ancestors of opened files */
+	__u32 net_rules;          /* > 0: check connects */
+	__u32 file_read_rules;    /* > 0: file rules deny reading too (else read-only opens are skipped early) */
+	__u64 sensor_cgroup_id;   /* != 0: the sensor's own cgroup (v2 id; e.g. endura-sensor.service) is exempt
+				     from bpf() rules too, so a restarted sensor can replace pinned programs */
 };
 
-/* one ring-buffer record; 344 bytes */
+/* one ring-buffer record; 368 bytes */
 struct endura_event {
 	__u32 type;   /* enum endura_event_type */
 	__u32 action; /* enum endura_action flags */
@@ -76,10 +127,14 @@ struct endura_event {
 	__u32 uid;
 	__u32 gid;
 	__s32 kill_result; /* bpf_send_signal() return value when KILLED was attempted, else 0 */
-	__u64 dev;
+	__u64 dev;         /* exec/file: the file */
 	__u64 ino;
 	char comm[ENDURA_COMM_LEN];     /* task comm at the hook (the old image's name for fentry/LSM) */
-	char filename[ENDURA_PATH_LEN]; /* bprm->filename as passed to execve, truncated */
+	char filename[ENDURA_PATH_LEN]; /* exec: bprm->filename; file: the dentry name; module: the name */
+	__u8 addr[16];  /* connect: IPv6 or IPv4-mapped address */
+	__u16 port;     /* connect: host byte order */
+	__u16 family;   /* connect: AF_INET 2 / AF_INET6 10 */
+	__u32 detail;   /* file: f_mode; module: enum endura_module_how; bpf: cmd */
 };
 
 #if defined(__bpf__)
@@ -87,10 +142,32 @@ struct endura_event {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, ENDURA_MAX_DENY_RULES);
+	__uint(max_entries, ENDURA_MAX_RULES);
 	__type(key, struct endura_file_key);
-	__type(value, struct endura_deny_rule);
-} endura_deny SEC(".maps");
+	__type(value, struct endura_rule);
+} endura_exec SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ENDURA_MAX_RULES);
+	__type(key, struct endura_file_key);
+	__type(value, struct endura_rule);
+} endura_files SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, ENDURA_MAX_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct endura_net_key);
+	__type(value, struct endura_rule);
+} endura_net SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, ENDURA_TAMPER_COUNT);
+	__type(key, __u32);
+	__type(value, struct endura_rule);
+} endura_tamper SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -1,10 +1,15 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
-/* The exec policy shared by the three tiers: look the file up, decide, report. BPF side only. */
+/*
+ * The policy shared by the three tiers: look the object up in the rule maps, decide, report.
+ * BPF side only. Each tier's program calls these from its own hook; `can_block` says whether the
+ * hook's return value is honoured (LSM) or only a SIGKILL is possible (fentry, tracepoint).
+ */
 #ifndef ENDURA_POLICY_BPF_H
 #define ENDURA_POLICY_BPF_H
 
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
@@ -12,6 +17,42 @@
 
 #define ENDURA_EPERM 1
 #define ENDURA_SIGKILL 9
+#define ENDURA_AF_INET 2
+#define ENDURA_AF_INET6 10
+#define ENDURA_FMODE_READ 1
+#define ENDURA_FMODE_WRITE 2
+#define ENDURA_O_ACCMODE 3
+#define ENDURA_O_RDONLY 0
+
+/* syscall numbers (tracepoint tier: raw syscalls); -1 = no such syscall on this arch */
+#if defined(__TARGET_ARCH_x86)
+#define ENDURA_NR_OPEN 2
+#define ENDURA_NR_CREAT 85
+#define ENDURA_NR_OPENAT 257
+#define ENDURA_NR_OPENAT2 437
+#define ENDURA_NR_CONNECT 42
+#define ENDURA_NR_INIT_MODULE 175
+#define ENDURA_NR_FINIT_MODULE 313
+#define ENDURA_NR_BPF 321
+/* regs is a tp_btf argument (a trusted BTF pointer): read directly, no helper call on this hot path */
+#define ENDURA_SYSCALL_NR(regs) ((long)(regs)->orig_ax)
+#define ENDURA_SYSCALL_ARG1(regs) ((regs)->si) /* arguments 2 and 3 (0-based 1, 2): intact at sys_exit */
+#define ENDURA_SYSCALL_ARG2(regs) ((regs)->dx)
+#elif defined(__TARGET_ARCH_arm64)
+#define ENDURA_NR_OPEN -1
+#define ENDURA_NR_CREAT -1
+#define ENDURA_NR_OPENAT 56
+#define ENDURA_NR_OPENAT2 437
+#define ENDURA_NR_CONNECT 203
+#define ENDURA_NR_INIT_MODULE 105
+#define ENDURA_NR_FINIT_MODULE 273
+#define ENDURA_NR_BPF 280
+#define ENDURA_SYSCALL_NR(regs) ((long)(regs)->syscallno)
+#define ENDURA_SYSCALL_ARG1(regs) ((regs)->regs[1])
+#define ENDURA_SYSCALL_ARG2(regs) ((regs)->regs[2])
+#else
+#error "unsupported __TARGET_ARCH"
+#endif
 
 /*
  * Keep struct endura_event in the object's BTF (the layout test compares it with the Python
@@ -23,13 +64,19 @@ static __always_inline void endura_anchor_event_type(void)
 	(void)event_type_id;
 }
 
-static __always_inline int endura_file_key_of(struct file *file, struct endura_file_key *key)
+static __always_inline struct endura_config *endura_cfg(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&endura_config, &zero);
+}
+
+static __always_inline int endura_key_of_dentry(struct dentry *dentry, struct endura_file_key *key)
 {
 	struct inode *inode;
 
-	if (!file)
+	if (!dentry)
 		return -1;
-	inode = BPF_CORE_READ(file, f_inode);
+	inode = BPF_CORE_READ(dentry, d_inode);
 	if (!inode)
 		return -1;
 	key->dev = BPF_CORE_READ(inode, i_sb, s_dev);
@@ -38,28 +85,83 @@ static __always_inline int endura_file_key_of(struct file *file, struct endura_f
 }
 
 /*
- * The rule matching the file being exec'd. LSM and fentry run security_bprm_check() once per binfmt
- * step, so they see a `#!` script and then its interpreter; at tp_btf/sched_process_exec only the
- * final file (the interpreter) is left, plus bprm->executable for binfmt_misc 'O' (execfd) handlers.
+ * The rule for `file` in `map`: its own (dev, ino), then with `subtree`, each ancestor directory
+ * (up to ENDURA_MAX_DEPTH, crossing mount points) whose entry has ENDURA_RULE_SUBTREE. Paths,
+ * symlinks and relative names do not matter: the kernel's dentry tree is walked.
  */
-static __always_inline struct endura_deny_rule *endura_match(struct linux_binprm *bprm, struct endura_file_key *key)
+static __always_inline struct endura_rule *endura_lookup_file(void *map, struct file *file, bool subtree,
+							       struct endura_file_key *key)
 {
-	struct endura_deny_rule *rule = NULL;
-	struct file *file;
+	struct endura_rule *rule;
+	struct dentry *d, *parent, *root;
+	struct vfsmount *vmnt;
+	struct mount *mnt, *up;
+	int i;
 
-	if (endura_file_key_of(BPF_CORE_READ(bprm, file), key) == 0)
-		rule = bpf_map_lookup_elem(&endura_deny, key);
-	if (!rule && bpf_core_field_exists(bprm->executable)) {
-		file = BPF_CORE_READ(bprm, executable);
-		if (file && endura_file_key_of(file, key) == 0)
-			rule = bpf_map_lookup_elem(&endura_deny, key);
+	if (!file)
+		return NULL;
+	d = BPF_CORE_READ(file, f_path.dentry);
+	if (endura_key_of_dentry(d, key) != 0)
+		return NULL;
+	rule = bpf_map_lookup_elem(map, key);
+	if (rule || !subtree)
+		return rule;
+	vmnt = BPF_CORE_READ(file, f_path.mnt);
+	mnt = (struct mount *)((void *)vmnt - bpf_core_field_offset(struct mount, mnt));
+	for (i = 0; i < ENDURA_MAX_DEPTH; i++) {
+		root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		if (d == root) {
+			up = BPF_CORE_READ(mnt, mnt_parent);
+			if (!up || up == mnt)
+				break;
+			d = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = up;
+		} else {
+			parent = BPF_CORE_READ(d, d_parent);
+			if (!parent || parent == d)
+				break;
+			d = parent;
+		}
+		if (endura_key_of_dentry(d, key) != 0)
+			break;
+		rule = bpf_map_lookup_elem(map, key);
+		if (rule && (rule->flags & ENDURA_RULE_SUBTREE))
+			return rule;
 	}
-	return rule;
+	return NULL;
 }
 
-static __always_inline void endura_report(struct linux_binprm *bprm, const struct endura_file_key *key,
-					  const struct endura_deny_rule *rule, __u32 tier, __u32 action,
-					  int kill_result)
+/*
+ * Decide for one matched rule: returns -EPERM when the operation must be refused (can_block only),
+ * else 0; *action gets the enum endura_action flags, *kill_result bpf_send_signal()'s result.
+ */
+static __always_inline int endura_decide(const struct endura_rule *rule, bool can_block, bool may_kill,
+					 __u32 *action, int *kill_result)
+{
+	struct endura_config *cfg = endura_cfg();
+	int ret = 0;
+
+	*action = 0;
+	*kill_result = 0;
+	if (cfg && cfg->enforcement == ENDURA_ENFORCEMENT_ENFORCE && rule->action != ENDURA_RULE_AUDIT) {
+		if (can_block) {
+			*action |= ENDURA_ACTION_BLOCKED;
+			ret = -ENDURA_EPERM;
+		}
+		if (may_kill && (rule->action == ENDURA_RULE_KILL || cfg->terminate_process)) {
+			*kill_result = bpf_send_signal(ENDURA_SIGKILL);
+			if (*kill_result == 0)
+				*action |= ENDURA_ACTION_KILLED;
+		}
+	}
+	if (!*action)
+		*action = ENDURA_ACTION_AUDITED;
+	return ret;
+}
+
+/* Reserve and fill the common part of an event; NULL (and a counted drop) when the ring is full. */
+static __always_inline struct endura_event *endura_event_begin(__u32 type, __u32 tier, const struct endura_rule *rule,
+								__u32 action, int kill_result)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct endura_event *e;
@@ -67,14 +169,16 @@ static __always_inline void endura_report(struct linux_binprm *bprm, const struc
 	__u64 ugid = bpf_get_current_uid_gid();
 	__u32 zero = 0;
 
+	endura_anchor_event_type();
 	e = bpf_ringbuf_reserve(&endura_events, sizeof(*e), 0);
 	if (!e) {
 		__u64 *drops = bpf_map_lookup_elem(&endura_drops, &zero);
 		if (drops)
 			__sync_fetch_and_add(drops, 1);
-		return;
+		return NULL;
 	}
-	e->type = ENDURA_EVENT_EXEC_DENIED;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
 	e->action = action;
 	e->tier = tier;
 	e->rule_id = rule->rule_id;
@@ -86,45 +190,171 @@ static __always_inline void endura_report(struct linux_binprm *bprm, const struc
 	e->uid = (__u32)ugid;
 	e->gid = ugid >> 32;
 	e->kill_result = kill_result;
-	e->dev = key->dev;
-	e->ino = key->ino;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	if (bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename)) < 0)
-		e->filename[0] = '\0';
-	bpf_ringbuf_submit(e, 0);
+	return e;
 }
 
-/*
- * Decide for one exec. can_block: the hook's return value is honoured (LSM).
- * Returns -EPERM when the exec must be refused, else 0.
- */
+/* ---------------------------------------------------------------- exec */
+
+static __always_inline struct endura_rule *endura_match_exec(struct linux_binprm *bprm, struct endura_file_key *key)
+{
+	struct endura_config *cfg = endura_cfg();
+	bool subtree = cfg && cfg->exec_subtree_rules;
+	struct endura_rule *rule;
+	struct file *file;
+
+	/*
+	 * LSM and fentry run security_bprm_check() once per binfmt step, so they see a `#!` script and
+	 * then its interpreter; at tp_btf/sched_process_exec only the final file (the interpreter) is
+	 * left, plus bprm->executable for binfmt_misc 'O' (execfd) handlers.
+	 */
+	rule = endura_lookup_file(&endura_exec, BPF_CORE_READ(bprm, file), subtree, key);
+	if (!rule && bpf_core_field_exists(bprm->executable)) {
+		file = BPF_CORE_READ(bprm, executable);
+		if (file)
+			rule = endura_lookup_file(&endura_exec, file, subtree, key);
+	}
+	return rule;
+}
+
 static __always_inline int endura_exec_policy(struct linux_binprm *bprm, __u32 tier, bool can_block)
 {
 	struct endura_file_key key = {};
-	struct endura_deny_rule *rule;
-	struct endura_config *cfg;
-	__u32 zero = 0, action = 0;
-	int kill_result = 0, ret = 0;
+	struct endura_rule *rule;
+	struct endura_event *e;
+	__u32 action;
+	int kill_result, ret;
 
-	endura_anchor_event_type();
-	rule = endura_match(bprm, &key);
+	rule = endura_match_exec(bprm, &key);
 	if (!rule)
 		return 0;
-	cfg = bpf_map_lookup_elem(&endura_config, &zero);
-	if (cfg && cfg->enforcement == ENDURA_ENFORCEMENT_ENFORCE) {
-		if (can_block) {
-			action |= ENDURA_ACTION_BLOCKED;
-			ret = -ENDURA_EPERM;
-		}
-		if (cfg->terminate_process) {
-			kill_result = bpf_send_signal(ENDURA_SIGKILL);
-			if (kill_result == 0)
-				action |= ENDURA_ACTION_KILLED;
-		}
+	ret = endura_decide(rule, can_block, true, &action, &kill_result);
+	e = endura_event_begin(ENDURA_EVENT_EXEC_DENIED, tier, rule, action, kill_result);
+	if (e) {
+		e->dev = key.dev;
+		e->ino = key.ino;
+		if (bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename)) < 0)
+			e->filename[0] = '\0';
+		bpf_ringbuf_submit(e, 0);
 	}
-	if (!action)
-		action = ENDURA_ACTION_AUDITED;
-	endura_report(bprm, &key, rule, tier, action, kill_result);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- file open */
+
+static __always_inline int endura_file_policy(struct file *file, __u32 tier, bool can_block)
+{
+	struct endura_config *cfg = endura_cfg();
+	struct endura_file_key key = {};
+	struct endura_rule *rule;
+	struct endura_event *e;
+	__u32 action, fmode, wanted = 0;
+	int kill_result, ret;
+
+	if (!cfg || !cfg->file_rules || !file)
+		return 0;
+	rule = endura_lookup_file(&endura_files, file, cfg->file_subtree_rules != 0, &key);
+	if (!rule)
+		return 0;
+	fmode = BPF_CORE_READ(file, f_mode);
+	if (fmode & ENDURA_FMODE_READ)
+		wanted |= ENDURA_RULE_READ;
+	if (fmode & ENDURA_FMODE_WRITE)
+		wanted |= ENDURA_RULE_WRITE;
+	if (!(rule->flags & wanted))
+		return 0;
+	ret = endura_decide(rule, can_block, true, &action, &kill_result);
+	e = endura_event_begin(ENDURA_EVENT_FILE_OPEN_DENIED, tier, rule, action, kill_result);
+	if (e) {
+		e->dev = key.dev;
+		e->ino = key.ino;
+		e->detail = fmode & (ENDURA_FMODE_READ | ENDURA_FMODE_WRITE);
+		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+		bpf_ringbuf_submit(e, 0);
+	}
+	return ret;
+}
+
+/* ---------------------------------------------------------------- connect */
+
+/* sa: a struct sockaddr copy (at least 28 bytes). */
+static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, bool can_block)
+{
+	struct endura_config *cfg = endura_cfg();
+	struct endura_net_key key = {};
+	struct endura_rule *rule;
+	struct endura_event *e;
+	__u16 family = *(const __u16 *)sa;
+	__u32 action;
+	int kill_result, ret;
+
+	if (!cfg || !cfg->net_rules)
+		return 0;
+	key.port[0] = sa[2];
+	key.port[1] = sa[3];
+	if (family == ENDURA_AF_INET) {
+		key.addr[10] = 0xff;
+		key.addr[11] = 0xff;
+		__builtin_memcpy(&key.addr[12], &sa[4], 4);
+	} else if (family == ENDURA_AF_INET6) {
+		__builtin_memcpy(key.addr, &sa[8], 16);
+	} else {
+		return 0;
+	}
+	key.prefixlen = 16 + 128;
+	rule = bpf_map_lookup_elem(&endura_net, &key);
+	if (!rule) { /* rules for any port */
+		key.port[0] = key.port[1] = 0;
+		rule = bpf_map_lookup_elem(&endura_net, &key);
+	}
+	if (!rule)
+		return 0;
+	ret = endura_decide(rule, can_block, true, &action, &kill_result);
+	e = endura_event_begin(ENDURA_EVENT_CONNECT_DENIED, tier, rule, action, kill_result);
+	if (e) {
+		__builtin_memcpy(e->addr, key.addr, 16);
+		e->port = ((__u16)sa[2] << 8) | sa[3];
+		e->family = family;
+		bpf_ringbuf_submit(e, 0);
+	}
+	return ret;
+}
+
+/* ---------------------------------------------------------------- tamper: modules, bpf() */
+
+/* index: enum endura_tamper_index; detail: module how / bpf cmd; name may be NULL */
+static __always_inline int endura_tamper_policy(__u32 index, __u32 detail, const char *name, bool user_name,
+						__u32 tier, bool can_block)
+{
+	struct endura_rule *rule = bpf_map_lookup_elem(&endura_tamper, &index);
+	struct endura_config *cfg;
+	struct endura_event *e;
+	__u32 action;
+	int kill_result, ret;
+
+	if (!rule || !rule->rule_id)
+		return 0;
+	if (index == ENDURA_TAMPER_BPF) {
+		cfg = endura_cfg();
+		if (cfg && cfg->sensor_tgid == (__u32)(bpf_get_current_pid_tgid() >> 32))
+			return 0; /* the sensor itself */
+		if (cfg && cfg->sensor_cgroup_id && cfg->sensor_cgroup_id == bpf_get_current_cgroup_id())
+			return 0; /* its service's cgroup: a restarted sensor */
+	}
+	/* request_module(): autoload on behalf of a process that did not ask for a module: refuse, never kill */
+	ret = endura_decide(rule, can_block, detail != ENDURA_MODULE_REQUEST, &action, &kill_result);
+	e = endura_event_begin(index == ENDURA_TAMPER_BPF ? ENDURA_EVENT_BPF_DENIED : ENDURA_EVENT_MODULE_LOAD_DENIED,
+			       tier, rule, action, kill_result);
+	if (e) {
+		e->detail = detail;
+		if (name) {
+			if (user_name)
+				bpf_probe_read_user_str(e->filename, sizeof(e->filename), name);
+			else
+				bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), name);
+		}
+		bpf_ringbuf_submit(e, 0);
+	}
 	return ret;
 }
 

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import time
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
-from . import __version__, libbpf, probe
+from . import __version__, daemon, probe
 from . import bpf_dir as default_bpf_dir
 from . import config as config_mod
-from .enforce import TIER_BY_NAME, TIERS, Enforcer
+from . import policy as policy_mod
+from .enforce import TIERS
 from .errors import SensorError
 
 EXIT_USAGE = 2
@@ -32,14 +31,30 @@ def _parser() -> argparse.ArgumentParser:
     cc = sub.add_parser("check-config", help="validate the configuration file",
                         description=config_mod.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cc.add_argument("--config", type=Path, default=config_mod.DEFAULT_PATH, help="default: %(default)s")
+    cc.add_argument("--policy-dir", type=Path, help="also validate this policy directory (default: policy_dir "
+                    "from the config, when it exists)")
 
-    run = sub.add_parser("run", help="enforce: load the best tier and print events as JSON lines on stdout")
+    run = sub.add_parser("run", help="enforce the policy; events as JSON lines on stdout and in <log_dir>/events.log",
+                         description=daemon.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("--config", type=Path, default=config_mod.DEFAULT_PATH, help="default: %(default)s")
+    run.add_argument("--policy-dir", type=Path, help="policy directory (default: policy_dir from the config)")
+    run.add_argument("--log-dir", type=Path, help="event log directory (default: log_dir from the config)")
     run.add_argument("--deny", action="append", default=[], metavar="PATH",
-                     help="deny executing this file (by device and inode; repeatable)")
+                     help="also deny executing this file (by device and inode; repeatable)")
     run.add_argument("--tier", choices=["auto"] + [t.name for t in TIERS], default="auto")
     run.add_argument("--duration", type=float, help="stop after this many seconds (default: until SIGTERM)")
+    run.add_argument("--reload-interval", type=float, default=1.0, help="seconds between policy_dir checks")
+    run.add_argument("--resolve-interval", type=float, default=5.0,
+                     help="seconds between re-resolving rule paths and hashes (replaced or new files)")
     run.add_argument("--bpf-dir", type=Path, help="directory of the .bpf.o files")
+    run.add_argument("--pin-dir", type=Path, help="BPF filesystem directory for the pinned programs "
+                     "(default: bpf_pin_dir from the config; '' = do not pin)")
+
+    status = sub.add_parser("status", help="the running sensor: tier, policy, event counts, dropped events "
+                            "(exit 0 running, 3 not running)")
+    status.add_argument("--config", type=Path, default=config_mod.DEFAULT_PATH, help="default: %(default)s")
+    status.add_argument("--log-dir", type=Path, help="default: log_dir from the config")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     return parser
 
 
@@ -61,31 +76,28 @@ def cmd_check_config(ns: argparse.Namespace) -> int:
         return 1
     print(f"{ns.config}: ok (mode {cfg.mode}, enforcement {cfg.enforcement}, "
           f"terminate_process {str(cfg.terminate_process).lower()})")
+    directory = ns.policy_dir or Path(cfg.policy_dir)
+    if ns.policy_dir is None and (not directory.is_dir() or not policy_mod.policy_files(directory)):
+        print(f"endura-sensor: note: no policy files in {directory}: 'endura-sensor run' will refuse to start "
+              "until one is added", file=sys.stderr)
+        return 0
+    try:
+        pol = policy_mod.load_dir(directory)
+    except policy_mod.PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    for warning in policy_mod.resolve(pol).warnings:  # valid, but inactive until the file exists
+        print(f"warning: {warning}", file=sys.stderr)
+    counts = ", ".join(f"{n} {t}" for t, n in sorted(pol.summary().items()))
+    print(f"{directory}: ok ({len(pol.rules)} rules: {counts}; from {', '.join(Path(f).name for f in pol.files)})")
     return 0
 
 
-def _log(message: str) -> None:
-    print(f"endura-sensor: {message}", file=sys.stderr, flush=True)
-
-
-def _start(ns: argparse.Namespace, cfg: config_mod.Config) -> Enforcer:
-    directory = ns.bpf_dir or default_bpf_dir()
-    enforce, terminate = cfg.enforcement == "enforce", cfg.terminate_process
-    if ns.tier != "auto":
-        candidates = [TIER_BY_NAME[ns.tier]]
-    else:
-        facts = probe.host_facts()
-        candidates = [t for t in TIERS if t.name != "lsm" or facts.bpf_lsm_active]
-        if not facts.bpf_lsm_active:
-            _log("skipping tier lsm: bpf is not in the active LSM list ('endura-sensor check' shows the fix)")
-    failures: List[str] = []
-    for tier in candidates:
-        try:
-            return Enforcer(tier, directory, enforce=enforce, terminate=terminate, deny=ns.deny)
-        except libbpf.BpfError as exc:
-            failures.append(f"{tier.name}: {exc}")
-            _log(f"tier {tier.name} unavailable: {exc}")
-    raise SensorError("no enforcement tier could be loaded (" + "; ".join(failures) + "); run 'endura-sensor check'")
+def _pin_dir(option: Path | None, cfg: config_mod.Config) -> Path | None:
+    if option is None:
+        return Path(cfg.bpf_pin_dir) if cfg.bpf_pin_dir else None
+    return None if str(option) in ("", ".") else option
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -93,34 +105,35 @@ def cmd_run(ns: argparse.Namespace) -> int:
         cfg = config_mod.load(ns.config)
     else:
         cfg = config_mod.Config()
-        _log(f"{ns.config} not found; using the defaults (enforce, terminate_process = true)")
-    enforcer = _start(ns, cfg)
-    stop = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.append(True))
-    try:
-        _log(f"tier {enforcer.tier.name}, enforcement {cfg.enforcement}, terminate_process "
-             f"{str(cfg.terminate_process).lower()}, {len(enforcer.rules)} deny rule(s)")
-        if cfg.enforcement == "enforce" and not enforcer.tier.can_block and not cfg.terminate_process:
-            _log(f"warning: tier {enforcer.tier.name} can only kill and terminate_process = false: "
-                 "violations are reported, not enforced")
-        print(json.dumps({"type": "started", "tier": enforcer.tier.name, "enforcement": cfg.enforcement,
-                          "terminate_process": cfg.terminate_process, "rules": enforcer.rules}), flush=True)
+        daemon.log(f"{ns.config} not found; using the defaults (enforce, terminate_process = true)")
+    return daemon.run(cfg, duration=ns.duration, policy_dir=ns.policy_dir or Path(cfg.policy_dir),
+                      bpf_dir=ns.bpf_dir or default_bpf_dir(), deny=ns.deny, tier=ns.tier, log_dir=ns.log_dir,
+                      reload_interval=ns.reload_interval, resolve_interval=ns.resolve_interval,
+                      pin_dir=_pin_dir(ns.pin_dir, cfg))
 
-        def emit(event) -> None:
-            print(json.dumps(event.to_dict()), flush=True)
 
-        deadline = None if ns.duration is None else time.monotonic() + ns.duration
-        reported_drops = 0
-        while not stop and (deadline is None or time.monotonic() < deadline):
-            enforcer.poll(emit, 100)
-            drops = enforcer.drops()
-            if drops != reported_drops:
-                print(json.dumps({"type": "events_dropped", "total": drops, "new": drops - reported_drops}),
-                      flush=True)
-                reported_drops = drops
-    finally:
-        enforcer.close()
+EXIT_NOT_RUNNING = 3  # LSB: program is not running
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    cfg = config_mod.load(ns.config) if ns.config.exists() or ns.config != config_mod.DEFAULT_PATH else config_mod.Config()
+    log_dir = ns.log_dir or Path(cfg.log_dir)
+    status = daemon.read_status(log_dir)
+    if status is None:
+        print(f"endura-sensor is not running (no live {log_dir / daemon.STATUS_NAME})", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    if ns.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    counts = ", ".join(f"{n} {t}" for t, n in sorted(status["events"].items())) or "none"
+    print(f"endura-sensor running (pid {status['pid']}) since {status['started']}\n"
+          f"tier:        {status['tier']} ({', '.join(status['programs'])})\n"
+          f"enforcement: {status['enforcement']}, terminate_process {str(status['terminate_process']).lower()}\n"
+          f"policy:      {status['rules']} rules from {', '.join(status['policy_files']) or '--deny'} in "
+          f"{status['policy_dir']}\n"
+          f"last reload: {status['last_reload'] or 'none'}\n"
+          f"events:      {counts}\n"
+          f"dropped:     {status['events_dropped']} event(s) lost because the ring buffer was full")
     return 0
 
 
@@ -129,10 +142,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if not ns.command:
         parser.print_usage(sys.stderr)
-        print("endura-sensor: error: a command is required (check, check-config, run)", file=sys.stderr)
+        print("endura-sensor: error: a command is required (check, check-config, run, status)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return {"check": cmd_check, "check-config": cmd_check_config, "run": cmd_run}[ns.command](ns)
+        return {"check": cmd_check, "check-config": cmd_check_config, "run": cmd_run,
+                "status": cmd_status}[ns.command](ns)
     except SensorError as exc:
         if exc.detail:
             print(exc.detail.rstrip(), file=sys.stderr)

@@ -10,6 +10,10 @@ No tables, arrays, multi-line strings, or dotted keys. Every problem is reported
     log_dir = "/var/log/endura"
     policy_dir = "/etc/endura/policies"
     team_server_url = "https://teams.example.com"   # required in team-server mode
+    log_max_bytes = 10485760       # rotate events.log at this size (bytes, >= 4096)
+    log_keep = 5                   # rotated files kept: events.log.1 .. events.log.N (1..100)
+    bpf_pin_dir = "/sys/fs/bpf/endura"   # "" = do not pin (enforcement ends with the process)
+    fail_closed = false            # true: programs stay attached after a clean stop too
 """
 from __future__ import annotations
 
@@ -36,6 +40,10 @@ class Config:
     log_dir: str = "/var/log/endura"
     policy_dir: str = "/etc/endura/policies"
     team_server_url: str = ""
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_keep: int = 5
+    bpf_pin_dir: str = "/sys/fs/bpf/endura"
+    fail_closed: bool = False
     path: str = ""  # where it was read from ("" = built-in defaults)
 
 
@@ -47,6 +55,10 @@ KEYS: Dict[str, Tuple[type, Tuple[str, ...] | None, bool]] = {
     "log_dir": (str, None, True),
     "policy_dir": (str, None, True),
     "team_server_url": (str, None, False),
+    "log_max_bytes": (int, None, False),
+    "log_keep": (int, None, False),
+    "bpf_pin_dir": (str, None, False),
+    "fail_closed": (bool, None, False),
 }
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
 
@@ -148,6 +160,12 @@ def parse(text: str, filename: str = "<config>") -> Config:
             problems.append(f"{where}: {key} = {value!r} is not one of {', '.join(repr(c) for c in choices)}")
         elif is_path and not str(value).startswith("/"):
             problems.append(f"{where}: {key} must be an absolute path, not {value!r}")
+        elif key == "log_max_bytes" and not 4096 <= int(value) <= 1 << 40:
+            problems.append(f"{where}: log_max_bytes must be from 4096 to 2^40, not {value!r}")
+        elif key == "bpf_pin_dir" and value and not str(value).startswith("/"):
+            problems.append(f"{where}: bpf_pin_dir must be an absolute path or \"\", not {value!r}")
+        elif key == "log_keep" and not 1 <= int(value) <= 100:
+            problems.append(f"{where}: log_keep must be from 1 to 100, not {value!r}")
         elif key == "team_server_url" and not str(value).startswith("https://"):
             problems.append(f"{where}: team_server_url must start with https://, not {value!r}")
         else:

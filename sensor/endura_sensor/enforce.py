@@ -1,39 +1,91 @@
-"""Load one enforcement tier with a deny list and a config, and stream its events."""
+"""Load one enforcement tier, fill its maps from a policy, swap policies in place, stream events."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, List
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 from . import events, libbpf
+from . import policy as policy_mod
 from .errors import SensorError
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    kinds: Tuple[str, ...]  # rule types it enforces; attached only while the policy has such rules
 
 
 @dataclass(frozen=True)
 class Tier:
     name: str  # on-disk/JSON string: lsm, fentry, tracepoint
     object_name: str
-    program: str
+    programs: Tuple[Program, ...]  # the exec program first: always attached (the canary proves it)
     can_block: bool
+
+    @property
+    def program(self) -> str:
+        return self.programs[0].name
+
+
+def _programs(prefix: str, *specs: Tuple[str, str]) -> Tuple[Program, ...]:
+    return tuple(Program(f"{prefix}_{name}", tuple(kinds.split())) for name, kinds in specs)
 
 
 TIERS = (
-    Tier("lsm", "sensor_lsm.bpf.o", "endura_lsm_bprm_check", True),
-    Tier("fentry", "sensor_fentry.bpf.o", "endura_fentry_bprm_check", False),
-    Tier("tracepoint", "sensor_tp.bpf.o", "endura_tp_exec", False),
+    Tier("lsm", "sensor_lsm.bpf.o", _programs(
+        "endura_lsm", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
+        ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
+        ("kernel_module_request", "module_load"), ("bpf", "bpf")), True),
+    Tier("fentry", "sensor_fentry.bpf.o", _programs(
+        "endura_fentry", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
+        ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf")), False),
+    # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed
+    Tier("tracepoint", "sensor_tp.bpf.o", _programs(
+        "endura_tp", ("exec", "exec"), ("sys_exit", "file"), ("sys_enter", "connect module_load bpf")), False),
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
+MAPS = ("endura_exec", "endura_files", "endura_net")
+ZERO = b"\0\0\0\0"
+
+
+def own_service_cgroup(proc: Path = Path("/proc/self")) -> Tuple[int, str]:
+    """(cgroup v2 id, path) of this process when it runs in a cgroup of its own (a path whose last
+    component names endura: endura-sensor.service, OpenRC's openrc.endura-sensor), else (0, path)."""
+    try:
+        path = next(line[3:] for line in (proc / "cgroup").read_text().splitlines() if line.startswith("0::"))
+        mount = next(fields[4] for fields in (line.split() for line in (proc / "mountinfo").read_text().splitlines())
+                     if "cgroup2" in fields[fields.index("-") + 1:][:1])
+    except (OSError, StopIteration, ValueError):
+        return 0, ""
+    if "endura" not in path.rstrip("/").rsplit("/", 1)[-1]:
+        return 0, path
+    try:
+        return os.stat(mount + path).st_ino, path
+    except OSError:
+        return 0, path
+
+
+@dataclass
+class Applied:
+    """What one `apply()` put into the kernel."""
+    counts: Dict[str, int]  # map entries: exec, files, net, tamper
+    warnings: List[str] = field(default_factory=list)
+    changed: int = 0  # entries added, changed or removed
 
 
 class Enforcer:
-    """One loaded and attached tier. `with Enforcer(tier, bpf_dir, ...) as e: e.deny(path); e.poll(...)`.
+    """One loaded and attached tier. `with Enforcer(tier, bpf_dir, policy=p) as e: e.poll(...)`.
 
-    The deny map and config are filled *before* attaching, so there is no window with a half policy.
+    The maps are filled *before* attaching. `apply()` later swaps in a new policy without a moment
+    where nothing is enforced: new and changed entries are written first (the union of both
+    policies is enforced meanwhile), then stale entries are deleted; each element update is atomic.
     """
 
     def __init__(self, tier: Tier, bpf_dir: Path, *, enforce: bool, terminate: bool,
-                 deny: Iterable[str] = (), attach: bool = True) -> None:
+                 deny: Iterable[str] = (), attach: bool = True, attach_all: bool = False,
+                 policy: policy_mod.Policy | None = None, pin_dir: Path | None = None) -> None:
         self.tier = tier
         self.path = Path(bpf_dir) / tier.object_name
         if not self.path.is_file():
@@ -41,36 +93,207 @@ class Enforcer:
                               "(nox -s bpf) or reinstall endura-sensor")
         self._obj = libbpf.BpfObject(self.path)
         self._ring: libbpf.RingBuffer | None = None
-        self.rules: List[str] = []
+        self._entries: Dict[str, Dict[bytes, bytes]] = {name: {} for name in MAPS}
+        self._tamper: Dict[int, bytes] = {}
+        self._config = events.CONFIG.pack(0, 0, 0, 0, 0, 0, 0, 0, 0)
+        self.cgroup_id, self.cgroup_path = own_service_cgroup()
+        self._ids: Dict[Tuple, int] = {}
+        self.rule_by_id: Dict[int, policy_mod.Rule] = {}
+        self.rules: List[str] = []  # the --deny paths (kept for the CLI's "started" record)
+        self._links: Dict[str, libbpf.BpfLink] = {}
+        self.pin_dir = Path(pin_dir) if pin_dir else None
+        self.pin_problem = ""  # why pinning is off, when it failed
+        self._attach = False
+        self._kinds: set = set()
         try:
             self._obj.load()
-            self._deny_fd = self._obj.map_fd("endura_deny")
+            self._fds = {name: self._obj.map_fd(name) for name in MAPS + ("endura_tamper", "endura_config")}
             self._drops_fd = self._obj.map_fd("endura_drops")
-            libbpf.map_update(self._obj.map_fd("endura_config"), b"\0\0\0\0", events.CONFIG.pack(
-                events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate)))
-            for path in deny:
-                self.deny(path)
-            if attach:
-                self._obj.attach(tier.program)
+            self.apply(policy or policy_mod.Policy(), enforce=enforce, terminate=terminate, extra_exec=list(deny))
+            self._attach = attach
+            if attach_all:
+                self._kinds = {kind for program in tier.programs for kind in program.kinds}
+            self._sync_programs(detach=False)
         except BaseException:
             self.close()
             raise
 
+    # ------------------------------------------------------------ policy -> maps
+
+    def _rule_id(self, rule: policy_mod.Rule) -> int:
+        ident = (rule.match, rule.name)
+        rule_id = self._ids.get(ident)
+        if rule_id is None:
+            rule_id = self._ids[ident] = len(self._ids) + 1
+        self.rule_by_id[rule_id] = rule
+        return rule_id
+
+    def _value(self, rule: policy_mod.Rule, flags: int = 0) -> bytes:
+        return events.RULE.pack(self._rule_id(rule), events.RULE_ACTIONS[rule.action], flags, 0)
+
+    def desired(self, policy: policy_mod.Policy, extra_exec: Sequence[str] = ()
+                ) -> Tuple[Dict[str, Dict[bytes, bytes]], Dict[int, bytes], List[str]]:
+        resolved = policy_mod.resolve(policy, extra_exec)
+        want: Dict[str, Dict[bytes, bytes]] = {name: {} for name in MAPS}
+        for (dev, ino), (rule, subtree) in resolved.exec_files.items():
+            want["endura_exec"][events.FILE_KEY.pack(dev, ino)] = self._value(rule, events.RULE_SUBTREE * subtree)
+        for (dev, ino), (rule, subtree) in resolved.protected_files.items():
+            access = {"write": events.RULE_WRITE, "read": events.RULE_READ,
+                      "read-write": events.RULE_READ | events.RULE_WRITE}[rule.access]
+            want["endura_files"][events.FILE_KEY.pack(dev, ino)] = self._value(
+                rule, access | events.RULE_SUBTREE * subtree)
+        for rule in resolved.networks:
+            want["endura_net"][events.net_key(rule.network, rule.port)] = self._value(rule)
+        tamper = {index: self._value(resolved.tamper[name]) for name, index in
+                  (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF)) if name in resolved.tamper}
+        for name, entries in want.items():
+            if len(entries) > events.MAX_RULES:
+                raise SensorError(f"the policy needs {len(entries)} entries in {name} (limit {events.MAX_RULES}); "
+                                  "use directory rules or CIDRs")
+        return want, tamper, resolved.warnings
+
+    @property
+    def attached(self) -> List[str]:
+        return [p.name for p in self.tier.programs if p.name in self._links]
+
+    def _sync_programs(self, detach: bool) -> None:
+        """Attach the programs the rule kinds need (the exec one always); with detach, drop the others."""
+        if not self._attach:
+            return
+        for program in self.tier.programs:
+            needed = program is self.tier.programs[0] or bool(self._kinds & set(program.kinds))
+            if needed and program.name not in self._links:
+                self._links[program.name] = link = self._obj.attach(program.name)
+                self._pin(program.name, link)
+            elif not needed and detach and program.name in self._links:
+                self._unpin(program.name)
+                self._links.pop(program.name).destroy()
+
+    # ------------------------------------------------------------ pinning (enforcement outlives the process)
+
+    def _pin_path(self, program: str, pid: int | None = None) -> Path:
+        assert self.pin_dir is not None
+        return self.pin_dir / f"{program}-{pid or os.getpid()}"  # bpffs refuses names with a '.' (EPERM)
+
+    def _pin(self, program: str, link: libbpf.BpfLink) -> None:
+        if self.pin_dir is None:
+            return
+        try:
+            self.pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            link.pin(self._pin_path(program))
+        except (OSError, libbpf.BpfError) as exc:
+            self.pin_problem = (f"cannot pin in {self.pin_dir} ({exc}); enforcement stops if the sensor dies. "
+                                "Mount the BPF filesystem: mount -t bpf bpf /sys/fs/bpf")
+            self.pin_dir = None
+
+    def _unpin(self, program: str) -> None:
+        if self.pin_dir is not None:
+            try:
+                self._pin_path(program).unlink()
+            except OSError:
+                pass
+
+    @property
+    def pinned(self) -> List[str]:
+        return [str(self._pin_path(name)) for name in self._links] if self.pin_dir else []
+
+    def remove_stale_pins(self) -> List[str]:
+        """Detach what an earlier sensor left pinned (it died or was stopped fail-closed): call once this
+        instance is attached, so the old programs go only after the new ones enforce."""
+        if self.pin_dir is None:
+            return []
+        mine = {p.name for p in map(Path, self.pinned)}
+        removed = []
+        for path in sorted(self.pin_dir.glob("endura_*")):
+            if path.name not in mine:
+                try:
+                    path.unlink()  # the last reference to the old link: the kernel detaches it
+                    removed.append(path.name)
+                except OSError:
+                    pass
+        return removed
+
+    def _config_bytes(self, enforce: bool, terminate: bool, want: Dict[str, Dict[bytes, bytes]]) -> bytes:
+        subtree = lambda entries: sum(1 for v in entries.values() if events.RULE.unpack(v)[2] & events.RULE_SUBTREE)  # noqa: E731
+        return events.CONFIG.pack(events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate),
+                                  os.getpid(), subtree(want["endura_exec"]), len(want["endura_files"]),
+                                  subtree(want["endura_files"]), len(want["endura_net"]),
+                                  sum(1 for v in want["endura_files"].values()
+                                      if events.RULE.unpack(v)[2] & events.RULE_READ), self.cgroup_id)
+
+    def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
+              extra_exec: Sequence[str] = ()) -> Applied:
+        """Make the maps hold exactly `policy` (+ exec denials of extra_exec), never enforcing less meanwhile."""
+        want, tamper, warnings = self.desired(policy, extra_exec)
+        final_config = self._config_bytes(enforce, terminate, want)
+        union = {name: {**self._entries[name], **want[name]} for name in MAPS}
+        changed = 0
+        for name in MAPS:
+            if len(union[name]) > events.MAX_RULES:  # old + new do not fit: make room first
+                warnings.append(f"{name}: the old and new policies together exceed {events.MAX_RULES} entries; "
+                                "stale entries were removed before the new ones were added")
+                for key in [k for k in self._entries[name] if k not in want[name]]:
+                    libbpf.map_delete(self._fds[name], key)
+                    del self._entries[name][key]
+                    changed += 1
+        # 1. gates open for the union of old and new rules, with the new enforcement settings
+        libbpf.map_update(self._fds["endura_config"], ZERO, self._config_bytes(enforce, terminate, union))
+        # 2. new and changed entries
+        for name in MAPS:
+            current = self._entries[name]
+            for key, value in want[name].items():
+                if current.get(key) != value:
+                    libbpf.map_update(self._fds[name], key, value)
+                    current[key] = value
+                    changed += 1
+        for index in (events.TAMPER_MODULE_LOAD, events.TAMPER_BPF):
+            value = tamper.get(index, events.RULE.pack(0, 0, 0, 0))
+            if self._tamper.get(index, events.RULE.pack(0, 0, 0, 0)) != value:
+                libbpf.map_update(self._fds["endura_tamper"], index.to_bytes(4, "little"), value)
+                self._tamper[index] = value
+                changed += 1
+        kinds = {kind for kind, entries in (("exec", want["endura_exec"]), ("file", want["endura_files"]),
+                                            ("connect", want["endura_net"])) if entries}
+        kinds |= {name for name, index in (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF))
+                  if index in tamper}
+        self._kinds |= kinds
+        self._sync_programs(detach=False)  # programs for new kinds, now that their maps are filled
+        # 3. stale entries
+        for name in MAPS:
+            current = self._entries[name]
+            for key in [k for k in current if k not in want[name]]:
+                libbpf.map_delete(self._fds[name], key)
+                del current[key]
+                changed += 1
+        # 4. gates for exactly the new rules
+        libbpf.map_update(self._fds["endura_config"], ZERO, final_config)
+        self._config = final_config
+        self._kinds = kinds
+        self._sync_programs(detach=True)
+        self.rules = [os.path.abspath(p) for p in extra_exec]
+        counts = {"exec": len(want["endura_exec"]), "files": len(want["endura_files"]),
+                  "net": len(want["endura_net"]), "tamper": len(tamper)}
+        return Applied(counts, warnings, changed)
+
     def deny(self, path: str) -> int:
-        """Deny executing `path` (by device and inode); return its rule id."""
+        """Deny executing `path` (by device and inode) on top of what is loaded; return its rule id."""
         try:
             key = events.file_key(path)
         except OSError as exc:
             raise SensorError(f"cannot deny {path}: {exc.strerror}") from None
-        rule_id = len(self.rules) + 1
-        libbpf.map_update(self._deny_fd, key, events.DENY_RULE.pack(rule_id, 0))
+        rule = policy_mod.Rule("exec", "block", "--deny", f"--deny {os.path.abspath(path)}", path=os.path.abspath(path))
+        value = self._value(rule)
+        libbpf.map_update(self._fds["endura_exec"], key, value)
+        self._entries["endura_exec"][key] = value
         self.rules.append(os.path.abspath(path))
-        return rule_id
+        return events.RULE.unpack(value)[0]
+
+    # ------------------------------------------------------------ events
 
     def drops(self) -> int:
         """Events lost because the ring buffer was full (sum over CPUs)."""
         ncpu = libbpf.possible_cpus()
-        raw = libbpf.map_lookup(self._drops_fd, b"\0\0\0\0", 8 * ncpu) or b""
+        raw = libbpf.map_lookup(self._drops_fd, ZERO, 8 * ncpu) or b""
         return sum(int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8))
 
     def poll(self, callback: Callable[[events.Event], None], timeout_ms: int) -> int:
@@ -79,10 +302,14 @@ class Enforcer:
                                            lambda data: callback(events.decode(data)))
         return self._ring.poll(timeout_ms)
 
-    def close(self) -> None:
+    def close(self, keep_pinned: bool = False) -> None:
+        """Detach and free; with keep_pinned, pinned programs stay attached (with their maps) after exit."""
         if self._ring is not None:
             self._ring.free()
             self._ring = None
+        if not keep_pinned:
+            for name in list(self._links):
+                self._unpin(name)
         self._obj.close()
 
     def __enter__(self) -> Enforcer:

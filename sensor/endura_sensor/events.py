@@ -4,17 +4,20 @@ tests/integration/test_bpf_build.py compares EVENT_FIELDS with the BTF of the co
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import struct
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Tuple
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 COMM_LEN = 16
 PATH_LEN = 256
 
-EVENT_EXEC_DENIED = 1
-EVENT_TYPES: Dict[int, str] = {EVENT_EXEC_DENIED: "exec_denied"}
+EVENT_EXEC_DENIED, EVENT_FILE_OPEN_DENIED, EVENT_CONNECT_DENIED, EVENT_MODULE_LOAD_DENIED, EVENT_BPF_DENIED = 1, 2, 3, 4, 5
+EVENT_TYPES: Dict[int, str] = {EVENT_EXEC_DENIED: "exec_denied", EVENT_FILE_OPEN_DENIED: "file_open_denied",
+                               EVENT_CONNECT_DENIED: "connect_denied", EVENT_MODULE_LOAD_DENIED: "module_load_denied",
+                               EVENT_BPF_DENIED: "bpf_denied"}
 
 ACTION_AUDITED, ACTION_BLOCKED, ACTION_KILLED = 1, 2, 4
 ACTIONS: Dict[int, str] = {ACTION_AUDITED: "audited", ACTION_BLOCKED: "blocked", ACTION_KILLED: "killed"}
@@ -23,6 +26,13 @@ TIER_LSM, TIER_FENTRY, TIER_TRACEPOINT = 1, 2, 3
 TIERS: Dict[int, str] = {TIER_LSM: "lsm", TIER_FENTRY: "fentry", TIER_TRACEPOINT: "tracepoint"}
 
 ENFORCEMENT_AUDIT, ENFORCEMENT_ENFORCE = 0, 1
+RULE_BLOCK, RULE_KILL, RULE_AUDIT = 0, 1, 2  # enum endura_rule_action
+RULE_ACTIONS: Dict[str, int] = {"block": RULE_BLOCK, "kill": RULE_KILL, "audit": RULE_AUDIT}
+RULE_SUBTREE, RULE_READ, RULE_WRITE = 1, 2, 4  # enum endura_rule_flags
+TAMPER_MODULE_LOAD, TAMPER_BPF = 0, 1  # enum endura_tamper_index
+MODULE_HOW: Dict[int, str] = {1: "init_module", 2: "finit_module", 3: "request_module"}
+MAX_RULES = 16384
+AF_INET, AF_INET6 = 2, 10
 
 #: struct endura_event, in order: (field, struct format); little-endian, no padding
 EVENT_FIELDS: Tuple[Tuple[str, str], ...] = (
@@ -31,11 +41,15 @@ EVENT_FIELDS: Tuple[Tuple[str, str], ...] = (
     ("pid", "I"), ("tid", "I"), ("ppid", "I"), ("uid", "I"), ("gid", "I"), ("kill_result", "i"),
     ("dev", "Q"), ("ino", "Q"),
     ("comm", f"{COMM_LEN}s"), ("filename", f"{PATH_LEN}s"),
+    ("addr", "16s"), ("port", "H"), ("family", "H"), ("detail", "I"),
 )
 EVENT = struct.Struct("<" + "".join(fmt for _, fmt in EVENT_FIELDS))
 FILE_KEY = struct.Struct("<QQ")  # struct endura_file_key {dev, ino}
-DENY_RULE = struct.Struct("<II")  # struct endura_deny_rule {rule_id, flags}
-CONFIG = struct.Struct("<II8x")  # struct endura_config {enforcement, terminate_process, reserved[2]}
+RULE = struct.Struct("<IIII")  # struct endura_rule {rule_id, action, flags, reserved}
+NET_KEY = struct.Struct("<I2s16s2x")  # struct endura_net_key {prefixlen, port[2] (big-endian), addr[16], reserved[2]}
+#: struct endura_config {enforcement, terminate_process, sensor_tgid, exec_subtree_rules, file_rules,
+#: file_subtree_rules, net_rules, file_read_rules, sensor_cgroup_id}
+CONFIG = struct.Struct("<IIIIIIIIQ")
 
 
 def event_layout() -> List[Tuple[str, int, int]]:
@@ -81,9 +95,27 @@ class Event:
     ino: int
     comm: str
     filename: str
+    addr: str
+    port: int
+    family: int
+    detail: int
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready: fields that do not apply to this event type are left out."""
+        d = asdict(self)
+        if self.type != "connect_denied":
+            for key in ("addr", "port", "family"):
+                del d[key]
+        if self.type in ("connect_denied", "module_load_denied", "bpf_denied"):
+            del d["dev"], d["ino"]
+        if self.type == "file_open_denied":
+            d["access"] = [name for bit, name in ((1, "read"), (2, "write")) if self.detail & bit]
+        elif self.type == "module_load_denied":
+            d["how"] = MODULE_HOW.get(self.detail, str(self.detail))
+        elif self.type == "bpf_denied":
+            d["bpf_cmd"] = self.detail
+        del d["detail"]
+        return d
 
 
 def _cstr(raw: bytes) -> str:
@@ -100,4 +132,22 @@ def decode(data: bytes) -> Event:
     values["action"] = action_names(values["action"])
     values["comm"] = _cstr(values["comm"])
     values["filename"] = _cstr(values["filename"])
+    raw = values["addr"]
+    if values["family"] == AF_INET or raw[:12] == b"\0" * 10 + b"\xff\xff":
+        values["addr"] = str(ipaddress.IPv4Address(raw[12:]))
+    else:
+        values["addr"] = str(ipaddress.IPv6Address(raw))
     return Event(**values)
+
+
+def net_key(network: str, port: int) -> bytes:
+    """The LPM-trie key of a connect rule: port (0 = any) then the address, IPv4 as ::ffff:a.b.c.d."""
+    net = ipaddress.ip_network(network or "::/0")
+    if net.version == 4:
+        addr = b"\0" * 10 + b"\xff\xff" + net.network_address.packed
+        bits = 96 + net.prefixlen
+    else:
+        addr, bits = net.network_address.packed, net.prefixlen
+    if not network:
+        bits = 0
+    return NET_KEY.pack(16 + bits, port.to_bytes(2, "big"), addr)

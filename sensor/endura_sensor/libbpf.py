@@ -146,8 +146,10 @@ def library(names=LIBRARY_NAMES) -> ctypes.CDLL:
         _proto(lib, "bpf_object__find_map_fd_by_name", i, vp, cp)
         _proto(lib, "bpf_program__attach", vp, vp)
         _proto(lib, "bpf_link__destroy", i, vp)
+        _proto(lib, "bpf_link__pin", i, vp, cp)
         _proto(lib, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
         _proto(lib, "bpf_map_lookup_elem", i, i, vp, vp)
+        _proto(lib, "bpf_map_delete_elem", i, i, vp)
         _proto(lib, "ring_buffer__new", vp, i, SAMPLE_FN, vp, vp)
         _proto(lib, "ring_buffer__poll", i, vp, i)
         _proto(lib, "ring_buffer__free", None, vp)
@@ -194,6 +196,10 @@ class BpfLink:
         if self._ptr:
             library().bpf_link__destroy(self._ptr)
             self._ptr = None
+
+    def pin(self, path: Path) -> None:
+        """Pin in a BPF filesystem: the program stays attached after this process exits, until unlinked."""
+        _raise_rc(f"pinning a link at {path}", library().bpf_link__pin(self._ptr, os.fsencode(str(path))))
 
 
 class BpfObject:
@@ -256,6 +262,19 @@ def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
     rc = library().bpf_map_update_elem(fd, kbuf, vbuf, flags)
     if rc < 0:  # libbpf 0.x returns -1 and sets errno; 1.x returns -errno
         raise BpfError("updating a map element", ctypes.get_errno() if rc == -1 and ctypes.get_errno() else -rc)
+
+
+def map_delete(fd: int, key: bytes) -> bool:
+    """Delete one element; False when it was not there."""
+    ctypes.set_errno(0)
+    kbuf = ctypes.create_string_buffer(key, len(key))
+    rc = library().bpf_map_delete_elem(fd, kbuf)
+    if rc < 0:
+        err = ctypes.get_errno() if rc == -1 and ctypes.get_errno() else -rc
+        if err == errno_mod.ENOENT:
+            return False
+        raise BpfError("deleting a map element", err)
+    return True
 
 
 def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:

@@ -176,7 +176,7 @@ def load_tier(tier: Tier, bpf_dir: Path, canary: bool) -> TierResult:
         result.result = "missing"
         return result
     try:
-        with Enforcer(tier, bpf_dir, enforce=False, terminate=False):
+        with Enforcer(tier, bpf_dir, enforce=False, terminate=False, attach_all=True):
             pass
     except libbpf.BpfError as exc:
         result.result = libbpf.errno_name(exc.errno)

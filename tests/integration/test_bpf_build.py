@@ -138,18 +138,41 @@ def test_event_struct_in_btf_matches_the_python_decoder(built, arch, name):
     size, layout = struct_layout(types, "endura_event")
     assert size == events.EVENT.size
     assert layout == events.event_layout()
-    assert struct_layout(types, "endura_file_key")[0] == events.FILE_KEY.size
-    assert struct_layout(types, "endura_deny_rule")[0] == events.DENY_RULE.size
-    assert struct_layout(types, "endura_config")[0] == events.CONFIG.size
+    assert struct_layout(types, "endura_file_key") == (events.FILE_KEY.size, [("dev", 0, 8), ("ino", 8, 8)])
+    assert struct_layout(types, "endura_rule") == (events.RULE.size, [
+        ("rule_id", 0, 4), ("action", 4, 4), ("flags", 8, 4), ("reserved", 12, 4)])
+    assert struct_layout(types, "endura_net_key") == (events.NET_KEY.size, [
+        ("prefixlen", 0, 4), ("port", 4, 2), ("addr", 6, 16), ("reserved", 22, 2)])
+    names = ["enforcement", "terminate_process", "sensor_tgid", "exec_subtree_rules", "file_rules",
+             "file_subtree_rules", "net_rules", "file_read_rules"]
+    assert struct_layout(types, "endura_config") == (events.CONFIG.size, [(n, 4 * i, 4) for i, n in enumerate(names)]
+                                                     + [("sensor_cgroup_id", 32, 8)])
 
 
 def test_header_constants_match_the_python_decoder():
     header = (REPO / "bpf/include/endura_events.h").read_text()
     consts = {k: int(v) for k, v in re.findall(r"\b(ENDURA_\w+) = (\d+)", header)}
-    assert consts["ENDURA_EVENT_EXEC_DENIED"] == events.EVENT_EXEC_DENIED
+    assert {consts[f"ENDURA_EVENT_{n.upper()}"]: n for n in events.EVENT_TYPES.values()} == events.EVENT_TYPES
+    assert {n: consts[f"ENDURA_RULE_{n.upper()}"] for n in events.RULE_ACTIONS} == events.RULE_ACTIONS
+    assert (consts["ENDURA_RULE_SUBTREE"], consts["ENDURA_RULE_READ"], consts["ENDURA_RULE_WRITE"]) == (
+        events.RULE_SUBTREE, events.RULE_READ, events.RULE_WRITE)
+    assert (consts["ENDURA_TAMPER_MODULE_LOAD"], consts["ENDURA_TAMPER_BPF"]) == (events.TAMPER_MODULE_LOAD,
+                                                                                  events.TAMPER_BPF)
+    assert {consts[k]: v for k, v in (("ENDURA_MODULE_INIT", "init_module"), ("ENDURA_MODULE_FINIT", "finit_module"),
+                                      ("ENDURA_MODULE_REQUEST", "request_module"))} == events.MODULE_HOW
+    assert f"#define ENDURA_MAX_RULES {events.MAX_RULES} " in header
     assert (consts["ENDURA_ACTION_AUDITED"], consts["ENDURA_ACTION_BLOCKED"], consts["ENDURA_ACTION_KILLED"]) == (
         events.ACTION_AUDITED, events.ACTION_BLOCKED, events.ACTION_KILLED)
     assert {consts[f"ENDURA_TIER_{n.upper()}"]: n for n in ("lsm", "fentry", "tracepoint")} == events.TIERS
     assert (consts["ENDURA_ENFORCEMENT_AUDIT"], consts["ENDURA_ENFORCEMENT_ENFORCE"]) == (
         events.ENFORCEMENT_AUDIT, events.ENFORCEMENT_ENFORCE)
     assert f"#define ENDURA_ABI_VERSION {events.ABI_VERSION}\n" in header
+
+
+@pytest.mark.parametrize("arch", ["amd64", "arm64"])
+def test_every_program_the_sensor_attaches_is_in_its_object(built, arch):
+    from endura_sensor.enforce import TIERS
+
+    for tier in TIERS:
+        funcs = {name for kind, name, _, _ in btf_types(built[0] / arch / tier.object_name).values() if kind == "FUNC"}
+        assert {p.name for p in tier.programs} <= funcs, (tier.name, funcs)

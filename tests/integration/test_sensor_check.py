@@ -58,7 +58,9 @@ def test_check_text_names_the_tier_and_the_fix(env):
 
 
 def _start_sensor(env, config, *deny):
+    log_dir, policy_dir = config.parent / "log", config.parent / "no-policies"
     proc = subprocess.Popen([sys.executable, "-m", "endura_sensor", "run", "--config", str(config),
+                             "--log-dir", str(log_dir), "--policy-dir", str(policy_dir), "--pin-dir", "",
                              *[a for d in deny for a in ("--deny", str(d))]],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = json.loads(proc.stdout.readline())

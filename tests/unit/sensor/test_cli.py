@@ -29,7 +29,7 @@ def test_check_config_ok_and_errors(tmp_path, sensor_env):
     proc = run_cli(sensor_env, "check-config", "--config", str(bad))
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
-        f"{bad}:2: unknown key 'foo'; known keys: enforcement, log_dir, mode, policy_dir, team_server_url, "
+        f"{bad}:2: unknown key 'foo'; known keys: bpf_pin_dir, enforcement, fail_closed, log_dir, log_keep, log_max_bytes, mode, policy_dir, team_server_url, "
         "terminate_process",
         f"{bad}:3: terminate_process: invalid value 'maybe' (expected a \"string\", true/false or an integer)",
     ]
@@ -46,9 +46,45 @@ def test_run_with_a_bad_config_fails_before_loading_anything(tmp_path, capsys):
 
 def test_run_with_missing_objects_says_how_to_build(tmp_path, capsys):
     cfg = tmp_path / "c.conf"
-    cfg.write_text("")
-    assert cli.main(["run", "--config", str(cfg), "--tier", "tracepoint", "--bpf-dir", str(tmp_path)]) == 1
+    cfg.write_text(f'log_dir = "{tmp_path}/log"\n')
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "a.toml").write_text('[[rule]]\ntype = "exec"\npath = "/bin/true"\n')
+    assert cli.main(["run", "--config", str(cfg), "--tier", "tracepoint", "--bpf-dir", str(tmp_path),
+                     "--policy-dir", str(policies)]) == 1
     assert "python3 -m bpf.build" in capsys.readouterr().err
+
+
+def test_run_without_a_valid_policy_refuses_to_start(tmp_path, capsys):
+    cfg = tmp_path / "c.conf"
+    cfg.write_text(f'policy_dir = "{tmp_path}/policies"\nlog_dir = "{tmp_path}/log"\n')
+    assert cli.main(["run", "--config", str(cfg), "--tier", "tracepoint", "--bpf-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/policies: policy directory not found" in err and "refusing to start" in err
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "a.toml").write_text('[[rule]]\ntype = "exec"\npath = "bin/true"\n')
+    assert cli.main(["run", "--config", str(cfg), "--tier", "tracepoint", "--bpf-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/policies/a.toml:3: path 'bin/true' must be an absolute path" in err
+    assert "refusing to start" in err and not (tmp_path / "log").exists()
+
+
+def test_check_config_validates_the_policy_dir(tmp_path, sensor_env):
+    cfg = tmp_path / "c.conf"
+    cfg.write_text(f'policy_dir = "{tmp_path}/policies"\n')
+    proc = run_cli(sensor_env, "check-config", "--config", str(cfg))
+    assert proc.returncode == 0 and "no policy files" in proc.stderr
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "a.toml").write_text('[[rule]]\ntype = "connect"\nport = 0\n')
+    proc = run_cli(sensor_env, "check-config", "--config", str(cfg))
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"{tmp_path}/policies/a.toml:3: port must be an integer from 1 to 65535, not 0"]
+    (tmp_path / "policies" / "a.toml").write_text('[[rule]]\ntype = "connect"\nport = 22\n'
+                                                  f'[[rule]]\ntype = "exec"\npath = "{tmp_path}/later"\n')
+    proc = run_cli(sensor_env, "check-config", "--config", str(cfg))
+    assert proc.returncode == 0 and f"{tmp_path}/policies: ok (2 rules: 1 connect, 1 exec; from a.toml)" in proc.stdout
+    assert proc.stderr.startswith(f"warning: {tmp_path}/policies/a.toml:4: {tmp_path}/later: No such file or directory; "
+                                  "rule")
 
 
 def test_bpf_dir_resolution(monkeypatch, tmp_path):

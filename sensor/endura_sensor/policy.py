@@ -1,0 +1,558 @@
+"""Policy files (`policy_dir`, default /etc/endura/policies/*.toml): parse, validate, resolve.
+
+The same strict TOML subset as sensor.conf (see config.py), plus `[[rule]]` array-of-tables headers
+and single-line arrays of strings (`search = ["/usr/bin", "/opt"]`). Every problem is reported as
+`file:line: problem`; all files are read and every problem is listed, not just the first.
+
+    enforcement = "enforce"      # optional, overrides sensor.conf; "enforce" or "audit"
+    terminate_process = true     # optional, overrides sensor.conf
+
+    [[rule]]
+    name = "no-netcat"           # optional, unique; default "<file>:<line>"
+    type = "exec"                # exec | file | connect | module_load | bpf
+    path = "/usr/bin/nc"         # exec: exactly one of path, dir, sha256 (+ optional search)
+    action = "kill"              # block (default) | kill | audit
+
+Files are applied in name order and together form one policy. A key set to different values in
+two files (enforcement, terminate_process), the same match twice (duplicate) or with a different
+action or access (contradictory), and more than MAX_RULES rules are errors.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Sequence, Tuple, Union
+
+from .config import ConfigError, _parse_string, _strip_comment, parse_value
+
+MAX_RULES = 16384  # = ENDURA_MAX_RULES in bpf/include/endura_events.h (per map and in total)
+MAX_FILE_BYTES = 64 * 1024 * 1024
+RULE_TYPES = ("exec", "file", "connect", "module_load", "bpf")
+ACTIONS = ("block", "kill", "audit")
+ACCESS = ("write", "read-write", "read")
+#: directories searched for binaries whose sha256 is denied when a rule gives no `search`
+DEFAULT_SEARCH = ("/usr/bin", "/usr/sbin", "/bin", "/sbin", "/usr/local/bin", "/usr/local/sbin")
+GLOBAL_KEYS = {"enforcement": ("enforce", "audit"), "terminate_process": None}
+COMMON_KEYS = ("name", "type", "action")
+#: type -> keys allowed besides the common ones
+TYPE_KEYS: Dict[str, Tuple[str, ...]] = {
+    "exec": ("path", "dir", "sha256", "search"),
+    "file": ("path", "dir", "access"),
+    "connect": ("address", "port"),
+    "module_load": (),
+    "bpf": (),
+}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_HEADER = re.compile(r"\[\[\s*([A-Za-z0-9_-]+)\s*\]\]")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+Value = Union[str, bool, int, List[str]]
+
+
+class PolicyError(ConfigError):
+    """Problems in the policy files, each `file:line: problem`."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    type: str
+    action: str
+    source: str  # "file:line" of its [[rule]] header
+    name: str
+    path: str = ""
+    dir: str = ""
+    sha256: str = ""
+    search: Tuple[str, ...] = ()
+    access: str = ""  # file rules: write | read-write | read
+    network: str = ""  # connect: CIDR ("" = any address)
+    port: int = 0  # connect: 0 = any port
+
+    @property
+    def match(self) -> Tuple:
+        """What the rule matches; two rules with the same match are duplicates or contradictory."""
+        if self.type == "exec":
+            return ("exec", "path" if self.path else "dir" if self.dir else "sha256", self.path or self.dir or self.sha256)
+        if self.type == "file":
+            return ("file", "path" if self.path else "dir", self.path or self.dir)
+        if self.type == "connect":
+            return ("connect", self.network, self.port)
+        return (self.type,)
+
+    def describe(self) -> str:
+        m = self.match
+        if self.type == "connect":
+            target = (self.network or "any address") + (f" port {self.port}" if self.port else "")
+            return f"connect to {target}"
+        if self.type in ("exec", "file"):
+            what = {"exec": "exec", "file": f"open for {self.access}"}[self.type]
+            return f"{what} of {m[1]} {m[2]}"
+        return {"module_load": "kernel module loading", "bpf": "bpf() by other processes"}[self.type]
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "type": self.type, "action": self.action, "source": self.source}
+        for key in ("path", "dir", "sha256", "access", "network", "port"):
+            if getattr(self, key):
+                d[key] = getattr(self, key)
+        return d
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: Tuple[Rule, ...] = ()
+    enforcement: str | None = None  # None: not set by any file (sensor.conf decides)
+    terminate_process: bool | None = None
+    files: Tuple[str, ...] = ()
+
+    def summary(self) -> Dict[str, int]:
+        counts: Dict[str, int] = {}
+        for rule in self.rules:
+            counts[rule.type] = counts.get(rule.type, 0) + 1
+        return counts
+
+
+# ---------------------------------------------------------------- values
+
+def _parse_array(text: str) -> Tuple[List[Union[str, int]], str]:
+    """A single-line array of strings or integers at the start of text (starts with '[')."""
+    items: List[Union[str, int]] = []
+    rest = text[1:].lstrip()
+    while True:
+        if rest.startswith("]"):
+            return items, rest[1:]
+        if rest.startswith('"'):
+            value, rest = _parse_string(rest)
+            items.append(value)
+        else:
+            m = re.match(r"[+-]?[0-9][0-9_]*", rest)
+            if not m:
+                raise ValueError("arrays hold \"strings\" or integers and must close on the same line with ]")
+            items.append(int(m.group(0).replace("_", "")))
+            rest = rest[m.end():]
+        rest = rest.lstrip()
+        if rest.startswith(","):
+            rest = rest[1:].lstrip()
+        elif not rest.startswith("]"):
+            raise ValueError("expected ',' or ']' in the array (arrays must fit on one line)")
+
+
+def _value(text: str) -> Value:
+    stripped = text.strip()
+    if stripped.startswith("["):
+        items, rest = _parse_array(stripped)
+        _strip_comment(rest)
+        return items  # type: ignore[return-value]
+    return parse_value(text)
+
+
+# ---------------------------------------------------------------- validation of one value
+
+def check_path(value: str, key: str) -> str:
+    """An absolute, normalized path; raise ValueError naming what is wrong."""
+    if not value:
+        raise ValueError(f"{key} is empty")
+    if "\0" in value or "\n" in value:
+        raise ValueError(f"{key} {value!r} contains a NUL or newline")
+    if not value.startswith("/"):
+        raise ValueError(f"{key} {value!r} must be an absolute path (start with /)")
+    parts = value.split("/")
+    if ".." in parts or "." in parts:
+        raise ValueError(f"{key} {value!r} must not contain '.' or '..' components")
+    if "//" in value or (value.endswith("/") and value != "/"):
+        raise ValueError(f"{key} {value!r} has an empty component or trailing '/'; write {os.path.normpath(value)!r}")
+    if len(value.encode()) >= 4096:
+        raise ValueError(f"{key} is longer than PATH_MAX (4096 bytes)")
+    return value
+
+
+def check_network(value: str) -> str:
+    """An IPv4/IPv6 address or CIDR, normalized (e.g. "10.0.0.0/8", "2001:db8::/32", "192.0.2.1/32")."""
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"address {value!r} is not an IPv4/IPv6 address or CIDR ({exc})") from None
+        raise ValueError(f"address {value!r} has host bits set; did you mean {str(loose)!r}?") from None
+    return str(net)
+
+
+def check_port(value: object) -> int:
+    if type(value) is not int or not 1 <= value <= 65535:
+        raise ValueError(f"port must be an integer from 1 to 65535, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- parsing
+
+class _Builder:
+    """Collects the raw keys of one [[rule]] table with their line numbers."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.values: Dict[str, Value] = {}
+        self.lines: Dict[str, int] = {}
+        self.failed = False  # a value did not parse (already reported): do not pile up follow-on errors
+
+
+def _build_rule(b: _Builder, filename: str, problems: List[str]) -> Rule | None:
+    v, at = b.values, lambda key: f"{filename}:{b.lines[key]}" if key in b.lines else b.where
+    n_before = len(problems)
+
+    def bad(key: str, message: str) -> None:
+        problems.append(f"{at(key)}: {message}")
+
+    rtype = v.get("type")
+    if rtype is None:
+        problems.append(f"{b.where}: rule has no type; add type = one of {', '.join(map(repr, RULE_TYPES))}")
+        return None
+    if rtype not in RULE_TYPES:
+        bad("type", f"type = {rtype!r} is not one of {', '.join(map(repr, RULE_TYPES))}")
+        return None
+    allowed = COMMON_KEYS + TYPE_KEYS[rtype]
+    for key in v:
+        if key not in allowed:
+            bad(key, f"unknown key '{key}' in a {rtype} rule; allowed: {', '.join(allowed)}")
+    action = v.get("action", "block")
+    if action not in ACTIONS:
+        bad("action", f"action = {action!r} is not one of {', '.join(map(repr, ACTIONS))}")
+    name = v.get("name", b.where)
+    if "name" in v and (type(name) is not str or not _NAME.fullmatch(name)):
+        bad("name", f"name {name!r} must be 1-64 letters, digits, '_', '.', ':' or '-'")
+    for key in ("path", "dir", "sha256", "access", "address", "type", "action", "name"):
+        if key in v and type(v[key]) is not str:
+            bad(key, f"{key} must be a string, not {v[key]!r}")
+    if len(problems) > n_before:
+        return None
+    kw: Dict[str, object] = {}
+    try:
+        if rtype in ("exec", "file"):
+            given = [k for k in ("path", "dir", "sha256") if k in v]
+            if len(given) != 1:
+                opts = "path, dir or sha256" if rtype == "exec" else "path or dir"
+                raise _Bad(b.where, f"a {rtype} rule needs exactly one of {opts}"
+                           + (f" (got {', '.join(given)})" if given else ""))
+            key = given[0]
+            if key == "sha256":
+                if not _SHA256.fullmatch(str(v[key])):
+                    raise _Bad(at(key), f"sha256 {v[key]!r} is not 64 hexadecimal digits")
+                kw["sha256"] = str(v[key]).lower()
+                search = v.get("search", list(DEFAULT_SEARCH))
+                if type(search) is not list or not search or not all(type(s) is str for s in search):
+                    raise _Bad(at("search"), "search must be a non-empty array of directory paths")
+                try:
+                    kw["search"] = tuple(check_path(s, "search entry") for s in search)
+                except ValueError as exc:
+                    raise _Bad(at("search"), str(exc)) from None
+            else:
+                try:
+                    path = check_path(str(v[key]), key)
+                except ValueError as exc:
+                    raise _Bad(at(key), str(exc)) from None
+                if key == "dir" and path == "/":
+                    raise _Bad(at(key), f"dir = \"/\" would deny every {'program' if rtype == 'exec' else 'file'}; "
+                                        "name a narrower directory")
+                kw[key] = path
+            if "search" in v and key != "sha256":
+                raise _Bad(at("search"), "search only applies to sha256 rules")
+            if rtype == "file":
+                access = v.get("access", "write")
+                if access not in ACCESS:
+                    raise _Bad(at("access"), f"access = {access!r} is not one of {', '.join(map(repr, ACCESS))}")
+                kw["access"] = access
+        elif rtype == "connect":
+            if "address" not in v and "port" not in v:
+                raise _Bad(b.where, "a connect rule needs address (IP or CIDR), port, or both")
+            if "address" in v:
+                try:
+                    kw["network"] = check_network(str(v["address"]))
+                except ValueError as exc:
+                    raise _Bad(at("address"), str(exc)) from None
+            if "port" in v:
+                try:
+                    kw["port"] = check_port(v["port"])
+                except ValueError as exc:
+                    raise _Bad(at("port"), str(exc)) from None
+    except _Bad as exc:
+        problems.append(f"{exc.where}: {exc.message}")
+        return None
+    except ValueError as exc:
+        problems.append(f"{b.where}: {exc}")
+        return None
+    return Rule(type=rtype, action=action, source=b.where, name=str(name), **kw)  # type: ignore[arg-type]
+
+
+class _Bad(Exception):
+    def __init__(self, where: str, message: str) -> None:
+        self.where, self.message = where, message
+
+
+def parse_file(text: str, filename: str, problems: List[str], max_rules: int = MAX_RULES
+               ) -> Tuple[List[Rule], Dict[str, Tuple[Value, str]]]:
+    """Parse one policy file; append problems; return (rules, {global key: (value, "file:line")})."""
+    rules: List[Rule] = []
+    globals_: Dict[str, Tuple[Value, str]] = {}
+    current: _Builder | None = None
+    headers = 0
+
+    def finish() -> None:
+        if current is not None and not current.failed:
+            rule = _build_rule(current, filename, problems)
+            if rule is not None:
+                rules.append(rule)
+
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        where = f"{filename}:{lineno}"
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            m = _HEADER.match(line)
+            if not m or m.group(1) != "rule":
+                if m:
+                    problems.append(f"{where}: unknown table [[{m.group(1)}]]; rules are [[rule]]")
+                else:
+                    problems.append(f"{where}: only [[rule]] headers are supported, not {line.split('#')[0].strip()!r}")
+                current = None
+                continue
+            try:
+                _strip_comment(line[m.end():])
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+            finish()
+            headers += 1
+            if headers > max_rules:
+                problems.append(f"{where}: too many rules: more than {max_rules} in this file "
+                                f"(the kernel maps hold {max_rules}); merge rules into a directory rule or CIDR")
+                current = None
+                return rules, globals_
+            current = _Builder(where)
+            continue
+        key, sep, rest = line.partition("=")
+        key = key.strip()
+        if not sep:
+            problems.append(f"{where}: expected 'key = value' or [[rule]]")
+            continue
+        if not _KEY.fullmatch(key):
+            problems.append(f"{where}: invalid key {key!r} (bare keys only: letters, digits, _ and -)")
+            continue
+        try:
+            value = _value(rest)
+        except ValueError as exc:
+            problems.append(f"{where}: {key}: {exc}")
+            if current is not None:
+                current.failed = True
+            continue
+        if current is None:
+            if key not in GLOBAL_KEYS:
+                hint = " (rule keys go after a [[rule]] header)" if key in ("type", "path", "action", "name") else ""
+                problems.append(f"{where}: unknown key '{key}'{hint}; top-level keys: {', '.join(GLOBAL_KEYS)}")
+            elif key in globals_:
+                problems.append(f"{where}: duplicate key '{key}' (first set at {globals_[key][1]})")
+            elif key == "terminate_process" and type(value) is not bool:
+                problems.append(f"{where}: terminate_process must be true or false, not {value!r}")
+            elif key == "enforcement" and value not in GLOBAL_KEYS["enforcement"]:
+                problems.append(f"{where}: enforcement = {value!r} is not one of 'enforce', 'audit'")
+            else:
+                globals_[key] = (value, where)
+            continue
+        if key in current.values:
+            problems.append(f"{where}: duplicate key '{key}' in this rule (first set on line {current.lines[key]})")
+            continue
+        current.values[key] = value
+        current.lines[key] = lineno
+    finish()
+    return rules, globals_
+
+
+def combine(parsed: Sequence[Tuple[str, List[Rule], Dict[str, Tuple[Value, str]]]], problems: List[str],
+            max_rules: int = MAX_RULES) -> Policy:
+    """Merge the files (in order): duplicates, contradictions, names, limits."""
+    by_match: Dict[Tuple, Rule] = {}
+    by_name: Dict[str, Rule] = {}
+    settings: Dict[str, Tuple[Value, str]] = {}
+    rules: List[Rule] = []
+    for _filename, file_rules, globals_ in parsed:
+        for key, (value, where) in globals_.items():
+            if key in settings and settings[key][0] != value:
+                problems.append(f"{where}: {key} = {_show(value)} contradicts {key} = {_show(settings[key][0])} "
+                                f"at {settings[key][1]}; set it in one file")
+            settings.setdefault(key, (value, where))
+        for rule in file_rules:
+            first = by_match.get(rule.match)
+            if first is not None:
+                if (first.action, first.access) == (rule.action, rule.access):
+                    problems.append(f"{rule.source}: duplicate rule: {rule.describe()} is already denied by "
+                                    f"{first.source}")
+                else:
+                    what = (f"action {rule.action!r} vs {first.action!r}" if first.action != rule.action
+                            else f"access {rule.access!r} vs {first.access!r}")
+                    problems.append(f"{rule.source}: contradictory rules for {rule.describe()}: {what} at "
+                                    f"{first.source}; keep one")
+                continue
+            if rule.name in by_name:
+                problems.append(f"{rule.source}: duplicate rule name {rule.name!r} (first used at "
+                                f"{by_name[rule.name].source})")
+                continue
+            if len(rules) >= max_rules:
+                problems.append(f"{rule.source}: too many rules: more than {max_rules} in {len(parsed)} file(s) "
+                                f"(the kernel maps hold {max_rules})")
+                return Policy(tuple(rules))
+            by_match[rule.match] = by_name[rule.name] = rule
+            rules.append(rule)
+    return Policy(rules=tuple(rules), enforcement=settings.get("enforcement", (None,))[0],  # type: ignore[arg-type]
+                  terminate_process=settings.get("terminate_process", (None,))[0],  # type: ignore[arg-type]
+                  files=tuple(name for name, _, _ in parsed))
+
+
+def _show(value: Value) -> str:
+    return "true" if value is True else "false" if value is False else f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def parse(texts: Iterable[Tuple[str, str]], max_rules: int = MAX_RULES) -> Policy:
+    """Parse (filename, text) pairs as one policy; raise PolicyError listing every problem."""
+    problems: List[str] = []
+    parsed = []
+    for filename, text in texts:
+        rules, globals_ = parse_file(text, filename, problems, max_rules)
+        parsed.append((filename, rules, globals_))
+    policy = combine(parsed, problems, max_rules)
+    if problems:
+        raise PolicyError(problems)
+    return policy
+
+
+def policy_files(directory: Path) -> List[Path]:
+    return sorted(p for p in Path(directory).glob("*.toml") if not p.name.startswith("."))
+
+
+def load_dir(directory: Path, require_rules: bool = True) -> Policy:
+    """Read every `*.toml` in directory (name order) as one policy."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PolicyError([f"{directory}: policy directory not found (create it and add a *.toml policy; "
+                           "see sensor/packaging/policies/example.toml)"])
+    texts, problems = [], []
+    for path in policy_files(directory):
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                problems.append(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+                continue
+            texts.append((str(path), path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: cannot read: {exc}")
+    if problems:
+        raise PolicyError(problems)
+    if not texts:
+        raise PolicyError([f"{directory}: no policy files (*.toml); add one (example: "
+                           "/usr/share/doc/endura-sensor/example.toml or sensor/packaging/policies/example.toml)"])
+    policy = parse(texts)
+    if require_rules and not policy.rules:
+        raise PolicyError([f"{directory}: the policy files ({', '.join(Path(f).name for f in policy.files)}) "
+                           "contain no [[rule]]; nothing to enforce"])
+    return policy
+
+
+def dir_signature(directory: Path) -> Tuple:
+    """Changes whenever a policy file is added, removed or modified (name, size, mtime, inode)."""
+    sig = []
+    try:
+        for path in policy_files(directory):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            sig.append((path.name, st.st_size, st.st_mtime_ns, st.st_ino))
+    except OSError:
+        pass
+    return tuple(sig)
+
+
+# ---------------------------------------------------------------- resolving rules to kernel keys
+
+@dataclass
+class Resolved:
+    """Kernel keys for the current state of the filesystem, plus what could not be resolved."""
+    exec_files: Dict[Tuple[int, int], Tuple[Rule, bool]] = field(default_factory=dict)  # (dev,ino) -> (rule, subtree)
+    protected_files: Dict[Tuple[int, int], Tuple[Rule, bool]] = field(default_factory=dict)
+    networks: List[Rule] = field(default_factory=list)
+    tamper: Dict[str, Rule] = field(default_factory=dict)  # "module_load" | "bpf" -> rule
+    warnings: List[str] = field(default_factory=list)
+
+
+_hash_cache: Dict[Tuple[str, int, int, int, int], str] = {}
+
+
+def sha256_of(path: str, st: os.stat_result) -> str:
+    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    digest = _hash_cache.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        digest = _hash_cache[key] = h.hexdigest()
+    return digest
+
+
+def kernel_dev(st_dev: int) -> int:
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
+
+
+def resolve(policy: Policy, extra_exec: Sequence[str] = ()) -> Resolved:
+    """Turn path/dir/sha256 rules into (dev, ino) keys as the files are now."""
+    out = Resolved()
+    rules = list(policy.rules) + [Rule("exec", "block", "--deny", f"--deny {p}", path=os.path.abspath(p))
+                                  for p in extra_exec]
+    by_hash: Dict[str, List[Rule]] = {}
+    for rule in rules:
+        if rule.type in ("exec", "file") and (rule.path or rule.dir):
+            target = rule.path or rule.dir
+            try:
+                st = os.stat(target)
+            except OSError as exc:
+                out.warnings.append(f"{rule.source}: {target}: {exc.strerror}; rule {rule.name!r} is inactive "
+                                    "until it exists (checked again on reload and every few seconds)")
+                continue
+            if rule.dir and not stat.S_ISDIR(st.st_mode):
+                out.warnings.append(f"{rule.source}: dir {target} is not a directory; rule {rule.name!r} is inactive")
+                continue
+            table = out.exec_files if rule.type == "exec" else out.protected_files
+            table.setdefault((kernel_dev(st.st_dev), st.st_ino), (rule, bool(rule.dir)))
+        elif rule.type == "exec":
+            by_hash.setdefault(rule.sha256, []).append(rule)
+        elif rule.type == "connect":
+            out.networks.append(rule)
+        else:
+            out.tamper[rule.type] = rule
+    if by_hash:
+        dirs = sorted({d for rs in by_hash.values() for r in rs for d in r.search})
+        found = set()
+        for directory in dirs:
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    st = os.stat(entry.path)
+                    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
+                        continue
+                    digest = sha256_of(entry.path, st)
+                except OSError:
+                    continue
+                for rule in by_hash.get(digest, ()):
+                    if directory in rule.search:
+                        out.exec_files.setdefault((kernel_dev(st.st_dev), st.st_ino), (rule, False))
+                        found.add(rule.sha256)
+        for digest, rs in by_hash.items():
+            if digest not in found:
+                out.warnings.append(f"{rs[0].source}: no executable with sha256 {digest[:12]}... in "
+                                    f"{', '.join(rs[0].search)}; rule {rs[0].name!r} is inactive until one appears")
+    return out

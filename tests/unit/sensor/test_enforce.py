@@ -1,0 +1,38 @@
+"""Pure parts of enforce.py: the tier table and finding the service cgroup (no BPF needed)."""
+import os
+
+from endura_sensor import enforce
+
+MOUNTINFO = ("25 30 0:22 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw\n"
+             "26 30 0:23 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n")
+
+
+def fake_proc(tmp_path, cgroup_path, cgroup_root):
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "cgroup").write_text(f"9:name=systemd:/\n0::{cgroup_path}\n")
+    (proc / "mountinfo").write_text(MOUNTINFO.replace("/sys/fs/cgroup/unified", str(cgroup_root)))
+    return proc
+
+
+def test_a_service_cgroup_named_endura_is_exempt_by_its_inode(tmp_path):
+    root = tmp_path / "cg"
+    (root / "system.slice" / "endura-sensor.service").mkdir(parents=True)
+    proc = fake_proc(tmp_path, "/system.slice/endura-sensor.service", root)
+    ino = os.stat(root / "system.slice" / "endura-sensor.service").st_ino
+    assert enforce.own_service_cgroup(proc) == (ino, "/system.slice/endura-sensor.service")
+
+
+def test_other_cgroups_are_not_exempt(tmp_path):
+    root = tmp_path / "cg"
+    (root / "user.slice").mkdir(parents=True)
+    assert enforce.own_service_cgroup(fake_proc(tmp_path, "/user.slice", root)) == (0, "/user.slice")
+    assert enforce.own_service_cgroup(tmp_path / "missing") == (0, "")
+
+
+def test_every_tier_attaches_its_exec_program_first_and_covers_every_rule_type():
+    for tier in enforce.TIERS:
+        assert tier.programs[0].kinds == ("exec",) and tier.program == tier.programs[0].name
+        kinds = {k for p in tier.programs for k in p.kinds}
+        assert kinds == {"exec", "file", "connect", "module_load", "bpf"}, tier.name
+        assert all(p.name.startswith(f"endura_{tier.object_name.split('_')[1].split('.')[0]}_") for p in tier.programs)
