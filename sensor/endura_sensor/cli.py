@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -75,7 +77,9 @@ def cmd_check_config(ns: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     print(f"{ns.config}: ok (mode {cfg.mode}, enforcement {cfg.enforcement}, "
-          f"terminate_process {str(cfg.terminate_process).lower()})")
+          f"terminate_process {str(cfg.terminate_process).lower()}{_forwarding_summary(cfg)})")
+    for warning in _token_file_warnings(cfg):  # the sensor starts anyway: enforcement never waits for forwarding
+        print(f"warning: {warning}", file=sys.stderr)
     directory = ns.policy_dir or Path(cfg.policy_dir)
     if ns.policy_dir is None and (not directory.is_dir() or not policy_mod.policy_files(directory)):
         print(f"endura-sensor: note: no policy files in {directory}: 'endura-sensor run' will refuse to start "
@@ -92,6 +96,32 @@ def cmd_check_config(ns: argparse.Namespace) -> int:
     counts = ", ".join(f"{n} {t}" for t, n in sorted(pol.summary().items()))
     print(f"{directory}: ok ({len(pol.rules)} rules: {counts}; from {', '.join(Path(f).name for f in pol.files)})")
     return 0
+
+
+def _forwarding_summary(cfg: config_mod.Config) -> str:
+    parts = ([f"syslog {cfg.syslog} ({cfg.syslog_facility})"] if cfg.syslog != "off" else []) + \
+            ([f"collector {cfg.collector_url}"] if cfg.collector_url else [])
+    return f", forwarding to {' and '.join(parts)}" if parts else ""
+
+
+def _token_file_warnings(cfg: config_mod.Config) -> list:
+    path = cfg.collector_token_file
+    if not path or not cfg.collector_url:
+        return [f"{cfg.path}: collector_token_file is set but collector_url is not: it is not used"] if path else []
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"collector_token_file {path}: cannot read: {getattr(exc, 'strerror', None) or exc}; the sensor "
+                "will run, and count the records it cannot forward as forward_dropped"]
+    problems = []
+    if not token:
+        problems.append(f"collector_token_file {path} is empty")
+    if st.st_mode & 0o077:
+        problems.append(f"collector_token_file {path} is readable by group or others (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
+    return problems
 
 
 def _pin_dir(option: Path | None, cfg: config_mod.Config) -> Path | None:
@@ -133,8 +163,23 @@ def cmd_status(ns: argparse.Namespace) -> int:
           f"{status['policy_dir']}\n"
           f"last reload: {status['last_reload'] or 'none'}\n"
           f"events:      {counts}\n"
-          f"dropped:     {status['events_dropped']} event(s) lost because the ring buffer was full")
+          f"dropped:     {status['events_dropped']} event(s) lost because the ring buffer was full\n"
+          f"forwarding:  {_format_forwarding(status.get('forwarding') or {})}")
     return 0
+
+
+def _format_forwarding(forwarding: dict) -> str:
+    if not forwarding:
+        return "off"
+    lines = []
+    for kind, s in sorted(forwarding.items()):
+        line = f"{kind} {s['target']}: {s['sent']} sent, {s['dropped']} dropped (forward_dropped), {s['queued']} queued"
+        if s["dropped_by_reason"]:
+            line += " [" + ", ".join(f"{n} {reason}" for reason, n in sorted(s["dropped_by_reason"].items())) + "]"
+        if s.get("last_error"):
+            line += f"; last error: {s['last_error']}"
+        lines.append(line)
+    return "\n             ".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,14 @@ No tables, arrays, multi-line strings, or dotted keys. Every problem is reported
     log_keep = 5                   # rotated files kept: events.log.1 .. events.log.N (1..100)
     bpf_pin_dir = "/sys/fs/bpf/endura"   # "" = do not pin (enforcement ends with the process)
     fail_closed = false            # true: programs stay attached after a clean stop too
+    syslog = "off"                 # "off" | "local" (/dev/log) | "udp://host[:port]" (RFC 5424, port 514)
+    syslog_facility = "daemon"     # kern user mail daemon auth syslog lpr news uucp cron authpriv ftp local0..local7
+    collector_url = ""             # "" = off; "http(s)://host[:port]/path": POST JSON arrays of records
+    collector_token_file = ""      # "" or an absolute path: its content is sent as `Authorization: Bearer ...`
+    collector_batch = 100          # records per POST (1..10000)
+    collector_flush_ms = 1000      # a record waits at most this long for its batch to fill (10..60000)
+    collector_timeout_ms = 5000    # connect/send/response timeout (100..60000)
+    forward_queue_max = 10000      # records held in memory per destination; beyond: dropped, counted (1..1000000)
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
+from . import forward
 from .errors import SensorError
 
 DEFAULT_PATH = Path("/etc/endura/sensor.conf")
@@ -44,6 +53,14 @@ class Config:
     log_keep: int = 5
     bpf_pin_dir: str = "/sys/fs/bpf/endura"
     fail_closed: bool = False
+    syslog: str = "off"
+    syslog_facility: str = "daemon"
+    collector_url: str = ""
+    collector_token_file: str = ""
+    collector_batch: int = 100
+    collector_flush_ms: int = 1000
+    collector_timeout_ms: int = 5000
+    forward_queue_max: int = 10000
     path: str = ""  # where it was read from ("" = built-in defaults)
 
 
@@ -59,7 +76,18 @@ KEYS: Dict[str, Tuple[type, Tuple[str, ...] | None, bool]] = {
     "log_keep": (int, None, False),
     "bpf_pin_dir": (str, None, False),
     "fail_closed": (bool, None, False),
+    "syslog": (str, None, False),
+    "syslog_facility": (str, tuple(forward.FACILITIES), False),
+    "collector_url": (str, None, False),
+    "collector_token_file": (str, None, False),
+    "collector_batch": (int, None, False),
+    "collector_flush_ms": (int, None, False),
+    "collector_timeout_ms": (int, None, False),
+    "forward_queue_max": (int, None, False),
 }
+#: integer keys with a range: key -> (min, max)
+RANGES = {"collector_batch": (1, 10000), "collector_flush_ms": (10, 60000), "collector_timeout_ms": (100, 60000),
+          "forward_queue_max": (1, 1000000)}
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
 
 
@@ -120,6 +148,14 @@ def parse_value(text: str) -> Value:
     raise ValueError(f"invalid value {token!r} (expected a \"string\", true/false or an integer)")
 
 
+def _target_problem(parse_target, value: str) -> str:
+    try:
+        parse_target(value)
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
 def parse(text: str, filename: str = "<config>") -> Config:
     """Parse and validate; raise ConfigError listing every problem."""
     problems: List[str] = []
@@ -168,6 +204,15 @@ def parse(text: str, filename: str = "<config>") -> Config:
             problems.append(f"{where}: log_keep must be from 1 to 100, not {value!r}")
         elif key == "team_server_url" and not str(value).startswith("https://"):
             problems.append(f"{where}: team_server_url must start with https://, not {value!r}")
+        elif key in RANGES and not RANGES[key][0] <= int(value) <= RANGES[key][1]:
+            problems.append(f"{where}: {key} must be from {RANGES[key][0]} to {RANGES[key][1]}, not {value!r}")
+        elif key == "syslog" and _target_problem(forward.parse_syslog_target, str(value)):
+            problems.append(f"{where}: syslog = {value!r}: {_target_problem(forward.parse_syslog_target, str(value))}")
+        elif key == "collector_url" and value and _target_problem(forward.parse_collector_url, str(value)):
+            problems.append(f"{where}: collector_url = {value!r}: "
+                            f"{_target_problem(forward.parse_collector_url, str(value))} (\"\" turns it off)")
+        elif key == "collector_token_file" and value and not str(value).startswith("/"):
+            problems.append(f"{where}: collector_token_file must be an absolute path or \"\", not {value!r}")
         else:
             values[key] = value
     if not problems and values.get("mode") == "team-server" and not values.get("team_server_url"):

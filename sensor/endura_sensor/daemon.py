@@ -2,8 +2,10 @@
 
 Records (JSON lines) go to stdout and to `<log_dir>/events.log`: `started`, one per kernel event
 (`exec_denied`, `file_open_denied`, `connect_denied`, `module_load_denied`, `bpf_denied`),
-`policy_loaded`, `policy_rejected`, `policy_warning`, `events_dropped`, `stopped`.
-Messages for people go to stderr.
+`policy_loaded`, `policy_rejected`, `policy_warning`, `events_dropped`, `forward_dropped`, `stopped`.
+Messages for people go to stderr. With `syslog` / `collector_url` set in sensor.conf, every record is also
+forwarded, from threads of their own (forward.py): a receiver that is down or slow costs counted drops
+(`forward_dropped`), never a stalled event loop.
 
 Reload: on SIGHUP, when a file in policy_dir changes (checked every `reload_interval` seconds), and
 every `resolve_interval` seconds the rules are resolved again (a replaced binary has a new inode).
@@ -22,7 +24,7 @@ from typing import List, Sequence
 
 from . import config as config_mod
 from . import enforce as enforce_mod
-from . import eventlog, libbpf, probe
+from . import eventlog, forward, libbpf, probe
 from . import policy as policy_mod
 from .enforce import TIER_BY_NAME, TIERS, Enforcer
 from .errors import SensorError
@@ -77,6 +79,8 @@ class Sensor:
         self.enforcer: Enforcer | None = None
         self.events: eventlog.EventLog | None = None
         self.reported_drops = 0
+        self.forwarders = forward.Forwarders([])
+        self.forward_check_interval = 1.0
         self.reload_requested = False
         self.stop_requested = False
         self._signature: tuple = ()
@@ -91,6 +95,7 @@ class Sensor:
         print(json.dumps(record), flush=True)
         if self.events is not None:
             self.events.write(record)
+        self.forwarders.submit(record)
 
     def _settings(self, policy: policy_mod.Policy):
         enforcement = policy.enforcement or self.cfg.enforcement
@@ -230,6 +235,7 @@ class Sensor:
             applied_warnings = []
         enforcement, terminate = self._settings(policy)
         since_exec = eventlog.seconds_since_exec()
+        self.start_forwarding()
         applied = self.enforcer.apply(policy, enforce=enforcement == "enforce", terminate=terminate,
                                       extra_exec=self.deny)  # no change: reports the counts and warnings
         for warning in applied.warnings:
@@ -247,7 +253,8 @@ class Sensor:
                    "pinned": self.enforcer.pinned, "replaced_pins": replaced,
                    "cgroup": self.enforcer.cgroup_path, "cgroup_exempt_from_bpf_rules": bool(self.enforcer.cgroup_id), "fail_closed": self.cfg.fail_closed,
                    "start_to_enforcing_ms": None if since_exec is None else round(since_exec * 1000),
-                   "rss_bytes": eventlog.rss_bytes(), "log": str(self.events.path)})
+                   "rss_bytes": eventlog.rss_bytes(), "log": str(self.events.path),
+                   "forwarding": {d.kind: d.target for d in self.forwarders.destinations}})
         self.events.flush()
         self.write_status()
         eventlog.sd_notify(f"READY=1\nSTATUS=enforcing with tier {self.enforcer.tier.name}")
@@ -263,6 +270,7 @@ class Sensor:
                   "policy_files": [Path(f).name for f in self.policy.files], "rules": len(self.policy.rules),
                   "by_type": self.policy.summary(), "programs": self.enforcer.attached, "events": self.counts,
                   "events_dropped": self.reported_drops, "last_reload": self.last_reload,
+                  "forwarding": self.forwarders.stats(), "forward_dropped": sum(self.forwarders.reported.values()),
                   "rss_bytes": eventlog.rss_bytes()}
         path = self.log_dir / STATUS_NAME
         tmp = path.with_name(f".{STATUS_NAME}.tmp")
@@ -293,11 +301,37 @@ class Sensor:
             self.reported_drops = drops
             self.write_status()
 
+    def start_forwarding(self) -> None:
+        """Start the syslog / collector sender threads configured in sensor.conf (no-op when off)."""
+        self.forwarders = forward.Forwarders.from_config(self.cfg)
+        for d in self.forwarders.destinations:
+            if isinstance(d, forward.CollectorDestination) and d.token_file:
+                try:
+                    if not d.token():
+                        log(f"warning: collector_token_file {d.token_file} is empty: the collector will refuse "
+                            "the records (counted as forward_dropped)")
+                except OSError as exc:
+                    log(f"warning: cannot read collector_token_file {d.token_file}: {exc.strerror}; records for the "
+                        "collector are held (then dropped and counted) until it is readable")
+            log(f"forwarding records to {d.kind} {d.target}")
+        self.forwarders.start()
+
+    def check_forward_drops(self) -> None:
+        """A `forward_dropped` record (and a line on stderr) for each destination that lost records."""
+        for dest, total, new in self.forwarders.new_drops():
+            stats = dest.stats()
+            log(f"{new} record(s) not forwarded to {dest.kind} {dest.target} ({total} in total): "
+                f"{stats.get('last_error') or 'the queue was full'}")
+            self.emit({"type": "forward_dropped", "destination": dest.kind, "target": dest.target, "total": total,
+                       "new": new, "by_reason": stats["dropped_by_reason"], "last_error": stats.get("last_error", "")})
+            self.write_status()
+
     def loop(self, duration: float | None = None) -> None:
         assert self.enforcer is not None and self.events is not None
         now = time.monotonic()
         deadline = None if duration is None else now + duration
         next_check, next_resolve = now + self.reload_interval, now + self.resolve_interval
+        next_forward_check = now + self.forward_check_interval
         while not self.stop_requested and (deadline is None or time.monotonic() < deadline):
             self.enforcer.poll(self.on_event, 100)
             self.check_drops()
@@ -311,6 +345,9 @@ class Sensor:
                     self.reload("policy files changed")
                 else:
                     self.write_status()
+            if self.forwarders and now >= next_forward_check:
+                next_forward_check = now + self.forward_check_interval
+                self.check_forward_drops()
             if now >= next_resolve:
                 next_resolve = now + self.resolve_interval
                 self.resolve_again()
@@ -325,7 +362,13 @@ class Sensor:
             except SensorError:
                 pass
             kept = self.enforcer.pinned if keep_pinned else []
-            self.emit({"type": "stopped", "events_dropped": self.reported_drops, "still_enforcing": kept})
+            stopped = {"type": "stopped", "events_dropped": self.reported_drops, "still_enforcing": kept}
+            if self.forwarders:
+                self.forwarders.drain(1.0)  # deliver what is queued, then report what was lost
+                self.forwarders.close_stalled()  # a receiver that is down does not get `stopped`: counted here
+                self.check_forward_drops()
+                stopped["forward_dropped"] = self.forwarders.dropped()
+            self.emit(stopped)
             if kept:
                 log(f"exiting; the programs stay attached and enforce the last policy (pinned: {', '.join(kept)}); "
                     f"the next start takes over, or 'rm {self.pin_dir}/endura_*' detaches them")
@@ -335,6 +378,11 @@ class Sensor:
                 (self.log_dir / STATUS_NAME).unlink()
             except OSError:
                 pass
+        if self.forwarders:
+            for kind, left in self.forwarders.close(1.0).items():
+                if left:
+                    log(f"{left} record(s) not forwarded to {kind} at exit (the receiver is down or slow)")
+            self.forwarders = forward.Forwarders([])
         if self.events is not None:
             self.events.close()
             self.events = None

@@ -29,7 +29,9 @@ def test_check_config_ok_and_errors(tmp_path, sensor_env):
     proc = run_cli(sensor_env, "check-config", "--config", str(bad))
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
-        f"{bad}:2: unknown key 'foo'; known keys: bpf_pin_dir, enforcement, fail_closed, log_dir, log_keep, log_max_bytes, mode, policy_dir, team_server_url, "
+        f"{bad}:2: unknown key 'foo'; known keys: bpf_pin_dir, collector_batch, collector_flush_ms, "
+        "collector_timeout_ms, collector_token_file, collector_url, enforcement, fail_closed, forward_queue_max, "
+        "log_dir, log_keep, log_max_bytes, mode, policy_dir, syslog, syslog_facility, team_server_url, "
         "terminate_process",
         f"{bad}:3: terminate_process: invalid value 'maybe' (expected a \"string\", true/false or an integer)",
     ]
