@@ -6,10 +6,11 @@ Examples:
     python3 -m vmtest --kernel ./vmlinuz-6.18 --build  # any kernel, Debian 12 userspace
     python3 -m vmtest debian-12 --dry-run              # print the commands only
 
-Each target's kernel boots twice: `lsm-on` (check -> tier lsm; a denied exec fails with EPERM, an
-allowed one runs; tier tracepoint forced kills; audit only logs; after the sensor stops nothing is
-blocked) and `lsm-off` (lsm= without bpf: check says so, the sensor falls back to fentry and
-SIGKILLs; tracepoint kills; nothing blocked after stop). Targets whose kernel cannot be downloaded
+Each target's kernel boots twice: `lsm-on` (check -> tier lsm; a denied exec, a write-open of a
+protected file and a connect to a denied loopback port fail with EPERM while the allowed ones work;
+tier tracepoint forced kills; audit only logs; after the sensor stops nothing is blocked) and
+`lsm-off` (lsm= without bpf: check says so, the sensor falls back to fentry and SIGKILLs; tracepoint
+kills; nothing blocked after stop). The sensor runs from a policy file (exec, file, connect rules). Targets whose kernel cannot be downloaded
 here are reported "not available here". Output: the summary table (stderr), JUnit XML and a JSON
 summary in the work dir (their paths on stdout); exit code 1 when any scenario failed.
 """

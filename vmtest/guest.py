@@ -4,13 +4,20 @@ Reads /vmtest/plan.json and the boot name from the kernel command line (`endura_
 then runs `endura-sensor check --json` and each scenario of that boot, and writes one JSON object
 per line to /dev/ttyS1: {"type": "hello"}, {"type": "check"}, {"type": "scenario"}..., {"type": "done"}.
 It records what happened (exit codes, probe outcomes, events); the host judges it (vmtest.results).
+
+Each sensor scenario runs `endura-sensor run` with a real policy file (exec, file and connect rules)
+in its own policy_dir, then probes: exec of a denied and an allowed copy of `true`; opening the
+protected file for write (and whether its content changed) and for read; connecting to a denied and
+an allowed port on 127.0.0.1, where the driver itself listens.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +26,10 @@ PLAN = "/vmtest/plan.json"
 RESULTS_TTY = "/dev/ttyS1"
 DENIED = "/opt/endura-vmtest/denied"
 ALLOWED = "/opt/endura-vmtest/allowed"
+PROTECTED = "/opt/endura-vmtest/protected"  # a file rule denies opening it for write
+PROTECTED_CONTENT = b"endura vmtest: the original content\n"
+DENIED_PORT = 40444  # a connect rule denies 127.0.0.1:DENIED_PORT
+ALLOWED_PORT = 40445
 SENSOR = "endura-sensor"
 START_TIMEOUT = 60.0
 PROBE_TIMEOUT = 20.0
@@ -47,44 +58,183 @@ def probe(path: str) -> str:
     return "exit:%d" % proc.returncode
 
 
+def forked(action) -> str:
+    """Run `action` in a forked child (no exec: cheap under TCG): 'ok', 'killed' (SIGKILL), 'signal:N',
+    'eperm', 'eacces', 'errno:NAME' or 'exit:N'."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the driver
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)  # a handler inherited from the parent must not mask a probe's end
+        code = 0
+        try:
+            action()
+        except OSError as exc:
+            code = 100 + exc.errno if exc.errno and exc.errno < 150 else 99
+        except BaseException:
+            code = 98
+        os._exit(code)
+    deadline = time.monotonic() + PROBE_TIMEOUT
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "error:timeout"
+        time.sleep(0.005)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return "killed" if sig == signal.SIGKILL else "signal:%d" % sig
+    code = os.WEXITSTATUS(status)
+    if code == 0:
+        return "ok"
+    if 100 < code < 250:
+        return {errno.EPERM: "eperm", errno.EACCES: "eacces"}.get(code - 100, "errno:" + errno.errorcode.get(
+            code - 100, str(code - 100)))
+    return "exit:%d" % code
+
+
+def write_protected() -> None:
+    fd = os.open(PROTECTED, os.O_WRONLY)  # no O_TRUNC: a kill-only tier must leave the content as it was
+    try:
+        os.write(fd, b"TAMPERED")
+    finally:
+        os.close(fd)
+
+
+def read_protected() -> None:
+    with open(PROTECTED, "rb") as fh:
+        if fh.read() != PROTECTED_CONTENT:
+            raise OSError(errno.EIO, "unexpected content")
+
+
+def connect_to(port: int):
+    def action() -> None:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    return action
+
+
+def listen(port: int) -> socket.socket:
+    """A listener the probes connect to (the backlog completes the handshake; nobody needs to accept)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(16)
+    return sock
+
+
+def reset_protected() -> None:
+    with open(PROTECTED, "wb") as fh:
+        fh.write(PROTECTED_CONTENT)
+
+
+def probes() -> dict:
+    """Every probe once; the protected file is restored by the next scenario's reset_protected()."""
+    out = {"exec_denied": probe(DENIED), "exec_allowed": probe(ALLOWED),
+           "file_read": forked(read_protected), "file_write": forked(write_protected)}
+    with open(PROTECTED, "rb") as fh:
+        out["file_unchanged"] = fh.read() == PROTECTED_CONTENT
+    out["connect_denied"] = forked(connect_to(DENIED_PORT))
+    out["connect_allowed"] = forked(connect_to(ALLOWED_PORT))
+    return out
+
+
 def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-POLICY_DIR = "/etc/endura/vmtest-policies"  # empty: only the --deny rule applies, not the packaged examples
+POLICY_DIRS = "/etc/endura/vmtest-policies"  # one policy_dir per scenario below it
+#: the test policy, in the format of sensor/README.md ("Policy files"); action block: -EPERM on the LSM
+#: tier, SIGKILL on the others (terminate_process decides, from the scenario)
+POLICY = """# vmtest: one rule of each type the guest probes
+[[rule]]
+name = "vmtest-exec"
+type = "exec"
+path = "%(denied)s"
+action = "block"
+
+[[rule]]
+name = "vmtest-file"
+type = "file"
+path = "%(protected)s"
+access = "write"
+action = "block"
+
+[[rule]]
+name = "vmtest-connect"
+type = "connect"
+address = "127.0.0.1"
+port = %(port)d
+action = "block"
+""" % {"denied": DENIED, "protected": PROTECTED, "port": DENIED_PORT}
 
 
-def write_config(path: str, enforcement: str, terminate: bool) -> None:
-    os.makedirs(POLICY_DIR, exist_ok=True)
+def write_config(path: str, policy_dir: str, enforcement: str, terminate: bool) -> None:
+    """sensor.conf for one scenario, and its policy_dir holding the test policy."""
+    os.makedirs(policy_dir, exist_ok=True)
+    with open(os.path.join(policy_dir, "vmtest.toml"), "w") as fh:
+        fh.write(POLICY)
     with open(path, "w") as fh:
         fh.write('mode = "standalone"\nenforcement = "%s"\nterminate_process = %s\npolicy_dir = "%s"\n'
-                 % (enforcement, "true" if terminate else "false", POLICY_DIR))
+                 % (enforcement, "true" if terminate else "false", policy_dir))
 
 
-def run_check() -> dict:
+def run_check(spec: dict) -> dict:
     start = time.monotonic()
-    proc = subprocess.run([SENSOR, "check", "--json"], capture_output=True, text=True, timeout=300)
+    argv = [SENSOR, "check", "--json"] + ([] if spec.get("canary", True) else ["--no-canary"])
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     try:
         report = json.loads(proc.stdout)
     except ValueError:
         report = None
     return {"type": "check", "exit_code": proc.returncode, "report": report, "stderr": tail(proc.stderr),
-            "seconds": round(time.monotonic() - start, 2)}
+            "canary": spec.get("canary", True), "seconds": round(time.monotonic() - start, 2)}
+
+
+#: the events the probes should cause (one per rule); the driver waits for them, the host judges them
+EVENT_TYPES = ("exec_denied", "file_open_denied", "connect_denied")
+EVENT_WAIT = 3.0
+
+
+def wait_for_events(out_path: str, timeout: float) -> None:
+    """Until the sensor wrote an event of each of EVENT_TYPES (it polls its ring buffer every 100 ms),
+    at most `timeout` seconds: under load a fixed pause is either too short or wasted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if set(EVENT_TYPES) <= {e.get("type") for e in read_json_lines(out_path)}:
+            return
+        time.sleep(0.05)
+
+
+def read_json_lines(path: str) -> list:
+    out = []
+    with open(path) as fh:
+        for line in fh:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                out.append(obj)
+    return out
 
 
 def run_scenario(spec: dict) -> dict:
     start = time.monotonic()
     result = {"type": "scenario", "name": spec["name"], "tier_requested": spec["tier"],
               "enforcement": spec["enforcement"], "terminate": spec["terminate"]}
+    reset_protected()
     if spec["tier"] is None:  # no sensor running
-        result["probes"] = {"denied": probe(DENIED), "allowed": probe(ALLOWED)}
+        result["probes"] = probes()
         result["seconds"] = round(time.monotonic() - start, 2)
         return result
     conf = "/etc/endura/vmtest-%s.conf" % spec["name"]
-    write_config(conf, spec["enforcement"], spec["terminate"])
+    result["policy_dir"] = os.path.join(POLICY_DIRS, spec["name"])
+    write_config(conf, result["policy_dir"], spec["enforcement"], spec["terminate"])
     out_path, err_path = "/tmp/sensor-%s.out" % spec["name"], "/tmp/sensor-%s.err" % spec["name"]
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        sensor = subprocess.Popen([SENSOR, "run", "--config", conf, "--deny", DENIED, "--tier", spec["tier"]],
+        sensor = subprocess.Popen([SENSOR, "run", "--config", conf, "--tier", spec["tier"]],
                                   stdout=out, stderr=err, stdin=subprocess.DEVNULL)
     started = None
     deadline = time.monotonic() + START_TIMEOUT
@@ -99,8 +249,8 @@ def run_scenario(spec: dict) -> dict:
     result["start_seconds"] = round(time.monotonic() - start, 2)
     if started is not None:
         result["started"] = started
-        result["probes"] = {"denied": probe(DENIED), "allowed": probe(ALLOWED)}
-        time.sleep(0.3)  # let the ring buffer be polled
+        result["probes"] = probes()
+        wait_for_events(out_path, EVENT_WAIT)
     if sensor.poll() is None:
         sensor.send_signal(signal.SIGTERM)
         try:
@@ -110,13 +260,7 @@ def run_scenario(spec: dict) -> dict:
             sensor.wait()
             result["stop"] = "did not stop within 20s of SIGTERM; killed"
     result["exit_code"] = sensor.returncode
-    events = []
-    with open(out_path) as fh:
-        for line in fh:
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                pass
+    events = read_json_lines(out_path)
     result["events"] = [e for e in events if e.get("type") != "started"]
     with open(err_path) as fh:
         result["stderr"] = tail(fh.read())
@@ -156,13 +300,18 @@ def main() -> int:
     for path in (DENIED, ALLOWED):
         shutil.copy(true, path)
         os.chmod(path, 0o755)
+    reset_protected()
+    try:  # /init brought lo up; kept open until the end
+        listeners = [listen(port) for port in (DENIED_PORT, ALLOWED_PORT)]  # noqa: F841
+    except OSError as exc:  # the connect probes then fail, and the host says why
+        emit({"type": "error", "message": "cannot listen on 127.0.0.1: %s (is lo up?)" % exc})
     # the launcher runs python -B: precompile the package once here instead of in every sensor process
     import compileall
 
     compileall.compile_dir("/usr/lib/endura-sensor", quiet=2)
     for spec in plan["boots"][boot]:
         try:
-            emit(run_check() if spec["name"] == "check" else run_scenario(spec))
+            emit(run_check(spec) if spec["name"] == "check" else run_scenario(spec))
         except Exception as exc:  # report and go on with the next scenario
             emit({"type": "scenario", "name": spec["name"], "error": "%s: %s" % (type(exc).__name__, exc)})
     emit({"type": "done"})

@@ -11,6 +11,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t securityfs securityfs /sys/kernel/security
 mount -t bpf bpf /sys/fs/bpf
 mount -t tmpfs tmpfs /dev/shm 2>/dev/null
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up  # the connect probes use 127.0.0.1
 echo "vmtest: init ready after $(cut -d' ' -f1 /proc/uptime)s"
 python3 /vmtest/guest.py
 echo "vmtest: guest driver exited with $? after $(cut -d' ' -f1 /proc/uptime)s"

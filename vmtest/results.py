@@ -10,24 +10,41 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-DENIED = "/opt/endura-vmtest/denied"
+DENIED = "/opt/endura-vmtest/denied"  # these match vmtest/guest.py
+PROTECTED = "/opt/endura-vmtest/protected"
+DENIED_PORT = 40444
+PARTS = ("exec", "file", "connect")  # = plan.PARTS
 
 PASS, FAIL, UNAVAILABLE = "pass", "FAIL", "not available here"
 
 
 @dataclass(frozen=True)
 class Expectation:
-    tier: str | None  # the tier `run` must report in its "started" line (None: no sensor)
-    denied: str  # probe outcome for the denied binary
-    event_action: str | None  # an event for the denied file must carry this action
+    tier: str | None  # the tier `run` must report in its "started" line (None: no sensor / any tier)
+    outcome: str  # of each denied operation: eperm (refused) | killed | ok (it happened)
+    event_action: str | None  # an event for each denied operation must carry this action
 
 
 EXPECTED: dict[str, Expectation] = {
     "lsm": Expectation("lsm", "eperm", "blocked"),
     "fentry": Expectation("fentry", "killed", "killed"),
     "tracepoint": Expectation("tracepoint", "killed", "killed"),
-    "audit": Expectation(None, "exit:0", "audited"),  # whichever tier auto picks; it must not block or kill
-    "stopped": Expectation(None, "exit:0", None),
+    "audit": Expectation(None, "ok", "audited"),  # whichever tier auto picks; it must not block or kill
+    "stopped": Expectation(None, "ok", None),
+}
+
+
+def _is_protected(event: dict) -> bool:
+    name = event.get("filename", "")
+    return name == PROTECTED or name == PROTECTED.rsplit("/", 1)[1]
+
+
+#: per part: the event type, how to recognise the denied operation's event, and the probes
+EVENTS = {
+    "exec": ("exec_denied", lambda e: e.get("filename") == DENIED),
+    "file": ("file_open_denied", _is_protected),
+    "connect": ("connect_denied", lambda e: e.get("port") == DENIED_PORT
+                and e.get("addr") in ("127.0.0.1", "::ffff:127.0.0.1")),
 }
 
 
@@ -110,45 +127,77 @@ def judge_check(boot: str, obs: dict) -> tuple[list[str], str]:
     return problems, tier
 
 
-def judge_scenario(obs: dict) -> tuple[list[str], str]:
-    """Problems with one scenario's observations, and the tier the sensor ran."""
+def _part_problems(part: str, name: str, expected: Expectation, probes: dict, events: list) -> list[str]:
+    problems = []
+    want = expected.outcome
+    if part == "exec":
+        want_exec = "exit:0" if want == "ok" else want
+        if probes.get("exec_denied") != want_exec:
+            problems.append(f"denied binary: expected {want_exec}, got {probes.get('exec_denied')}")
+        if probes.get("exec_allowed") != "exit:0":
+            problems.append(f"allowed binary: expected exit:0, got {probes.get('exec_allowed')}")
+    elif part == "file":
+        if probes.get("file_write") != want:
+            problems.append(f"open {PROTECTED} for write: expected {want}, got {probes.get('file_write')}")
+        if probes.get("file_unchanged") is not (want != "ok"):
+            problems.append(f"{PROTECTED} expected {'unchanged' if want != 'ok' else 'written'}, it was "
+                            f"{'unchanged' if probes.get('file_unchanged') else 'written'}")
+        if probes.get("file_read") != "ok":
+            problems.append(f"open {PROTECTED} for read: expected ok, got {probes.get('file_read')}")
+    else:
+        if probes.get("connect_denied") != want:
+            problems.append(f"connect to 127.0.0.1:{DENIED_PORT}: expected {want}, got {probes.get('connect_denied')}")
+        if probes.get("connect_allowed") != "ok":
+            problems.append(f"connect to the allowed port: expected ok, got {probes.get('connect_allowed')}")
+    if expected.event_action:
+        event_type, match = EVENTS[part]
+        matching = [e for e in events if e.get("type") == event_type and match(e)]
+        actions = [a for e in matching for a in e.get("action", [])]
+        if expected.event_action not in actions:
+            problems.append(f"expected a {event_type} event with action {expected.event_action}, got {actions}")
+        rules = {e.get("rule") for e in matching}
+        if matching and rules != {f"vmtest-{part}"}:  # the rule came from the policy file, not elsewhere
+            problems.append(f"expected the {event_type} events to name rule vmtest-{part}, got {sorted(map(str, rules))}")
+        if name == "audit" and {"blocked", "killed"} & set(actions):
+            problems.append(f"audit mode must only log, got actions {actions}")
+    return problems
+
+
+def judge_scenario(obs: dict) -> tuple[dict[str, list[str]], str]:
+    """Problems with one scenario's observations per part (exec, file, connect), and the tier the sensor ran."""
     name = obs.get("name", "")
     started = obs.get("started") or {}
     tier = started.get("tier", "")
     if obs.get("error"):
-        return [obs["error"] + (f"; sensor stderr: {obs['stderr']}" if obs.get("stderr") else "")], tier
+        problem = obs["error"] + (f"; sensor stderr: {obs['stderr']}" if obs.get("stderr") else "")
+        return {part: [problem] for part in PARTS}, tier
     expected = EXPECTED.get(name)
     if expected is None:
-        return [f"unknown scenario {name!r}"], tier
-    problems = []
-    probes = obs.get("probes") or {}
+        return {part: [f"unknown scenario {name!r}"] for part in PARTS}, tier
+    common = []
     if expected.tier and tier != expected.tier:
-        problems.append(f"expected tier {expected.tier}, the sensor started {tier or 'nothing'}")
-    if probes.get("denied") != expected.denied:
-        problems.append(f"denied binary: expected {expected.denied}, got {probes.get('denied')}")
-    if probes.get("allowed") != "exit:0":
-        problems.append(f"allowed binary: expected exit:0, got {probes.get('allowed')}")
-    if expected.event_action:
-        actions = [a for e in obs.get("events", []) if e.get("filename") == DENIED for a in e.get("action", [])]
-        if expected.event_action not in actions:
-            problems.append(f"expected an event with action {expected.event_action} for {DENIED}, got {actions}")
-        if name == "audit" and {"blocked", "killed"} & set(actions):
-            problems.append(f"audit mode must only log, got actions {actions}")
+        common.append(f"expected tier {expected.tier}, the sensor started {tier or 'nothing'}")
     if obs.get("tier_requested") and obs.get("exit_code") not in (0, None):
-        problems.append(f"the sensor exited {obs.get('exit_code')}: {obs.get('stderr', '')}")
+        common.append(f"the sensor exited {obs.get('exit_code')}: {obs.get('stderr', '')}")
     if obs.get("stop"):
-        problems.append(obs["stop"])
-    return problems, tier
+        common.append(obs["stop"])
+    probes = obs.get("probes") or {}
+    events = obs.get("events", [])
+    return {part: common + _part_problems(part, name, expected, probes, events) for part in PARTS}, tier
 
 
 def judge(target: str, kernel: str, boot: str, scenarios: Sequence[str], lines: Sequence[dict],
           *, exit_problem: str = "", console_tail: str = "") -> VmResult:
-    """Turn one VM's result lines into cases; a scenario that never reported fails with `exit_problem`."""
+    """Turn one VM's result lines into cases (`check`, then `<scenario>/<part>` for each of PARTS); a
+    scenario that never reported fails with `exit_problem`."""
     vm = VmResult(target, kernel, boot)
     by_name: dict[str, dict] = {}
     done = None
+    guest_errors = []
     for obj in lines:
-        if obj["type"] == "check":
+        if obj["type"] == "error":
+            guest_errors.append(str(obj.get("message", "")))
+        elif obj["type"] == "check":
             by_name["check"] = obj
         elif obj["type"] == "scenario":
             by_name[obj.get("name", "")] = obj
@@ -160,17 +209,27 @@ def judge(target: str, kernel: str, boot: str, scenarios: Sequence[str], lines: 
         vm.result_seconds = float(done.get("uptime", 0.0))
     missing_reason = exit_problem or ("the guest stopped before reporting it" if done is None
                                       else "the guest reported no result for it")
+    guest_note = "".join(f"; guest driver: {e}" for e in guest_errors)
     for name in scenarios:
         obs = by_name.get(name)
+        case_names = [name] if name == "check" else [f"{name}/{part}" for part in PARTS]
         if obs is None:
-            case = Case(target, vm.kernel, boot, name, FAIL, detail=f"no result: {missing_reason}",
-                        console_tail=console_tail)
+            for case_name in case_names:
+                vm.cases.append(Case(target, vm.kernel, boot, case_name, FAIL,
+                                     detail=f"no result: {missing_reason}{guest_note}", console_tail=console_tail))
+            continue
+        if name == "check":
+            problems, tier = judge_check(boot, obs)
+            by_part = {name: problems}
         else:
-            problems, tier = judge_check(boot, obs) if name == "check" else judge_scenario(obs)
-            case = Case(target, vm.kernel, boot, name, FAIL if problems else PASS, tier=tier,
-                        detail="; ".join(problems), seconds=float(obs.get("seconds", 0.0)),
-                        console_tail=console_tail if problems else "")
-        vm.cases.append(case)
+            per_part, tier = judge_scenario(obs)
+            by_part = {f"{name}/{part}": per_part[part] for part in PARTS}
+        for i, (case_name, problems) in enumerate(by_part.items()):
+            detail = "; ".join(problems) + (guest_note if problems else "")
+            # the scenario's time once (on its first row), so that JUnit case times add up
+            vm.cases.append(Case(target, vm.kernel, boot, case_name, FAIL if problems else PASS, tier=tier,
+                                 detail=detail, seconds=float(obs.get("seconds", 0.0)) if i == 0 else 0.0,
+                                 console_tail=console_tail if problems else ""))
     if exit_problem:
         vm.status = exit_problem.split(":", 1)[0]
     elif any(not c.ok for c in vm.cases):

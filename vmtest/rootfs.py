@@ -36,9 +36,10 @@ TRIM_PREFIXES = (
     "usr/share/bug/", "usr/share/zoneinfo/", "var/cache/apt/", "var/lib/apt/lists/", "var/log/",
     "usr/lib/x86_64-linux-gnu/gconv/", "usr/lib/aarch64-linux-gnu/gconv/",
 )
-#: directories of the Python standard library nobody imports in the guest
+#: directories of the Python standard library nobody imports in the guest (the sensor's forwarder
+#: needs http.client, which needs email: a unit test checks that no module the sensor imports is here)
 TRIM_STDLIB = ("test", "idlelib", "ensurepip", "lib2to3", "pydoc_data", "tkinter", "turtledemo", "unittest",
-               "asyncio", "email", "xml", "xmlrpc", "http", "html", "wsgiref", "multiprocessing", "distutils",
+               "asyncio", "xml", "xmlrpc", "html", "wsgiref", "multiprocessing", "distutils",
                "sqlite3", "dbm", "curses", "config-3")
 
 #: runs after mmdebstrap extracted the packages, with the root as $1 (mmdebstrap's hook interface is a

@@ -1,10 +1,13 @@
 """Kernel test VMs for real: Debian 12's 6.1 and Debian 13's 6.12 kernels, each booted with BPF LSM
 active and with an lsm= list lacking bpf, with the just-built .deb installed in the guest.
 
-Proves: LSM on -> a denied exec fails with EPERM and an allowed one runs; LSM off -> `check` says so
-and the fentry tier SIGKILLs; a forced tracepoint tier kills; audit only logs; after the sensor
-stops nothing is blocked. Also the bad-input paths: unknown target, kernel not obtainable here,
-missing package, corrupt cached kernel, a panicking and a hanging guest.
+The sensor runs from a policy file in a policy_dir (exec, file and connect rules; no --deny). Proves:
+LSM on -> a denied exec, opening the protected file for write and a connect to the denied loopback
+port fail with EPERM (the file unchanged), while the allowed binary, reading the file and the allowed
+port work; LSM off -> `check` says so and the fentry tier SIGKILLs each offender; a forced tracepoint
+tier kills; audit only logs; after the sensor stops nothing is blocked. Also the bad-input paths:
+unknown target, kernel not obtainable here, missing package, corrupt cached kernel, a panicking and
+a hanging guest.
 """
 from __future__ import annotations
 
@@ -20,7 +23,14 @@ import pytest
 from distros import load_catalog
 from tests.integration.pkgtools import REPO, build_dist
 from toolbox.tools import require
-from vmtest import cpio, kernels, plan, runner
+from vmtest import cpio, kernels, plan, results, runner
+
+#: every probe refused / killed / allowed (the guest's raw probe outcomes)
+EPERM = {"exec_denied": "eperm", "exec_allowed": "exit:0", "file_write": "eperm", "file_unchanged": True,
+         "file_read": "ok", "connect_denied": "eperm", "connect_allowed": "ok"}
+KILLED = {**EPERM, "exec_denied": "killed", "file_write": "killed", "connect_denied": "killed"}
+NOTHING_DENIED = {**EPERM, "exec_denied": "exit:0", "file_write": "ok", "file_unchanged": False,
+                  "connect_denied": "ok"}
 
 
 def vmtest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -57,13 +67,31 @@ def test_two_kernels_pass_every_scenario(two_kernels):
     assert proc.returncode == 0, proc.stderr[-6000:]
     junit = Path(proc.stdout.split()[0])
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("18", "0", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == (str(2 * (13 + 10)), "0", "0")
+    names = {tc.get("name") for tc in suite.iter("testcase")}
+    assert {"check", "lsm/exec", "lsm/file", "lsm/connect", "fentry/file", "tracepoint/connect",
+            "audit/file", "stopped/connect"} <= names
     summary = json.loads((work / "summary.json").read_text())
     assert {(s["target"], s["boot"], s["status"]) for s in summary} == {
         (t, b, "pass") for t in ("debian-12", "debian-13") for b in ("lsm-on", "lsm-off")}
     kernels_seen = {s["target"]: s["kernel"] for s in summary}
     assert kernels_seen["debian-12"].startswith("6.1.") and kernels_seen["debian-13"].startswith("6.12.")
     assert "target     kernel" in proc.stderr  # the summary table
+    assert "lsm/file" in proc.stderr and "fentry/connect" in proc.stderr
+
+
+def _events(obs: dict) -> dict[str, list]:
+    """event type -> [(rule, action)] of one scenario's events."""
+    out: dict[str, list] = {}
+    for e in obs["events"]:
+        if e["type"] != "stopped":
+            out.setdefault(e["type"], []).append((e.get("rule"), e.get("action")))
+    return out
+
+
+def _denied_events(action: str) -> dict[str, list]:
+    return {"exec_denied": [("vmtest-exec", [action])], "file_open_denied": [("vmtest-file", [action])],
+            "connect_denied": [("vmtest-connect", [action])]}
 
 
 @pytest.mark.parametrize("target", ["debian-12", "debian-13"])
@@ -72,13 +100,22 @@ def test_lsm_on_denies_with_eperm(two_kernels, target):
     r = _results(work, target, "lsm-on")
     assert r["check"]["exit_code"] == 0 and r["check"]["report"]["tier"] == "lsm"
     assert "bpf" in r["check"]["report"]["lsm_list"]
+    assert r["check"]["canary"] is True
+    assert {t["tier"]: t["canary"] for t in r["check"]["report"]["tiers"]} == {
+        "lsm": "blocked", "fentry": "killed", "tracepoint": "killed"}
     assert r["lsm"]["started"]["tier"] == "lsm"
-    assert r["lsm"]["probes"] == {"denied": "eperm", "allowed": "exit:0"}
-    assert r["tracepoint"]["started"]["tier"] == "tracepoint" and r["tracepoint"]["probes"]["denied"] == "killed"
-    assert r["audit"]["probes"] == {"denied": "exit:0", "allowed": "exit:0"}
-    assert [e["action"] for e in r["audit"]["events"] if e["type"] == "exec_denied"] == [["audited"]]
-    assert r["stopped"]["probes"] == {"denied": "exit:0", "allowed": "exit:0"}
+    assert r["lsm"]["policy_dir"] == "/etc/endura/vmtest-policies/lsm"
+    # exec, open for write and connect refused with EPERM; the file unchanged; read and the other port work
+    assert r["lsm"]["probes"] == EPERM
+    assert _events(r["lsm"]) == _denied_events("blocked")
+    assert r["tracepoint"]["started"]["tier"] == "tracepoint" and r["tracepoint"]["probes"] == KILLED
+    assert _events(r["tracepoint"]) == _denied_events("killed")
+    assert r["audit"]["probes"] == NOTHING_DENIED
+    assert _events(r["audit"]) == _denied_events("audited")
+    assert r["stopped"]["probes"] == NOTHING_DENIED
     assert r["hello"]["kernel"] in r["check"]["report"]["kernel"]
+    connect = next(e for e in r["lsm"]["events"] if e["type"] == "connect_denied")
+    assert (connect["addr"], connect["port"]) == ("127.0.0.1", results.DENIED_PORT)
 
 
 @pytest.mark.parametrize("target", ["debian-12", "debian-13"])
@@ -90,10 +127,14 @@ def test_lsm_off_falls_back_to_fentry_and_kills(two_kernels, target):
     assert "bpf" not in check["report"]["lsm_list"]
     lsm_tier = next(t for t in check["report"]["tiers"] if t["tier"] == "lsm")
     assert not lsm_tier["usable"] and "lsm=" in lsm_tier["fix"]
+    assert r["check"]["canary"] is False  # lsm-off runs check --no-canary (the lsm-on boot ran the canaries)
     assert r["fentry"]["started"]["tier"] == "fentry"
-    assert r["fentry"]["probes"] == {"denied": "killed", "allowed": "exit:0"}
-    assert r["tracepoint"]["probes"]["denied"] == "killed"
-    assert r["stopped"]["probes"]["denied"] == "exit:0"
+    # each offender SIGKILLed; the protected file unchanged (no O_TRUNC), reading it and the other port work
+    assert r["fentry"]["probes"] == KILLED
+    assert _events(r["fentry"]) == _denied_events("killed")
+    assert r["tracepoint"]["started"]["tier"] == "tracepoint" and r["tracepoint"]["probes"] == KILLED
+    assert _events(r["tracepoint"]) == _denied_events("killed")
+    assert r["stopped"]["probes"] == NOTHING_DENIED
 
 
 def test_boot_to_result_time_is_reported(two_kernels):
@@ -179,3 +220,4 @@ def test_a_hanging_guest_is_stopped_at_the_timeout(tmp_path, deb_dist):
     assert "scenario(s) failed" in _one_error(proc)
     failure = ET.parse(tmp_path / "junit.xml").getroot().find(".//testcase[@name='check']/failure")
     assert failure is not None and "guest console" in failure.text
+    assert ET.parse(tmp_path / "junit.xml").getroot().find(".//testcase[@name='lsm/file']/failure") is not None

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from vmtest import cpio, guest, rootfs
+from vmtest import cpio, guest, results, rootfs
 
 
 def test_writer_output_is_aligned_and_readable():
@@ -140,6 +140,42 @@ def test_guest_config_is_valid_for_the_sensor(tmp_path):
     from endura_sensor import config  # the sensor's own parser
 
     path = tmp_path / "s.conf"
-    guest.write_config(str(path), "audit", False)
+    guest.write_config(str(path), str(tmp_path / "policies"), "audit", False)
     cfg = config.load(path)
     assert cfg.enforcement == "audit" and cfg.terminate_process is False
+    assert str(cfg.policy_dir) == str(tmp_path / "policies")
+
+
+def test_guest_policy_is_valid_for_the_sensor(tmp_path):
+    """The policy the guest writes, read by the sensor's own policy loader: one rule per probed type."""
+    from endura_sensor import policy
+
+    guest.write_config(str(tmp_path / "s.conf"), str(tmp_path / "policies"), "enforce", True)
+    rules = {r.type: r for r in policy.load_dir(tmp_path / "policies").rules}
+    assert set(rules) == {"exec", "file", "connect"} == set(results.PARTS)
+    assert rules["exec"].path == guest.DENIED == results.DENIED
+    assert (rules["file"].path, rules["file"].access) == (guest.PROTECTED, "write")
+    assert guest.PROTECTED == results.PROTECTED
+    assert (rules["connect"].network, rules["connect"].port) == ("127.0.0.1/32", guest.DENIED_PORT)
+    assert guest.DENIED_PORT == results.DENIED_PORT and guest.ALLOWED_PORT != guest.DENIED_PORT
+    assert {r.name for r in rules.values()} == {f"vmtest-{part}" for part in results.PARTS}
+    assert all(r.action == "block" for r in rules.values())
+
+
+def test_the_guest_keeps_every_stdlib_module_the_sensor_imports():
+    """Importing every sensor module (in a fresh interpreter) must not need a trimmed stdlib package."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sensor = Path(__file__).resolve().parents[2] / "sensor"
+    code = ("import pkgutil, importlib, sys, endura_sensor\n"
+            "for m in pkgutil.iter_modules(endura_sensor.__path__):\n"
+            "    if m.name != '__main__':\n"
+            "        importlib.import_module('endura_sensor.' + m.name)\n"
+            "print(' '.join(sorted({n.split('.')[0] for n in sys.modules})))\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(sensor)!r})\n" + code],
+                          capture_output=True, text=True, check=True)
+    imported = set(proc.stdout.split())
+    assert "endura_sensor" in imported
+    assert not imported & set(rootfs.TRIM_STDLIB), "the guest initramfs trims modules the sensor imports"

@@ -11,18 +11,33 @@ from vmtest import plan, results
 DENIED = results.DENIED
 
 
-def _event(action: str, tier: str) -> dict:
-    return {"type": "exec_denied", "action": [action], "tier": tier, "filename": DENIED, "rule_id": 1}
+def _events(action: str, tier: str) -> list[dict]:
+    """One event per denied operation, as the sensor writes them."""
+    common = {"action": [action], "tier": tier, "rule_id": 1}
+    return [{"type": "exec_denied", "filename": DENIED, "rule": "vmtest-exec", **common},
+            {"type": "file_open_denied", "filename": "protected", "access": ["write"], "rule": "vmtest-file", **common},
+            {"type": "connect_denied", "addr": "127.0.0.1", "port": results.DENIED_PORT, "family": 2,
+             "rule": "vmtest-connect", **common}]
 
 
-def _scenario(name: str, tier: str | None, denied: str, action: str | None, **kw) -> dict:
+def _probes(outcome: str) -> dict:
+    """The guest's probes when every denied operation ended with `outcome` (eperm | killed | ok)."""
+    return {"exec_denied": "exit:0" if outcome == "ok" else outcome, "exec_allowed": "exit:0",
+            "file_write": outcome, "file_unchanged": outcome != "ok", "file_read": "ok",
+            "connect_denied": outcome, "connect_allowed": "ok"}
+
+
+def _scenario(name: str, tier: str | None, outcome: str, action: str | None, **kw) -> dict:
     obs = {"type": "scenario", "name": name, "tier_requested": "auto", "exit_code": 0, "seconds": 1.7,
-           "probes": {"denied": denied, "allowed": "exit:0"},
-           "events": [_event(action, tier)] if action else []}
+           "probes": _probes(outcome), "events": _events(action, tier) if action else []}
     if tier:
         obs["started"] = {"type": "started", "tier": tier}
     obs.update(kw)
     return obs
+
+
+def _stopped(**probes) -> dict:
+    return {"type": "scenario", "name": "stopped", "tier_requested": None, "probes": {**_probes("ok"), **probes}}
 
 
 def _check(exit_code: int, tier: str, bpf_active: bool) -> dict:
@@ -38,21 +53,33 @@ GOOD_ON = [
     _check(0, "lsm", True),
     _scenario("lsm", "lsm", "eperm", "blocked"),
     _scenario("tracepoint", "tracepoint", "killed", "killed"),
-    _scenario("audit", "lsm", "exit:0", "audited"),
-    {"type": "scenario", "name": "stopped", "tier_requested": None, "probes": {"denied": "exit:0", "allowed": "exit:0"}},
+    _scenario("audit", "lsm", "ok", "audited"),
+    _stopped(),
     {"type": "done", "uptime": 14.6},
 ]
 GOOD_OFF = [
     _check(10, "fentry", False),
     _scenario("fentry", "fentry", "killed", "killed"),
     _scenario("tracepoint", "tracepoint", "killed", "killed"),
-    {"type": "scenario", "name": "stopped", "tier_requested": None, "probes": {"denied": "exit:0", "allowed": "exit:0"}},
+    _stopped(),
     {"type": "done", "uptime": 13.5},
 ]
 
 
 def _names(boot: str) -> list[str]:
     return [s.name for s in plan.BOOTS[boot].scenarios]
+
+
+def _with_probes(obs: dict, **probes) -> dict:
+    return {**obs, "probes": {**obs["probes"], **probes}}
+
+
+def _without_event(obs: dict, event_type: str) -> dict:
+    return {**obs, "events": [e for e in obs["events"] if e["type"] != event_type]}
+
+
+LSM_OK = GOOD_ON[2]
+FENTRY_OK = GOOD_OFF[1]
 
 
 def test_parse_lines_survives_serial_noise():
@@ -64,42 +91,74 @@ def test_parse_lines_survives_serial_noise():
 def test_good_runs_pass(boot, lines):
     vm = results.judge("debian-12", "6.1.0-50-cloud-amd64", boot, _names(boot), lines)
     assert vm.status == results.PASS, [c.detail for c in vm.cases]
-    assert [c.scenario for c in vm.cases] == _names(boot)
+    assert [c.scenario for c in vm.cases] == plan.BOOTS[boot].case_names
     assert vm.result_seconds == lines[-1]["uptime"]
+
+
+def test_each_sensor_scenario_is_three_cases():
+    assert plan.BOOTS["lsm-off"].case_names == [
+        "check", "fentry/exec", "fentry/file", "fentry/connect", "tracepoint/exec", "tracepoint/file",
+        "tracepoint/connect", "stopped/exec", "stopped/file", "stopped/connect"]
+    vm = results.judge("debian-12", "6.1", "lsm-on", _names("lsm-on"), GOOD_ON)
+    assert [c.seconds for c in vm.cases if c.scenario.startswith("lsm/")] == [1.7, 0.0, 0.0]  # time counted once
 
 
 def _replace(lines, name, new):
     return [new if o.get("name") == name or (name == "check" and o["type"] == "check") else o for o in lines]
 
 
-@pytest.mark.parametrize("boot,lines,scenario,needle", [
+@pytest.mark.parametrize("boot,lines,cases,needle", [
     # LSM not enforcing: the denied exec ran
-    ("lsm-on", _replace(GOOD_ON, "lsm", _scenario("lsm", "lsm", "exit:0", None)), "lsm", "expected eperm"),
-    # auto picked the wrong tier
-    ("lsm-on", _replace(GOOD_ON, "lsm", _scenario("lsm", "fentry", "killed", "killed")), "lsm", "expected tier lsm"),
+    ("lsm-on", _replace(GOOD_ON, "lsm", _with_probes(LSM_OK, exec_denied="exit:0")), ["lsm/exec"], "expected eperm"),
+    # the file write was refused but the file changed anyway
+    ("lsm-on", _replace(GOOD_ON, "lsm", _with_probes(LSM_OK, file_unchanged=False)), ["lsm/file"],
+     "expected unchanged"),
+    # the write went through under LSM
+    ("lsm-on", _replace(GOOD_ON, "lsm", _with_probes(LSM_OK, file_write="ok", file_unchanged=False)),
+     ["lsm/file"], "expected eperm, got ok"),
+    # a write rule must not stop reading
+    ("lsm-on", _replace(GOOD_ON, "lsm", _with_probes(LSM_OK, file_read="eperm")), ["lsm/file"], "for read"),
+    # connect not refused
+    ("lsm-on", _replace(GOOD_ON, "lsm", _with_probes(LSM_OK, connect_denied="ok")), ["lsm/connect"],
+     "expected eperm, got ok"),
+    # the allowed port was refused too (lo down, or an over-broad rule)
+    ("lsm-on", _replace(GOOD_ON, "lsm", _with_probes(LSM_OK, connect_allowed="errno:ECONNREFUSED")),
+     ["lsm/connect"], "allowed port"),
+    # auto picked the wrong tier: every part of the scenario fails
+    ("lsm-on", _replace(GOOD_ON, "lsm", _scenario("lsm", "fentry", "killed", "killed")),
+     ["lsm/exec", "lsm/file", "lsm/connect"], "expected tier lsm"),
     # audit must not kill
-    ("lsm-on", _replace(GOOD_ON, "audit", _scenario("audit", "lsm", "killed", "killed")), "audit", "expected exit:0"),
+    ("lsm-on", _replace(GOOD_ON, "audit", _with_probes(GOOD_ON[4], file_write="killed", file_unchanged=True)),
+     ["audit/file"], "expected ok"),
     # audit must log
-    ("lsm-on", _replace(GOOD_ON, "audit", _scenario("audit", "lsm", "exit:0", None)), "audit", "action audited"),
+    ("lsm-on", _replace(GOOD_ON, "audit", _without_event(GOOD_ON[4], "connect_denied")), ["audit/connect"],
+     "action audited"),
+    # fentry killed the writer but no event arrived
+    ("lsm-off", _replace(GOOD_OFF, "fentry", _without_event(FENTRY_OK, "file_open_denied")), ["fentry/file"],
+     "expected a file_open_denied event"),
+    # the event came from another rule than the policy file's
+    ("lsm-off", _replace(GOOD_OFF, "fentry", {**FENTRY_OK, "events": [
+        {**e, "rule": "deny-0"} if e["type"] == "exec_denied" else e for e in FENTRY_OK["events"]]}),
+     ["fentry/exec"], "rule vmtest-exec"),
     # tracepoint killed but no event arrived
     ("lsm-off", _replace(GOOD_OFF, "tracepoint", _scenario("tracepoint", "tracepoint", "killed", None)),
-     "tracepoint", "expected an event"),
+     ["tracepoint/exec", "tracepoint/file", "tracepoint/connect"], "expected a"),
     # check did not notice that bpf is missing from lsm=
-    ("lsm-off", _replace(GOOD_OFF, "check", _check(0, "lsm", True)), "check", "expected exit code 10"),
+    ("lsm-off", _replace(GOOD_OFF, "check", _check(0, "lsm", True)), ["check"], "expected exit code 10"),
     # still blocked after the sensor stopped
-    ("lsm-off", _replace(GOOD_OFF, "stopped", {"type": "scenario", "name": "stopped", "tier_requested": None,
-                                               "probes": {"denied": "eperm", "allowed": "exit:0"}}),
-     "stopped", "expected exit:0"),
+    ("lsm-off", _replace(GOOD_OFF, "stopped", _stopped(exec_denied="eperm")), ["stopped/exec"], "expected exit:0"),
+    ("lsm-off", _replace(GOOD_OFF, "stopped", _stopped(file_write="eperm", file_unchanged=True)), ["stopped/file"],
+     "expected ok"),
     # the sensor could not start
     ("lsm-off", _replace(GOOD_OFF, "fentry", {"type": "scenario", "name": "fentry", "tier_requested": "auto",
                                               "error": "the sensor did not report 'started' within 60s",
                                               "stderr": "no enforcement tier could be loaded"}),
-     "fentry", "no enforcement tier"),
+     ["fentry/exec", "fentry/file", "fentry/connect"], "no enforcement tier"),
 ])
-def test_wrong_observations_fail_with_the_reason(boot, lines, scenario, needle):
+def test_wrong_observations_fail_with_the_reason(boot, lines, cases, needle):
     vm = results.judge("debian-12", "6.1", boot, _names(boot), lines)
     failed = {c.scenario: c.detail for c in vm.cases if c.status == results.FAIL}
-    assert list(failed) == [scenario] and needle in failed[scenario], failed
+    assert list(failed) == cases and all(needle in failed[c] for c in cases), failed
     assert vm.status == results.FAIL
 
 
@@ -108,32 +167,41 @@ def test_a_guest_that_stopped_early_fails_the_rest_with_the_console_tail():
                        exit_problem="panic: Kernel panic - not syncing: Attempted to kill init!",
                        console_tail="[ 3.1] Kernel panic - not syncing")
     statuses = {c.scenario: c.status for c in vm.cases}
-    assert statuses["check"] == statuses["lsm"] == results.PASS
-    assert statuses["audit"] == results.FAIL and vm.status == "panic"
-    audit = next(c for c in vm.cases if c.scenario == "audit")
+    assert statuses["check"] == statuses["lsm/exec"] == statuses["lsm/connect"] == results.PASS
+    assert statuses["audit/file"] == results.FAIL and vm.status == "panic"
+    audit = next(c for c in vm.cases if c.scenario == "audit/exec")
     assert "Attempted to kill init" in audit.detail and "Kernel panic" in audit.console_tail
 
 
 def test_missing_done_is_reported():
     vm = results.judge("debian-12", "6.1", "lsm-off", _names("lsm-off"), GOOD_OFF[:2])
-    assert "stopped before reporting" in next(c for c in vm.cases if c.scenario == "stopped").detail
+    assert "stopped before reporting" in next(c for c in vm.cases if c.scenario == "stopped/file").detail
+
+
+def test_guest_errors_explain_the_failures():
+    lines = [{"type": "error", "message": "cannot listen on 127.0.0.1: [Errno 99] (is lo up?)"},
+             *_replace(GOOD_OFF, "fentry", _with_probes(FENTRY_OK, connect_denied="errno:ECONNREFUSED",
+                                                        connect_allowed="errno:ECONNREFUSED"))]
+    vm = results.judge("debian-12", "6.1", "lsm-off", _names("lsm-off"), lines)
+    failed = {c.scenario: c.detail for c in vm.cases if c.status == results.FAIL}
+    assert list(failed) == ["fentry/connect"] and "is lo up?" in failed["fentry/connect"]
 
 
 def test_table_and_junit():
     vms = [results.judge("debian-12", "6.1.0-50-cloud-amd64", "lsm-on", _names("lsm-on"), GOOD_ON),
            results.judge("debian-12", "6.1.0-50-cloud-amd64", "lsm-off", _names("lsm-off"),
-                         _replace(GOOD_OFF, "fentry", _scenario("fentry", "fentry", "exit:0", None)),
+                         _replace(GOOD_OFF, "fentry", _with_probes(FENTRY_OK, exec_denied="exit:0")),
                          console_tail="console \x1b[0m line"),
            results.unavailable("rhel-9", "kernel-core needs a Red Hat subscription", ["lsm-on", "lsm-off"])]
     table = results.summary_table(vms)
-    assert "FAIL debian-12 6.1.0-50-cloud-amd64 lsm-off fentry" in table
+    assert "FAIL debian-12 6.1.0-50-cloud-amd64 lsm-off fentry/exec: denied binary: expected killed" in table
     assert "rhel-9: not available here: kernel-core needs a Red Hat subscription" in table
     header = table.splitlines()[0].split()
     assert header == ["target", "kernel", "boot", "scenario", "tier", "result", "time"]
     root = ET.fromstring(results.junit_xml(vms).split("\n", 1)[1])
     suite = root.find("testsuite")
-    assert suite.get("tests") == str(5 + 4 + 2) and suite.get("failures") == "1" and suite.get("skipped") == "2"
-    failure = root.find(".//testcase[@name='fentry']/failure")
+    assert suite.get("tests") == str(13 + 10 + 2) and suite.get("failures") == "1" and suite.get("skipped") == "2"
+    failure = root.find(".//testcase[@name='fentry/exec']/failure")
     assert "expected killed" in failure.get("message")
 
 
@@ -145,4 +213,4 @@ def test_real_guest_line_round_trips():
     """A line as the guest writes it (sort_keys JSON, CRLF from the serial port)."""
     line = json.dumps(GOOD_ON[2], sort_keys=True) + "\r\n"
     (obs,) = results.parse_lines(line)
-    assert results.judge_scenario(obs) == ([], "lsm")
+    assert results.judge_scenario(obs) == ({"exec": [], "file": [], "connect": []}, "lsm")
