@@ -61,6 +61,16 @@ def vmtest(session: nox.Session) -> None:
 
 
 @nox.session
+def publish(session: nox.Session) -> None:
+    """Publish dist/<version>/ into channel `latest` of build/repo (apt, rpm, pacman, tarballs): verified, atomic.
+
+    Options after `--`: --dist DIR --repo-root DIR --base-url URL --target ssh://user@host/path
+    --rollback --refresh --keep N --valid-days N --no-verify --dry-run.
+    """
+    session.run("python", "-m", "repo.publish", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run every test with the real tools (gpg, rpm -K, dpkg, dnf, debsig-verify, pacman, BPF loads).
 

@@ -1,0 +1,143 @@
+"""The repository root on disk: numbered generations, the `current` symlink, the publish lock.
+
+A generation is built in `generations/.building-<n>/`, renamed to `generations/<n>/` once complete
+and verified, and only then made visible by replacing `current` with a new symlink in one
+`rename(2)`: a web server following `current` serves either the old tree or the new one, never a
+mix. A killed publisher leaves at worst a `.building-*` directory (removed by the next run) or a
+complete generation that was never switched to.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+from repo import layout
+from toolbox.errors import EnduraError
+
+
+class RepoRoot:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.generations = self.path / layout.GENERATIONS_DIR
+        self.current_link = self.path / layout.CURRENT
+
+    def numbers(self) -> list[int]:
+        if not self.generations.is_dir():
+            return []
+        found = (layout.parse_generation_name(p.name) for p in self.generations.iterdir() if p.is_dir())
+        return sorted(n for n in found if n is not None)
+
+    def current(self) -> int | None:
+        if not self.current_link.is_symlink():
+            return None
+        return layout.parse_generation_name(os.path.basename(os.readlink(self.current_link)))
+
+    def dir(self, number: int) -> Path:
+        return self.generations / layout.generation_name(number)
+
+    def state(self, number: int) -> dict:
+        path = self.dir(number) / layout.GENERATION_FILE
+        if not path.exists():
+            raise EnduraError(f"generation {number} in {self.generations} has no {layout.GENERATION_FILE}; "
+                              f"it is incomplete: remove {self.dir(number)}")
+        return json.loads(path.read_text())
+
+    def next_number(self) -> int:
+        return max(self.numbers(), default=0) + 1
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """One publisher at a time per repository root."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                raise EnduraError(f"another publish (pid {holder or '?'}) holds {self.path / '.lock'}; "
+                                  "wait for it to finish") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def remove_abandoned(self) -> list[Path]:
+        """`.building-*` generations and `.verify-*` scratch left by a killed publisher (call with the lock held)."""
+        removed = []
+        for p in self.path.glob(f"{layout.VERIFY_PREFIX}*"):
+            shutil.rmtree(p)
+            removed.append(p)
+        if self.generations.is_dir():
+            for p in self.generations.iterdir():
+                if p.name.startswith(layout.BUILDING_PREFIX):
+                    shutil.rmtree(p)
+                    removed.append(p)
+        return removed
+
+    def start(self, number: int) -> Path:
+        path = self.generations / f"{layout.BUILDING_PREFIX}{layout.generation_name(number)}"
+        path.mkdir(parents=True)
+        return path
+
+    def finish(self, building: Path, number: int) -> Path:
+        final = self.dir(number)
+        _fsync_tree(building)
+        os.rename(building, final)
+        _fsync_dir(self.generations)
+        return final
+
+    def switch(self, number: int) -> None:
+        """Point `current` at generation `number` with one atomic rename of a new symlink."""
+        target = f"{layout.GENERATIONS_DIR}/{layout.generation_name(number)}"
+        if not (self.path / target / layout.GENERATION_FILE).exists():
+            raise EnduraError(f"generation {number} is not complete ({self.path / target}); refusing to switch to it")
+        tmp = self.path / f".{layout.CURRENT}.tmp-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.replace(tmp, self.current_link)
+        _fsync_dir(self.path)
+
+    def prune(self, keep: int) -> list[int]:
+        numbers = self.numbers()
+        kept = layout.generations_to_keep(numbers, self.current(), keep)
+        removed = [n for n in numbers if n not in kept]
+        for n in removed:
+            shutil.rmtree(self.dir(n))
+        return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush a finished generation to disk before it becomes reachable (files, then directories)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def place(src: Path, dst: Path) -> None:
+    """Hardlink (same filesystem) or copy a published file into a new generation."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,335 @@
+"""`python3 -m repo.publish`: publish one build into channel `latest`, atomically, verified first.
+
+    python3 -m repo.publish [--dist dist/<version>] [--repo-root build/repo] [--base-url URL]
+    python3 -m repo.publish --refresh      # re-sign the current content (renews Valid-Until)
+    python3 -m repo.publish --rollback     # publish the previous content again, with a newer Date
+
+Every run makes a new generation (see `repo.layout` for the tree): the channels' previous content
+(hardlinked) plus the build's deb/rpm/tgz artifacts, fresh indexes, every suite re-signed with a
+Date after the previous one and `Valid-Until` = Date + `--valid-days`. It is verified with apt,
+dnf and `rpm -K` over loopback HTTP while still invisible, then `current` is switched to it.
+
+Rollback re-publishes (re-signs) the older content instead of pointing `current` back at the old
+tree: apt keeps an InRelease whose Date is newer than the one it is served (it treats the older one
+as "not modified"), so an old tree served again would never reach clients that saw the bad one.
+
+The repository key is the one `release.signing.resolve_key()` gives (ENDURA_SIGNING_KEY or the
+development key); it must be the key the build's packages are signed with, because clients check
+both with the one key they are given (during a rotation, `ENDURA_SIGNING_KEY_NEXT` co-signs the
+metadata and the build may be signed by either key: see `repo.sign`). A development key is refused
+for a non-local target.
+With `--target` (see `repo.remote`) the local tree is the staging mirror of the web host: the
+verified generation is rsynced there aside and switched there first, then locally.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from release.signing import SigningKey
+from repo import apt, layout, pacman, rpm, sign, tarball
+from repo.generations import RepoRoot, place
+from repo.remote import Target, check_host, parse_target, push
+from toolbox import log
+from toolbox.errors import EnduraError, cli_main
+from toolbox.files import sha256_file
+from toolbox.tools import require
+
+REPO_TOP = Path(__file__).resolve().parents[1]
+SCHEMA = 1
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+
+def find_build(dist: str | None) -> Path:
+    """`--dist` (a dist/<version>/ directory or its manifest.json), else the newest build in dist/."""
+    if dist:
+        path = Path(dist)
+        if path.name == "manifest.json":
+            path = path.parent
+        if not (path / "manifest.json").is_file():
+            raise EnduraError(f"{path} has no manifest.json; pass a build directory made by 'nox -s package' (dist/<version>/)")
+        return path
+    builds = sorted((REPO_TOP / "dist").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    if not builds:
+        raise EnduraError(f"no build in {REPO_TOP / 'dist'}; run 'nox -s package' first or pass --dist DIR")
+    return builds[-1].parent
+
+
+def load_build(directory: Path, keys: sign.RepoKeys) -> dict:
+    """The build's manifest, after checking every file we publish against its sha256 and the key."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    signer = manifest.get("signing_key", {}).get("fingerprint", "")
+    if signer.upper() not in [f.upper() for f in keys.fingerprints]:
+        raise EnduraError(
+            f"build {directory} is signed with key {signer} but the repository key is {' + '.join(keys.fingerprints)}; clients check "
+            "packages and metadata with one key: rebuild with the repository key or set ENDURA_SIGNING_KEY to the build's key"
+        )
+    for a in manifest["artifacts"]:
+        if a["family"] not in layout.PUBLISHED_FAMILIES:
+            continue
+        path = directory / a["file"]
+        if not path.is_file():
+            raise EnduraError(f"{path} is listed in {directory / 'manifest.json'} but missing; rebuild with 'nox -s package'")
+        if sha256_file(path) != a["sha256"]:
+            raise EnduraError(f"{path} does not match its sha256 in manifest.json; the build was modified: rebuild it")
+        sig = layout.detached_signature(a)
+        if sig and not (directory / sig).is_file():
+            raise EnduraError(f"{directory / sig} (signature of {a['file']}) is missing; rebuild with 'nox -s package'")
+    return manifest
+
+
+def check_key_outlives(key: SigningKey, valid_until: int) -> None:
+    """apt rejects signatures by an expired key (EXPKEYSIG): the key must outlive the Valid-Until window."""
+    if key.expires is not None and key.expires < valid_until:
+        raise EnduraError(
+            f"signing key {key.fingerprint} expires on {layout.rfc2822(key.expires)}, before this publish's Valid-Until "
+            f"({layout.rfc2822(valid_until)}); extend it with 'gpg --quick-set-expire {key.fingerprint} 2y' and publish the "
+            "updated public key, or shorten --valid-days"
+        )
+
+
+def check_target(target: str | None, key: SigningKey) -> Target | None:
+    """A remote target (rsync over ssh) needs the release key: the development key is refused first."""
+    if not target:
+        return None
+    if key.development:
+        raise EnduraError(f"refusing to publish to {target} with the DEVELOPMENT key {key.fingerprint}; "
+                          "set ENDURA_SIGNING_KEY to the release key (and build with it)")
+    return parse_target(target)
+
+
+# --- building a generation ---------------------------------------------------------------------------
+
+
+def _place_channel(gen: Path, channel: str, entries: list[dict], sources: dict[str, Path]) -> None:
+    for entry in entries:
+        for rel in layout.artifact_paths(channel, entry):
+            dst = gen / rel
+            if not dst.exists():
+                place(sources[os.path.basename(rel)], dst)
+
+
+def _sources_in(gen_dir: Path, channels: dict[str, list[dict]]) -> dict[str, Path]:
+    """file name -> path of every artifact (and detached signature) in an existing generation."""
+    found: dict[str, Path] = {}
+    for channel, entries in channels.items():
+        for entry in entries:
+            for rel in layout.artifact_paths(channel, entry):
+                found.setdefault(os.path.basename(rel), gen_dir / rel)
+    return found
+
+
+def build_generation(gen: Path, *, channels: dict[str, list[dict]], sources: dict[str, Path], keys: sign.RepoKeys,
+                     date: int, valid_until: int, base_url: str, previous_dirs: list[Path]) -> None:
+    (gen / "keys").mkdir(parents=True, exist_ok=True)
+    sign.export_public_keys(keys, gen / layout.KEY_FILE)
+    for channel in sorted(channels):
+        entries = channels[channel]
+        _place_channel(gen, channel, entries, sources)
+        apt.build_suite(gen, channel, entries, keys, date=date, valid_until=valid_until, base_url=base_url,
+                        previous_suites=[d / layout.apt_suite_dir(channel) for d in previous_dirs])
+        rpm.build_channel(gen, channel, entries, keys, date=date, base_url=base_url)
+        pacman.build_channel(gen, channel, entries, keys, date=date, base_url=base_url)
+        tarball.build_channel(gen, channel, entries, keys, date=date)
+    carried = carry_previous_files(gen, previous_dirs)
+    if carried:
+        log.debug(f"    kept {carried} files of previous generations for clients in flight")
+
+
+def carry_previous_files(gen: Path, previous_dirs: list[Path]) -> int:
+    """Hardlink the packages and rpm metadata files the previous generations listed into the new one.
+
+    A client that read generation N's index just before the switch to N+1 still downloads what that
+    index names (a package dropped by a rollback, repodata files whose names carry their checksum).
+    They are not listed by the new indexes, and go when the generation that listed them is pruned.
+    Runs after the indexes are built, so createrepo_c never sees them. (apt's by-hash files are
+    carried the same way in `repo.apt`.)"""
+    carried = 0
+    for old in previous_dirs:
+        state_file = old / layout.GENERATION_FILE
+        if not state_file.exists():
+            continue
+        wanted: list[str] = []
+        for channel, entries in json.loads(state_file.read_text())["channels"].items():
+            for entry in entries:
+                wanted += layout.artifact_paths(channel, entry)
+            for repomd in (old / "rpm" / channel).glob("*/repodata/repomd.xml"):
+                base = repomd.parent.parent.relative_to(old)
+                wanted += [f"{base}/{href}" for href in re.findall(r'<location href="([^"]+)"', repomd.read_text())]
+        for rel in wanted:
+            src, dst = old / rel, gen / rel
+            if src.exists() and not dst.exists():
+                place(src, dst)
+                carried += 1
+    return carried
+
+
+# --- the command ---------------------------------------------------------------------------------------
+
+
+def publish(args: argparse.Namespace) -> dict:
+    channel = layout.check_channel(args.channel)
+    if channel != layout.DEFAULT_CHANNEL and not (args.refresh or args.rollback):
+        raise EnduraError(f"builds are published into '{layout.DEFAULT_CHANNEL}' only; "
+                          f"'{channel}' receives the same bytes by promotion ('nox -s promote {channel}')")
+    if args.verify and not args.dry_run and os.geteuid() != 0:
+        raise EnduraError("verification installs the packages in a chroot and needs root; run as root "
+                          "or pass --no-verify for a local test tree (never for a release)")
+    keys = sign.resolve_repo_keys()
+    key = keys.primary
+    target = check_target(args.target, key)
+    if target:
+        require("rsync", "ssh")
+    require("apt-ftparchive", "createrepo_c", "repo-add", "pacman-key-libs", "bsdtar", "gpg", "gpgv")
+    root = RepoRoot(Path(args.repo_root))
+    with root.lock():
+        for p in root.remove_abandoned():
+            log.info(f"    removed {p} (left by an interrupted publish)")
+        current = root.current()
+        if target:
+            check_host(target, current)
+        base = root.state(current) if current is not None else None
+        base_channels: dict[str, list[dict]] = base["channels"] if base else {}
+        sources: dict[str, Path] = _sources_in(root.dir(current), base_channels) if current is not None else {}
+        action, published, expected = "publish", None, None
+        previous_content = current
+        if args.rollback:
+            if base is None:
+                raise EnduraError(f"nothing to roll back to in {root.path}: no generation is current; publish a build first")
+            if base.get("previous_content") is None:
+                raise EnduraError(f"nothing to roll back to in {root.path}: generation {current} holds the first published "
+                                  "content; publish the wanted build with --dist instead")
+            restore = base["previous_content"]
+            if restore not in root.numbers():
+                raise EnduraError(f"cannot roll back: generation {restore} was pruned from {root.generations}; "
+                                  "publish the wanted build again with --dist")
+            old = root.state(restore)
+            channels = old["channels"]
+            sources = _sources_in(root.dir(restore), channels)
+            action, previous_content = "rollback", old.get("previous_content")
+        elif args.refresh:
+            if base is None:
+                raise EnduraError(f"nothing to refresh in {root.path}: no generation is current; publish a build first")
+            channels, action, previous_content = base_channels, "refresh", base.get("previous_content")
+        else:
+            build = find_build(args.dist)
+            manifest = load_build(build, keys)
+            merged, added = layout.merge_build(base_channels.get(channel, []), manifest)
+            if not added:
+                log.info(f"    {manifest['version']} is already published in {channel} (generation {current}); nothing to do")
+                return {"generation": current, "path": str(root.dir(current)), "action": "none"}
+            channels = {**base_channels, channel: merged}
+            for a in added:
+                sources[a["file"]] = build / a["file"]
+                sig = layout.detached_signature(a)
+                if sig:
+                    sources[sig] = build / sig
+            published = {"channel": channel, "version": manifest["version"], "build": str(build.resolve()),
+                         "manifest_sha256": sha256_file(build / "manifest.json"), "added": [a["file"] for a in added]}
+            expected = manifest["version"]
+
+        number = root.next_number()
+        previous_dates = [root.state(n).get("date", 0) for n in root.numbers()]
+        date = layout.next_date(args.date if args.date is not None else time.time(), max(previous_dates, default=None))
+        valid_until = date + int(args.valid_days * 86400)
+        for k in keys.all:
+            check_key_outlives(k, valid_until)
+        ahead = date - time.time()
+        if ahead > 5:
+            log.warn(f"the Release Date {layout.rfc2822(date)} is {ahead:.0f}s ahead of this clock (it follows the previous "
+                     "generation's); apt refuses files dated more than 10s ahead ('not valid yet'): check the clock")
+        if args.dry_run:
+            what = f"{published['version']} from {published['build']}" if published else f"the content of generation {current}"
+            log.info(f"    would {action} {what} as generation {number} in {root.path} (Date {layout.rfc2822(date)})")
+            return {"generation": number, "action": action, "dry_run": True}
+
+        started = time.monotonic()
+        building = root.start(number)
+        previous_dirs = [root.dir(n) for n in sorted(root.numbers(), reverse=True)[:max(0, args.keep - 1)]]
+        with log.step(f"building generation {number} ({action}) in {building}"):
+            build_generation(building, channels=channels, sources=sources, keys=keys, date=date, valid_until=valid_until,
+                             base_url=args.base_url, previous_dirs=previous_dirs)
+            state = {
+                "schema": SCHEMA, "generation": number, "action": action, "based_on": current,
+                "previous_content": previous_content, "date": date, "valid_until": valid_until,
+                "base_url": args.base_url, "key": {"fingerprint": key.fingerprint, "development": key.development,
+                                                   "cosigners": [k.fingerprint for k in keys.cosigners]},
+                "published": published, "channels": channels,
+            }
+            if args.rollback:
+                state["restores"] = restore
+            # generation.json last: a generation without it is incomplete
+            (building / layout.GENERATION_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        verified = None
+        if args.verify:
+            from repo.verify import verify_generation
+
+            with log.step(f"verifying generation {number} with apt, dnf, pacman and rpm -K"):
+                try:
+                    verified = verify_generation(building, channel, root.path / f"{layout.VERIFY_PREFIX}{layout.generation_name(number)}",
+                                                 expected_version=expected)
+                except EnduraError as exc:
+                    raise EnduraError(f"generation {number} failed verification and was not published: {exc.message} "
+                                      f"(left in {building} for inspection; the next publish removes it)",
+                                      detail=exc.detail) from None
+        final = root.finish(building, number)
+        if target:
+            push(target, final, number, expected_current=current,
+                 keep=sorted(layout.generations_to_keep(root.numbers(), number, args.keep)))
+        root.switch(number)
+        pruned = root.prune(args.keep)
+        seconds = round(time.monotonic() - started, 2)
+        log.info(f"==> generation {number} is current ({action}, {seconds}s); kept {len(root.numbers())}, pruned {pruned or 'none'}")
+        return {"generation": number, "path": str(final), "current": str(root.current_link), "action": action,
+                "target": str(target) if target else None,
+                "date": layout.rfc2822(date), "valid_until": layout.rfc2822(valid_until), "verified": verified,
+                "pruned": pruned, "seconds": seconds, "development_key": key.development}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python3 -m repo.publish", description=__doc__.split("\n")[0])
+    p.add_argument("--dist", help="build directory dist/<version>/ (default: the newest in dist/)")
+    p.add_argument("--repo-root", default=str(REPO_TOP / "build" / "repo"), help="local repository tree (default build/repo)")
+    p.add_argument("--channel", default=layout.DEFAULT_CHANNEL, help="channel (publishing goes to 'latest')")
+    p.add_argument("--base-url", default=layout.DEFAULT_BASE_URL, help="URL the tree is served at (in .sources/.repo files)")
+    p.add_argument("--target", help="web host to push to: ssh://[user@]host[:port]/path or [user@]host:/path "
+                   "(rsync over ssh; --repo-root is the local mirror; needs the release key)")
+    p.add_argument("--valid-days", type=float, default=layout.DEFAULT_VALID_DAYS,
+                   help="apt Valid-Until window in days (re-sign with --refresh before it ends)")
+    p.add_argument("--keep", type=int, default=layout.DEFAULT_KEEP, help="generations to keep (by-hash, rollback)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--rollback", action="store_true", help="publish the previous content again (newer Date)")
+    mode.add_argument("--refresh", action="store_true", help="re-sign the current content (renew Valid-Until)")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the apt/dnf checks (local tests only)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be published, change nothing")
+    p.add_argument("--date", type=int, help=argparse.SUPPRESS)  # tests: publish at a given time (expired repos)
+    return p
+
+
+def run_cli(argv: Sequence[str]) -> int:
+    args = parser().parse_args(list(argv))
+    if args.keep < 2:
+        raise EnduraError(f"--keep {args.keep} is too small; keep at least 2 generations (the current and the previous)")
+    if args.target and not args.verify:
+        raise EnduraError("--no-verify is for local trees only; drop it to publish to a remote target")
+    if not re.match(r"^https?://", args.base_url):
+        raise EnduraError(f"--base-url {args.base_url!r} is not an http(s) URL; e.g. {layout.DEFAULT_BASE_URL}")
+    result = publish(args)
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(run_cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Key rotation: with ENDURA_SIGNING_KEY_NEXT every metadata signature is made by both keys and the
+published key file holds both, so apt and dnf clients that trust only the old key or only the new
+key accept the repository (pacman's database stays signed by the primary key alone)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from repo import layout, verify
+from tests.integration.pkgtools import build_dist
+from tests.integration.test_publish import BASE_URL, REPO, _stop_gpg_agents, apt_client  # noqa: F401 (autouse fixture)
+from toolbox.run import run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def two_keys(tmp_path_factory):
+    home = tmp_path_factory.mktemp("rot-gnupg")
+    os.chmod(home, 0o700)
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--no-tty"]
+    fprs = []
+    for who in ("Old", "New"):
+        run(gpg + ["--passphrase", "", "--quick-gen-key", f"Endura {who} Release <{who.lower()}@example.test>", "ed25519",
+                   "sign", "1y"], timeout=300)
+        listing = run(gpg + ["--with-colons", "--list-secret-keys", f"{who.lower()}@example.test"]).stdout
+        fprs.append(next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")))
+    yield home, fprs[0], fprs[1]
+    run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
+
+
+def _export(home: Path, fpr: str, out: Path) -> Path:
+    out.write_text(run(["gpg", "--homedir", str(home), "--batch", "--armor", "--export", fpr]).stdout)
+    return out
+
+
+def test_rotation_cosigns_metadata_for_clients_of_either_key(tmp_path, two_keys, debian_root):
+    home, old, new = two_keys
+    env = {"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": old}
+    dist, _ = build_dist(tmp_path / "dist", "3.0.0", "--format", "deb,rpm,arch,tgz", "--arch", "amd64",
+                         env={**env, "SOURCE_DATE_EPOCH": str(int(time.time()))})
+    root = tmp_path / "repo"
+    proc = subprocess.run([sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--base-url", BASE_URL,
+                           "--dist", str(dist)], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env, "ENDURA_SIGNING_KEY_NEXT": new})
+    assert proc.returncode == 0, proc.stderr[-3000:]  # includes the publisher's own apt/dnf/pacman checks
+    cur = root / "current"
+    keys = run(["gpg", "--batch", "--with-colons", "--show-keys", str(cur / layout.KEY_FILE)]).stdout
+    assert old in keys and new in keys
+    keyring = tmp_path / "both.gpg"
+    run(["gpg", "--batch", "--yes", "--dearmor", "--output", str(keyring), str(cur / layout.KEY_FILE)])
+    for signed, sig in (("InRelease", None), ("Release", "Release.gpg")):
+        args = [str(cur / "apt/dists/latest" / signed)] if sig is None else [str(cur / "apt/dists/latest" / sig),
+                                                                            str(cur / "apt/dists/latest" / signed)]
+        out = run(["gpgv", "--keyring", str(keyring), *args]).stderr
+        assert out.count("Good signature") == 2, out
+
+    for who, fpr in (("old", old), ("new", new)):
+        gen = tmp_path / f"served-{who}"
+        shutil.copytree(cur, gen)
+        _export(home, fpr, gen / layout.KEY_FILE)  # a client that trusts only this key
+        client_root = debian_root if who == "old" else _fresh_root(tmp_path / "root-new")
+        rpm_root = tmp_path / f"rpm-{who}"
+        verify.prepare_rpm_root(rpm_root)
+        with verify.serve(gen) as url:
+            client = apt_client(client_root, gen, url)
+            verify.apt_get(client, "update")
+            verify.apt_get(client, "install", "--no-install-recommends", "endura-sensor")
+            assert verify.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 3.0.0"
+            conf = verify.dnf_config(tmp_path / f"dnf-{who}", (gen / "rpm/endura-latest.repo").read_text(), url)
+            run(verify.dnf_argv(conf, rpm_root, "makecache"), timeout=300)  # repomd.xml.asc checked with this key
+            install = run(verify.dnf_argv(conf, rpm_root, "--setopt=tsflags=noscripts", "install", "endura-sensor"),
+                          check=False, timeout=300)
+        if who == "old":
+            assert install.returncode == 0, install.stderr
+        else:  # the packages are still signed by the old key: step 2 of the procedure rebuilds them
+            assert install.returncode != 0
+            assert "Import of key(s) didn't help, wrong key(s)?" in install.stdout + install.stderr
+
+
+def _fresh_root(path: Path) -> Path:
+    return verify.extract_debian_root(path)

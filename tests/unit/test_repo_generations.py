@@ -1,0 +1,102 @@
+"""The generations/ + current layout on a real filesystem: atomic switch, pruning, leftovers, the lock."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from repo import layout, publish
+from repo.generations import RepoRoot
+from toolbox.errors import EnduraError
+
+
+def _complete(root: RepoRoot, n: int) -> None:
+    building = root.start(n)
+    (building / layout.GENERATION_FILE).write_text(json.dumps({"generation": n}))
+    root.finish(building, n)
+
+
+def test_switch_is_a_relative_symlink_replaced_in_one_rename(tmp_path):
+    root = RepoRoot(tmp_path)
+    assert root.current() is None and root.numbers() == [] and root.next_number() == 1
+    _complete(root, 1)
+    root.switch(1)
+    assert os.readlink(tmp_path / "current") == "generations/000001"
+    inode = os.lstat(tmp_path / "current").st_ino
+    _complete(root, 2)
+    root.switch(2)
+    assert root.current() == 2 and os.lstat(tmp_path / "current").st_ino != inode
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".current")], "no temporary symlink left"
+    assert root.state(2) == {"generation": 2}
+
+
+def test_switch_refuses_an_incomplete_generation(tmp_path):
+    root = RepoRoot(tmp_path)
+    (tmp_path / "generations" / "000003").mkdir(parents=True)
+    with pytest.raises(EnduraError, match="generation 3 is not complete"):
+        root.switch(3)
+    with pytest.raises(EnduraError, match="has no generation.json; it is incomplete"):
+        root.state(3)
+
+
+def test_abandoned_builds_are_ignored_then_removed(tmp_path):
+    root = RepoRoot(tmp_path)
+    _complete(root, 1)
+    root.switch(1)
+    root.start(2)
+    (tmp_path / ".verify-000002").mkdir()
+    assert root.numbers() == [1] and root.next_number() == 2
+    removed = root.remove_abandoned()
+    assert sorted(p.name for p in removed) == [".building-000002", ".verify-000002"]
+    assert root.current() == 1
+
+
+def test_prune_keeps_newest_and_current(tmp_path):
+    root = RepoRoot(tmp_path)
+    for n in range(1, 6):
+        _complete(root, n)
+    root.switch(2)
+    assert root.prune(2) == [1, 3]
+    assert root.numbers() == [2, 4, 5]
+
+
+def test_lock_refuses_a_second_publisher(tmp_path):
+    root = RepoRoot(tmp_path)
+    with root.lock():
+        with pytest.raises(EnduraError, match=f"another publish \\(pid {os.getpid()}\\) holds"):
+            with RepoRoot(tmp_path).lock():
+                pass
+    with root.lock():
+        pass
+
+
+def test_find_build_errors_name_the_fix(tmp_path):
+    with pytest.raises(EnduraError, match="has no manifest.json; pass a build directory made by 'nox -s package'"):
+        publish.find_build(str(tmp_path))
+    (tmp_path / "manifest.json").write_text("{}")
+    assert publish.find_build(str(tmp_path / "manifest.json")) == tmp_path
+
+
+def test_cli_rejects_bad_options():
+    assert publish.main(["--keep", "1"]) == 1
+    assert publish.main(["--base-url", "repo.example.test"]) == 1
+    assert publish.main(["--target", "u@h:/srv", "--no-verify"]) == 1
+
+
+def test_verification_needs_root_and_says_so_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    args = publish.parser().parse_args(["--repo-root", str(tmp_path / "r")])
+    with pytest.raises(EnduraError, match="needs root; run as root or pass --no-verify"):
+        publish.publish(args)
+    assert not (tmp_path / "r").exists()
+
+
+def test_key_must_outlive_valid_until():
+    from release.signing import SigningKey
+
+    key = SigningKey("ABCD", None, "k", "RSA", 4096, 0, 2_000_000, False)
+    publish.check_key_outlives(key, 1_999_999)
+    with pytest.raises(EnduraError, match="signing key ABCD expires on .* before this publish's Valid-Until"):
+        publish.check_key_outlives(key, 2_000_001)
+    publish.check_key_outlives(SigningKey("ABCD", None, "k", "RSA", 4096, 0, None, False), 2_000_001)
