@@ -169,13 +169,8 @@ def parse(text: str, filename: str = "<config>") -> Config:
         if line.startswith("["):
             problems.append(f"{where}: tables ({line.split(']')[0]}]) are not supported; use top-level keys")
             continue
-        key, sep, rest = line.partition("=")
-        key = key.strip()
-        if not sep:
-            problems.append(f"{where}: expected 'key = value'")
-            continue
-        if not _KEY.fullmatch(key):
-            problems.append(f"{where}: invalid key {key!r} (bare keys only: letters, digits, _ and -)")
+        key, rest = split_key_value(line, where, problems)
+        if key is None:
             continue
         if key not in KEYS:
             problems.append(f"{where}: unknown key '{key}'; known keys: {', '.join(sorted(KEYS))}")
@@ -230,3 +225,16 @@ def load(path: Path = DEFAULT_PATH) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {exc}"]) from None
     return parse(text, str(path))
+
+
+def split_key_value(line: str, where: str, problems: list, expected: str = "'key = value'"):
+    """Split `key = rest`; on a malformed line record the problem and return (None, "")."""
+    key, sep, rest = line.partition("=")
+    key = key.strip()
+    if not sep:
+        problems.append(f"{where}: expected {expected}")
+        return None, ""
+    if not _KEY.fullmatch(key):
+        problems.append(f"{where}: invalid key {key!r} (bare keys only: letters, digits, _ and -)")
+        return None, ""
+    return key, rest

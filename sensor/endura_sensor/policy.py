@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
-from .config import ConfigError, _parse_string, _strip_comment, parse_value
+from .config import ConfigError, _parse_string, _strip_comment, parse_value, split_key_value
 
 MAX_RULES = 16384  # = ENDURA_MAX_RULES in bpf/include/endura_events.h (per map and in total)
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -50,7 +50,6 @@ TYPE_KEYS: Dict[str, Tuple[str, ...]] = {
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _HEADER = re.compile(r"\[\[\s*([A-Za-z0-9_-]+)\s*\]\]")
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 Value = Union[str, bool, int, List[str]]
 
@@ -334,13 +333,8 @@ def parse_file(text: str, filename: str, problems: List[str], max_rules: int = M
                 return rules, globals_
             current = _Builder(where)
             continue
-        key, sep, rest = line.partition("=")
-        key = key.strip()
-        if not sep:
-            problems.append(f"{where}: expected 'key = value' or [[rule]]")
-            continue
-        if not _KEY.fullmatch(key):
-            problems.append(f"{where}: invalid key {key!r} (bare keys only: letters, digits, _ and -)")
+        key, rest = split_key_value(line, where, problems, "'key = value' or [[rule]]")
+        if key is None:
             continue
         try:
             value = _value(rest)
