@@ -281,7 +281,7 @@ def resolve_apk_key(gpg_key: SigningKey) -> ApkKey:
         private = Path(configured)
         if not private.is_file():
             raise EnduraError(f"ENDURA_APK_SIGNING_KEY={configured} does not exist; point it at the apk RSA private key (PEM)")
-        public = private.with_name(private.name + ".pub") if not private.name.endswith(".rsa") else Path(str(private) + ".pub")
+        public = Path(str(private) + ".pub")  # abuild's layout: name.rsa + name.rsa.pub
         if not public.exists():
             public = private.parent / (private.stem + ".rsa.pub")
         if not public.exists():

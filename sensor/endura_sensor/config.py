@@ -161,11 +161,7 @@ def parse(text: str, filename: str = "<config>") -> Config:
     problems: List[str] = []
     values: Dict[str, Value] = {}
     seen: Dict[str, int] = {}
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        where = f"{filename}:{lineno}"
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for lineno, where, line in numbered_lines(text, filename):
         if line.startswith("["):
             problems.append(f"{where}: tables ({line.split(']')[0]}]) are not supported; use top-level keys")
             continue
@@ -238,3 +234,11 @@ def split_key_value(line: str, where: str, problems: list, expected: str = "'key
         problems.append(f"{where}: invalid key {key!r} (bare keys only: letters, digits, _ and -)")
         return None, ""
     return key, rest
+
+
+def numbered_lines(text: str, filename: str):
+    """(line number, `file:line`, stripped line) for every line that is neither blank nor a comment."""
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            yield lineno, f"{filename}:{lineno}", line

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
-from .config import ConfigError, _parse_string, _strip_comment, parse_value, split_key_value
+from .config import ConfigError, _parse_string, _strip_comment, numbered_lines, parse_value, split_key_value
 
 MAX_RULES = 16384  # = ENDURA_MAX_RULES in bpf/include/endura_events.h (per map and in total)
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -306,11 +306,7 @@ def parse_file(text: str, filename: str, problems: List[str], max_rules: int = M
             if rule is not None:
                 rules.append(rule)
 
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        where = f"{filename}:{lineno}"
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
+    for lineno, where, line in numbered_lines(text, filename):
         if line.startswith("["):
             m = _HEADER.match(line)
             if not m or m.group(1) != "rule":

@@ -22,6 +22,20 @@ def build_dist(out: Path, version: str, *args: str, env: dict[str, str] | None =
     return (Path(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None), proc
 
 
+def new_secret_key(home: Path, uid: str = "", algo: str = "ed25519", expire: str = "1y", *, batch: str = "") -> str:
+    """Generate a throwaway secret key in `home` (created 0700 if missing) and return its fingerprint:
+    `--quick-gen-key uid algo sign expire`, or gpg's `--gen-key` parameter block `batch`."""
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--pinentry-mode", "loopback"]
+    if batch:
+        run([*gpg, "--gen-key"], input=batch, timeout=300)
+    else:
+        run([*gpg, "--passphrase", "", "--quick-gen-key", uid, algo, "sign", expire], timeout=300)
+    listing = run([*gpg, "--with-colons", "--list-secret-keys", *([uid] if uid else [])]).stdout
+    return [line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")][-1]
+
+
 def chroot(root: Path, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
     return run(["chroot", str(root), *argv], check=check, extra_env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 

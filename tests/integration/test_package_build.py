@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.pkgtools import REPO, build_dist
+from tests.integration.pkgtools import REPO, build_dist, new_secret_key
 from toolbox.files import sha256_file
 from toolbox.run import run
 from toolbox.tools import require
@@ -19,14 +19,8 @@ from toolbox.tools import require
 def _new_key(tmp_path: Path, *, batch: str = "", quick: tuple[str, ...] = ()) -> tuple[Path, str]:
     """A fresh GNUPGHOME with one secret key (from --gen-key parameters or --quick-gen-key args)."""
     home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback"]
-    if batch:
-        run([*gpg, "--gen-key"], input=batch)
-    else:
-        run([*gpg, "--passphrase", "", "--quick-gen-key", *quick])
-    listing = run(["gpg", "--homedir", str(home), "--with-colons", "--list-secret-keys"]).stdout
-    return home, next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+    uid, algo, _, expire = quick if quick else ("", "", "", "")
+    return home, new_secret_key(home, uid, algo, expire, batch=batch)
 
 
 def _digests(directory: Path) -> dict[str, str]:
@@ -114,7 +108,7 @@ def test_release_key_with_apk_requires_a_release_apk_key(tmp_path):
     assert manifest["signing_key"] == {**manifest["signing_key"], "fingerprint": fpr, "development": False}
 
 
-def test_missing_bpf_object_fails_cleanly(tmp_path, monkeypatch):
+def test_missing_bpf_object_fails_cleanly(tmp_path):
     """A BPF object missing from the build output: one line naming it and the fix; nothing in dist."""
     from release import stage
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from repo import verify
-from tests.integration.pkgtools import build_dist
+from tests.integration.pkgtools import build_dist, new_secret_key
 from tests.integration.test_publish import BASE_URL, REPO, _stop_gpg_agents, apt_client, madison, snapshot  # noqa: F401
 from toolbox.run import run
 from toolbox.tools import require
@@ -25,12 +25,7 @@ pytestmark = pytest.mark.slow
 def release_env(tmp_path_factory):
     """A throwaway RSA-3072 'release' key in its own GNUPGHOME, as ENDURA_SIGNING_KEY would name it."""
     home = tmp_path_factory.mktemp("rel-gnupg")
-    os.chmod(home, 0o700)
-    gpg = ["gpg", "--homedir", str(home), "--batch", "--no-tty"]
-    run(gpg + ["--passphrase", "", "--quick-gen-key", "Endura Test Release <release@example.test>", "rsa3072", "sign", "1y"],
-        timeout=300)
-    fpr = next(line.split(":")[9] for line in run(gpg + ["--with-colons", "--list-secret-keys"]).stdout.splitlines()
-               if line.startswith("fpr:"))
+    fpr = new_secret_key(home, "Endura Test Release <release@example.test>", "rsa3072")
     yield {"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": fpr}
     run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from repo import layout, verify
-from tests.integration.pkgtools import build_dist
+from tests.integration.pkgtools import build_dist, new_secret_key
 from tests.integration.test_publish import BASE_URL, REPO, _stop_gpg_agents, apt_client  # noqa: F401 (autouse fixture)
 from toolbox.run import run
 
@@ -23,14 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def two_keys(tmp_path_factory):
     home = tmp_path_factory.mktemp("rot-gnupg")
-    os.chmod(home, 0o700)
-    gpg = ["gpg", "--homedir", str(home), "--batch", "--no-tty"]
-    fprs = []
-    for who in ("Old", "New"):
-        run(gpg + ["--passphrase", "", "--quick-gen-key", f"Endura {who} Release <{who.lower()}@example.test>", "ed25519",
-                   "sign", "1y"], timeout=300)
-        listing = run(gpg + ["--with-colons", "--list-secret-keys", f"{who.lower()}@example.test"]).stdout
-        fprs.append(next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")))
+    fprs = [new_secret_key(home, f"Endura {who} Release <{who.lower()}@example.test>") for who in ("Old", "New")]
     yield home, fprs[0], fprs[1]
     run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from repo import layout, verify
+from tests.integration.pkgtools import new_secret_key
 from tests.integration.test_publish import _stop_gpg_agents, apt_client, madison, publish, published  # noqa: F401 (fixtures)
 from toolbox.run import run
 
@@ -34,11 +35,9 @@ def _copy(repo_root: Path, tmp_path: Path) -> Path:
 
 def _other_key(tmp_path: Path) -> Path:
     home = tmp_path / "other-gnupg"
-    home.mkdir(mode=0o700)
-    gpg = ["gpg", "--homedir", str(home), "--batch", "--no-tty"]
-    run(gpg + ["--passphrase", "", "--quick-gen-key", "Someone Else <other@example.test>", "ed25519", "sign", "1d"])
+    new_secret_key(home, "Someone Else <other@example.test>", expire="1d")
     out = tmp_path / "other-key.asc"
-    out.write_text(run(gpg + ["--armor", "--export"]).stdout)
+    out.write_text(run(["gpg", "--homedir", str(home), "--batch", "--armor", "--export"]).stdout)
     run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)  # the agent gen-key started
     return out
 

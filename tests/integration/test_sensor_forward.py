@@ -9,52 +9,16 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.collector import Collector
 from tests.integration.test_sensor_policy import KILLED, TRUE, bpf_dir, copy_true, rule, run, start  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/sys/kernel/btf/vmlinux"),
                                 reason="loading BPF needs root and a kernel with BTF")
 RFC5424 = re.compile(r"<(\d+)>1 (\S+) (\S+) endura-sensor (\d+) (\S+) - (.*)", re.S)
-
-
-class Collector:
-    """A local http.server that keeps every POSTed batch (and its Authorization header)."""
-
-    def __init__(self, delay=0.0):
-        self.batches, self.auth, self.delay = [], [], delay
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                time.sleep(owner.delay)
-                owner.batches.append(json.loads(body))
-                owner.auth.append(self.headers.get("Authorization"))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def records(self):
-        return [r for batch in list(self.batches) for r in batch]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
