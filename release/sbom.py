@@ -9,26 +9,26 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 import uuid
-import warnings
 from pathlib import Path
 
 from cyclonedx.model import HashAlgorithm, HashType
 from cyclonedx.model.bom import Bom
 from cyclonedx.model.component import Component, ComponentScope, ComponentType
+from cyclonedx.model.license import LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from cyclonedx.factory.license import LicenseFactory
 
 from release.stage import Entry
 from toolbox.files import sha256_file
 
 #: our family -> purl type (https://github.com/package-url/purl-spec)
 PURL_TYPE = {"deb": "deb", "rpm": "rpm", "apk": "apk", "arch": "alpm", "tgz": "generic"}
-SPDX_LICENSES = ("Apache-2.0", "GPL-2.0-only", "BSD-2-Clause")
+LICENSE_EXPRESSION = "Apache-2.0 AND (GPL-2.0-only OR BSD-2-Clause)"
+#: cyclonedx-python-lib is not thread-safe (seen: a concurrent build turned the licence expression
+#: into a plain name in one SBOM); the package build makes SBOMs from several threads
+_LOCK = threading.Lock()
 
 
 def dependency_names(depends: list[str]) -> list[str]:
@@ -56,16 +56,21 @@ def build(
     epoch: int,
 ) -> str:
     """Return the SBOM (CycloneDX 1.6 JSON) for one artifact."""
+    with _LOCK:
+        return _build(artifact=artifact, family=family, arch=arch, version=version, package_version=package_version,
+                      depends=depends, entries=entries, tools=tools, epoch=epoch)
+
+
+def _build(*, artifact, family, arch, version, package_version, depends, entries, tools, epoch) -> str:
     artifact_sha = sha256_file(artifact)
     bom = Bom()
     bom.serial_number = uuid.uuid5(uuid.NAMESPACE_URL, f"endura-sensor/{artifact.name}/{artifact_sha}")
     bom.metadata.timestamp = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
-    licenses = LicenseFactory()
     purl = PackageURL(PURL_TYPE[family], "endura", "endura-sensor", package_version, {"arch": arch})
     main = Component(name="endura-sensor", version=version, type=ComponentType.APPLICATION, purl=purl,
                      bom_ref=str(purl), description=f"{artifact.name}", supplier=None)
     main.hashes.add(HashType(alg=HashAlgorithm.SHA_256, content=artifact_sha))
-    main.licenses.add(licenses.make_from_string("Apache-2.0 AND (GPL-2.0-only OR BSD-2-Clause)"))
+    main.licenses.add(LicenseExpression(LICENSE_EXPRESSION))
     bom.metadata.component = main
     for name, tool_version in sorted(tools.items()):
         bom.metadata.tools.components.add(Component(name=name, version=tool_version, type=ComponentType.APPLICATION,
