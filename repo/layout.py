@@ -19,6 +19,7 @@ and one generation holds, for every channel (`latest`, `testing`, `stable`)::
     arch/<channel>/<x86_64|aarch64>/*.pkg.tar.zst(.sig), endura.db(.sig), endura.files
     arch/endura-<channel>.pacman.conf        the [endura] section for /etc/pacman.conf
     tarball/<channel>/*.tar.gz(.sig), index.json, SHA256SUMS(.asc)
+    channels/state.json(.asc), promotions.jsonl(.asc)   which version each channel holds, and how it got there
     generation.json                          what this generation holds and where it came from
 """
 from __future__ import annotations
@@ -47,6 +48,8 @@ RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 KEY_FILE = "keys/endura-archive-keyring.asc"
 APT_KEYRING = "/etc/apt/keyrings/endura-archive-keyring.asc"
 GENERATION_FILE = "generation.json"
+#: the signed channel state and promotion log (written by `channels.promote`, carried by every publish)
+CHANNEL_RECORDS_DIR = "channels"
 GENERATIONS_DIR = "generations"
 CURRENT = "current"
 BUILDING_PREFIX = ".building-"

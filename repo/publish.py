@@ -24,13 +24,14 @@ verified generation is rsynced there aside and switched there first, then locall
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from release.signing import SigningKey
 from repo import apt, layout, pacman, rpm, sign, tarball
@@ -236,62 +237,129 @@ def publish(args: argparse.Namespace) -> dict:
                          "manifest_sha256": sha256_file(build / "manifest.json"), "added": [a["file"] for a in added]}
             expected = manifest["version"]
 
-        number = root.next_number()
-        previous_dates = [root.state(n).get("date", 0) for n in root.numbers()]
-        date = layout.next_date(args.date if args.date is not None else time.time(), max(previous_dates, default=None))
-        valid_until = date + int(args.valid_days * 86400)
-        for k in keys.all:
-            check_key_outlives(k, valid_until)
-        ahead = date - time.time()
-        if ahead > 5:
-            log.warn(f"the Release Date {layout.rfc2822(date)} is {ahead:.0f}s ahead of this clock (it follows the previous "
-                     "generation's); apt refuses files dated more than 10s ahead ('not valid yet'): check the clock")
-        if args.dry_run:
-            what = f"{published['version']} from {published['build']}" if published else f"the content of generation {current}"
-            log.info(f"    would {action} {what} as generation {number} in {root.path} (Date {layout.rfc2822(date)})")
-            return {"generation": number, "action": action, "dry_run": True}
+        if args.rollback:
+            extra_state: dict = {"restores": restore}
+        else:
+            extra_state = {}
+        change = Change(action=action, channels=channels, sources=sources, previous_content=previous_content,
+                        published=published, verify_channel=channel, expected_version=expected, extra_state=extra_state)
+        return commit(root, keys, change, Options.from_args(args), target=target, current=current)
 
-        started = time.monotonic()
-        building = root.start(number)
-        previous_dirs = [root.dir(n) for n in sorted(root.numbers(), reverse=True)[:max(0, args.keep - 1)]]
-        with log.step(f"building generation {number} ({action}) in {building}"):
-            build_generation(building, channels=channels, sources=sources, keys=keys, date=date, valid_until=valid_until,
-                             base_url=args.base_url, previous_dirs=previous_dirs)
-            state = {
-                "schema": SCHEMA, "generation": number, "action": action, "based_on": current,
-                "previous_content": previous_content, "date": date, "valid_until": valid_until,
-                "base_url": args.base_url, "key": {"fingerprint": key.fingerprint, "development": key.development,
-                                                   "cosigners": [k.fingerprint for k in keys.cosigners]},
-                "published": published, "channels": channels,
-            }
-            if args.rollback:
-                state["restores"] = restore
-            # generation.json last: a generation without it is incomplete
-            (building / layout.GENERATION_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        verified = None
-        if args.verify:
-            from repo.verify import verify_generation
 
-            with log.step(f"verifying generation {number} with apt, dnf, pacman and rpm -K"):
-                try:
-                    verified = verify_generation(building, channel, root.path / f"{layout.VERIFY_PREFIX}{layout.generation_name(number)}",
-                                                 expected_version=expected)
-                except EnduraError as exc:
-                    raise EnduraError(f"generation {number} failed verification and was not published: {exc.message} "
-                                      f"(left in {building} for inspection; the next publish removes it)",
-                                      detail=exc.detail) from None
-        final = root.finish(building, number)
-        if target:
-            push(target, final, number, expected_current=current,
-                 keep=sorted(layout.generations_to_keep(root.numbers(), number, args.keep)))
-        root.switch(number)
-        pruned = root.prune(args.keep)
-        seconds = round(time.monotonic() - started, 2)
-        log.info(f"==> generation {number} is current ({action}, {seconds}s); kept {len(root.numbers())}, pruned {pruned or 'none'}")
-        return {"generation": number, "path": str(final), "current": str(root.current_link), "action": action,
-                "target": str(target) if target else None,
-                "date": layout.rfc2822(date), "valid_until": layout.rfc2822(valid_until), "verified": verified,
-                "pruned": pruned, "seconds": seconds, "development_key": key.development}
+# --- making a generation current (shared with channels.promote) ------------------------------------------
+
+
+@dataclasses.dataclass
+class Options:
+    base_url: str = layout.DEFAULT_BASE_URL
+    valid_days: float = layout.DEFAULT_VALID_DAYS
+    keep: int = layout.DEFAULT_KEEP
+    verify: bool = True
+    dry_run: bool = False
+    date: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Options:
+        return cls(base_url=args.base_url, valid_days=args.valid_days, keep=args.keep, verify=args.verify,
+                   dry_run=args.dry_run, date=args.date)
+
+
+@dataclasses.dataclass
+class Change:
+    """What a new generation holds and why: the channels' artifact lists and where their files come from."""
+
+    action: str
+    channels: dict[str, list[dict]]
+    sources: dict[str, Path]
+    previous_content: int | None
+    published: dict | None = None
+    #: the channel the clients check, and the version apt must install from it (None: any)
+    verify_channel: str = layout.DEFAULT_CHANNEL
+    expected_version: str | None = None
+    #: more fields for generation.json
+    extra_state: dict = dataclasses.field(default_factory=dict)
+    #: writes more files into the generation being built (e.g. the signed channel state), given (dir, date)
+    write_extra: Callable[[Path, int], None] | None = None
+    describe: str = ""
+
+
+def commit(root: RepoRoot, keys: sign.RepoKeys, change: Change, opts: Options, *, target: Target | None,
+           current: int | None) -> dict:
+    """Build `change` as a new generation aside, verify it with the real clients, switch `current` (and the host).
+
+    Call with `root.lock()` held. Nothing a client sees changes unless every step succeeds."""
+    key = keys.primary
+    number = root.next_number()
+    previous_dates = [root.state(n).get("date", 0) for n in root.numbers()]
+    date = layout.next_date(opts.date if opts.date is not None else time.time(), max(previous_dates, default=None))
+    valid_until = date + int(opts.valid_days * 86400)
+    for k in keys.all:
+        check_key_outlives(k, valid_until)
+    ahead = date - time.time()
+    if ahead > 5:
+        log.warn(f"the Release Date {layout.rfc2822(date)} is {ahead:.0f}s ahead of this clock (it follows the previous "
+                 "generation's); apt refuses files dated more than 10s ahead ('not valid yet'): check the clock")
+    if opts.dry_run:
+        published = change.published
+        what = change.describe or (f"{published['version']} from {published['build']}" if published
+                                   else f"the content of generation {current}")
+        log.info(f"    would {change.action} {what} as generation {number} in {root.path} (Date {layout.rfc2822(date)})")
+        return {"generation": number, "action": change.action, "dry_run": True}
+
+    started = time.monotonic()
+    building = root.start(number)
+    previous_dirs = [root.dir(n) for n in sorted(root.numbers(), reverse=True)[:max(0, opts.keep - 1)]]
+    with log.step(f"building generation {number} ({change.action}) in {building}"):
+        build_generation(building, channels=change.channels, sources=change.sources, keys=keys, date=date,
+                         valid_until=valid_until, base_url=opts.base_url, previous_dirs=previous_dirs)
+        if change.write_extra is not None:
+            change.write_extra(building, date)
+        elif current is not None:
+            carry_channel_records(root.dir(current), building)
+        state = {
+            "schema": SCHEMA, "generation": number, "action": change.action, "based_on": current,
+            "previous_content": change.previous_content, "date": date, "valid_until": valid_until,
+            "base_url": opts.base_url, "key": {"fingerprint": key.fingerprint, "development": key.development,
+                                               "cosigners": [k.fingerprint for k in keys.cosigners]},
+            "published": change.published, "channels": change.channels, **change.extra_state,
+        }
+        # generation.json last: a generation without it is incomplete
+        (building / layout.GENERATION_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    verified = None
+    if opts.verify:
+        from repo.verify import verify_generation
+
+        with log.step(f"verifying generation {number} with apt, dnf, pacman and rpm -K"):
+            try:
+                verified = verify_generation(building, change.verify_channel,
+                                             root.path / f"{layout.VERIFY_PREFIX}{layout.generation_name(number)}",
+                                             expected_version=change.expected_version)
+            except EnduraError as exc:
+                raise EnduraError(f"generation {number} failed verification and was not published: {exc.message} "
+                                  f"(left in {building} for inspection; the next publish removes it)",
+                                  detail=exc.detail) from None
+    final = root.finish(building, number)
+    if target:
+        push(target, final, number, expected_current=current,
+             keep=sorted(layout.generations_to_keep(root.numbers(), number, opts.keep)))
+    root.switch(number)
+    pruned = root.prune(opts.keep)
+    seconds = round(time.monotonic() - started, 2)
+    log.info(f"==> generation {number} is current ({change.action}, {seconds}s); kept {len(root.numbers())}, "
+             f"pruned {pruned or 'none'}")
+    return {"generation": number, "path": str(final), "current": str(root.current_link), "action": change.action,
+            "target": str(target) if target else None,
+            "date": layout.rfc2822(date), "valid_until": layout.rfc2822(valid_until), "verified": verified,
+            "pruned": pruned, "seconds": seconds, "development_key": key.development}
+
+
+def carry_channel_records(old: Path, new: Path) -> None:
+    """The channel state and promotion log (see `channels`) go on unchanged into a generation that does not promote."""
+    src = old / layout.CHANNEL_RECORDS_DIR
+    if src.is_dir():
+        for path in sorted(src.iterdir()):
+            if path.is_file():
+                place(path, new / layout.CHANNEL_RECORDS_DIR / path.name)
 
 
 def parser() -> argparse.ArgumentParser:
