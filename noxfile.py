@@ -71,6 +71,31 @@ def publish(session: nox.Session) -> None:
 
 
 @nox.session
+def promote(session: nox.Session) -> None:
+    """Promote the same build latest -> testing -> stable: `nox -s promote -- testing [VERSION]`.
+
+    Gates (channels/policy.toml): testing needs signed sensor-tests and e2e-tests evidence for the
+    build's sha256s; stable needs the soak time in testing and an approval (`nox -s approve`).
+    Options: --rollback --reason TEXT --repo-root DIR --target URL --wait SECONDS --dry-run.
+    """
+    if not session.posargs:
+        session.error("name the channel: 'nox -s promote -- testing' or 'nox -s promote -- stable [VERSION]'")
+    session.run("python", "-m", "channels.promote", *session.posargs)
+
+
+@nox.session
+def channels(session: nox.Session) -> None:
+    """Each channel's version and age, and what is eligible for promotion (and why not). `-- --json`."""
+    session.run("python", "-m", "channels", *session.posargs)
+
+
+@nox.session
+def approve(session: nox.Session) -> None:
+    """Record a signed approval of a version in testing: `nox -s approve -- 1.2.3 --reason "..."`."""
+    session.run("python", "-m", "channels.approve", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run every test with the real tools (gpg, rpm -K, dpkg, dnf, debsig-verify, pacman, BPF loads).
 
@@ -78,9 +103,14 @@ def tests(session: nox.Session) -> None:
     arguments go to pytest, e.g. `nox -s tests -- tests/unit -k version`.
     """
     _install(session, *BUILD_DEPS, *TEST_DEPS)
-    session.run("python", "-m", "pytest", *(session.posargs or ["tests"]))
-    if not session.posargs:
-        session.run("tox", "-c", "sensor/tox.ini", "-p", "auto", env={"PATH": _interpreters_path()})
+    if session.posargs:
+        session.run("python", "-m", "pytest", *session.posargs)
+        return
+    junit = os.path.join("build", "test-results", "pytest.xml")
+    session.run("python", "-m", "pytest", "tests", f"--junitxml={junit}")
+    session.run("tox", "-c", "sensor/tox.ini", "-p", "auto", env={"PATH": _interpreters_path()})
+    # the full run passed: a signed sensor-tests evidence record for this commit's build in dist/, if there is one
+    session.run("python", "-m", "channels.evidence", "record", "sensor-tests", "--for-head", "--junit", junit)
 
 
 def _interpreters_path() -> str:

@@ -25,7 +25,7 @@ class Artifact:
 
 
 def write(directory: Path, *, version: str, epoch: int, key_fingerprint: str, key_development: bool,
-          apk_key: str, artifacts: list[Artifact]) -> Path:
+          apk_key: str, artifacts: list[Artifact], source: dict | None = None) -> Path:
     entries = []
     for a in sorted(artifacts, key=lambda a: a.file):
         path = directory / a.file
@@ -43,6 +43,8 @@ def write(directory: Path, *, version: str, epoch: int, key_fingerprint: str, ke
         "name": "endura-sensor",
         "version": version,
         "source_date_epoch": epoch,
+        # the commit it was built from: evidence records (channels.evidence) tie test runs to builds by it
+        "source": source or {"commit": None, "dirty": None},
         "signing_key": {"fingerprint": key_fingerprint, "development": key_development,
                         "public_key": "signing-key.asc", "apk_public_key": apk_key},
         "artifacts": entries,

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from distros import FAMILIES, load_catalog
 from release import manifest, nfpm, sbom, signing, stage, tarball
-from release.version import format_version, source_date_epoch, version_from_git
+from release.version import format_version, source_commit, source_date_epoch, version_from_git
 from toolbox import log
 from toolbox.errors import EnduraError, cli_main
 from toolbox.run import output
@@ -129,7 +129,7 @@ def build_release(*, formats: Sequence[str], arches: Sequence[str], out: Path, t
                     shutil.copyfile(apk_key.public, partial / apk_key.name)
                 manifest.write(partial, version=semver, epoch=epoch, key_fingerprint=key.fingerprint,
                                key_development=key.development, apk_key=apk_key.name if apk_key else "",
-                               artifacts=artifacts)
+                               artifacts=artifacts, source=source_commit(REPO))
                 sums = manifest.write_sha256sums(partial)
                 signing.sign_detached(key, sums, partial / "SHA256SUMS.asc", armor=True, epoch=epoch)
                 signing.verify_detached(partial / "signing-key.asc", sums, partial / "SHA256SUMS.asc")

@@ -375,6 +375,15 @@ def version_from_git(repo_dir: str | os.PathLike = ".") -> Version:
     return Version(base.major, base.minor, base.patch, base.pre, dev=count, commit=sha)
 
 
+def source_commit(repo_dir: str | os.PathLike = ".") -> dict:
+    """The commit a build comes from and whether the checkout had uncommitted changes (`commit` None outside git)."""
+    head = _git(Path(repo_dir), "rev-parse", "HEAD", check=False)
+    if head.returncode != 0:
+        return {"commit": None, "dirty": None}
+    status = _git(Path(repo_dir), "status", "--porcelain", "--untracked-files=no", check=False)
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
 def source_date_epoch(repo_dir: str | os.PathLike = ".") -> int:
     """`SOURCE_DATE_EPOCH` from the environment if set, else the committer time of HEAD."""
     explicit = os.environ.get("SOURCE_DATE_EPOCH", "").strip()

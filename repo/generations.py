@@ -13,6 +13,8 @@ import fcntl
 import json
 import os
 import shutil
+import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -51,19 +53,25 @@ class RepoRoot:
         return max(self.numbers(), default=0) + 1
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """One publisher at a time per repository root."""
+    def lock(self, wait: float = 0.0) -> Iterator[None]:
+        """One publisher or promoter at a time per repository root; waits up to `wait` seconds for another."""
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-                raise EnduraError(f"another publish (pid {holder or '?'}) holds {self.path / '.lock'}; "
-                                  "wait for it to finish") from None
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                        raise EnduraError(f"another publish or promotion ({holder or 'pid ?'}) holds {self.path / '.lock'}"
+                                          f"{f' after waiting {wait:g}s' if wait else ''}; wait for it to finish "
+                                          "(or pass --wait SECONDS to queue behind it)") from None
+                    time.sleep(0.2)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, f"pid {os.getpid()} ({os.path.basename(sys.argv[0]) if sys.argv else '?'})\n".encode(), 0)
             yield
         finally:
             os.close(fd)

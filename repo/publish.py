@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from channels import records
 from release.signing import SigningKey
 from repo import apt, layout, pacman, rpm, sign, tarball
 from repo.generations import RepoRoot, place
@@ -214,6 +215,11 @@ def publish(args: argparse.Namespace) -> dict:
                                   "publish the wanted build again with --dist")
             old = root.state(restore)
             channels = old["channels"]
+            moved = [c for c in layout.CHANNELS[1:] if old["channels"].get(c, []) != base_channels.get(c, [])]
+            if moved:
+                raise EnduraError(f"generation {restore} differs from the current one in channel(s) {', '.join(moved)} "
+                                  "(a promotion came between); roll a channel back with 'nox -s promote <channel> -- "
+                                  "<version> --rollback --reason ...' and republish latest with --dist")
             sources = _sources_in(root.dir(restore), channels)
             action, previous_content = "rollback", old.get("previous_content")
         elif args.refresh:
@@ -315,7 +321,7 @@ def commit(root: RepoRoot, keys: sign.RepoKeys, change: Change, opts: Options, *
         if change.write_extra is not None:
             change.write_extra(building, date)
         elif current is not None:
-            carry_channel_records(root.dir(current), building)
+            records.carry(root.dir(current), building, keys, date=date)
         state = {
             "schema": SCHEMA, "generation": number, "action": change.action, "based_on": current,
             "previous_content": change.previous_content, "date": date, "valid_until": valid_until,
@@ -351,15 +357,6 @@ def commit(root: RepoRoot, keys: sign.RepoKeys, change: Change, opts: Options, *
             "target": str(target) if target else None,
             "date": layout.rfc2822(date), "valid_until": layout.rfc2822(valid_until), "verified": verified,
             "pruned": pruned, "seconds": seconds, "development_key": key.development}
-
-
-def carry_channel_records(old: Path, new: Path) -> None:
-    """The channel state and promotion log (see `channels`) go on unchanged into a generation that does not promote."""
-    src = old / layout.CHANNEL_RECORDS_DIR
-    if src.is_dir():
-        for path in sorted(src.iterdir()):
-            if path.is_file():
-                place(path, new / layout.CHANNEL_RECORDS_DIR / path.name)
 
 
 def parser() -> argparse.ArgumentParser:

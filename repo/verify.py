@@ -197,13 +197,19 @@ def verify_apt(gen: Path, channel: str, url: str, workdir: Path, expected_versio
     return installed
 
 
-def verify_dnf(gen: Path, channel: str, url: str, workdir: Path) -> str:
+def verify_dnf(gen: Path, channel: str, url: str, workdir: Path, expected_version: str | None = None) -> str:
     require("dnf", "rpm")
     conf = dnf_config(workdir / "dnf", (gen / "rpm" / f"endura-{channel}.repo").read_text(), url)
     root = workdir / "rpm-root"
     prepare_rpm_root(root)
     run(dnf_argv(conf, root, "--setopt=tsflags=noscripts", "install", "endura-sensor"), timeout=600)
     installed = output(["rpm", "--root", str(root), "-q", "--qf", "%{VERSION}-%{RELEASE}.%{ARCH}", "endura-sensor"])
+    if expected_version:
+        from release.version import Version, format_version
+
+        wanted = format_version(Version.parse(expected_version), "rpm")
+        if installed.split("-", 1)[0] != wanted:
+            raise EnduraError(f"dnf installed endura-sensor {installed} from channel {channel}, expected version {wanted}")
     aroot = workdir / "rpm-root-aarch64"
     aroot.mkdir()
     run(dnf_argv(conf, aroot, "--forcearch=aarch64", "makecache"), timeout=600)
@@ -267,7 +273,7 @@ def verify_generation(gen: Path, channel: str, workdir: Path, *, expected_versio
             with log.step(f"apt-get update + install from {url} (channel {channel})"):
                 result["apt"] = verify_apt(gen, channel, url, work, expected_version)
             with log.step(f"dnf install with repo_gpgcheck from {url} (channel {channel})"):
-                result["dnf"] = verify_dnf(gen, channel, url, work)
+                result["dnf"] = verify_dnf(gen, channel, url, work, expected_version)
             with log.step(f"pacman -Sy + -Sw with SigLevel Required from {url} (channel {channel})"):
                 result["pacman"] = verify_pacman(gen, channel, url, work)
     finally:

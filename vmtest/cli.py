@@ -115,7 +115,26 @@ def _main(argv: Sequence[str]) -> int:
     if failed:
         raise EnduraError(f"{len(failed)} scenario(s) failed (see the table above, {junit}, and the console logs "
                           f"in {work})")
+    record_evidence(packages, vms, junit, shard=ns.shard)
     return 0
+
+
+def record_evidence(packages: dict[str, Path], vms, junit: Path, *, shard: str) -> Path | None:
+    """Every VM passed: a signed e2e-tests evidence record naming the .deb's sha256 (see channels.evidence)."""
+    from channels.evidence import record_for_build
+
+    passed = [c for vm in vms for c in vm.cases if c.status == results.PASS]
+    if not packages or not passed:
+        log.info("==> no e2e-tests evidence recorded: no scenario ran")
+        return None
+    builds = {p.parent for p in packages.values()}
+    if len(builds) != 1:
+        log.info(f"==> no e2e-tests evidence recorded: the packages came from {len(builds)} builds")
+        return None
+    path = record_for_build("e2e-tests", builds.pop(), junit=junit, tested=sorted(p.name for p in packages.values()),
+                            extra={"targets": sorted(packages), "scenarios_passed": len(passed), "shard": shard})
+    log.info(f"==> recorded e2e-tests evidence: {path}")
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

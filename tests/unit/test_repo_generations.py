@@ -64,7 +64,7 @@ def test_prune_keeps_newest_and_current(tmp_path):
 def test_lock_refuses_a_second_publisher(tmp_path):
     root = RepoRoot(tmp_path)
     with root.lock():
-        with pytest.raises(EnduraError, match=f"another publish \\(pid {os.getpid()}\\) holds"):
+        with pytest.raises(EnduraError, match=f"another publish or promotion \\(pid {os.getpid()} "):
             with RepoRoot(tmp_path).lock():
                 pass
     with root.lock():
