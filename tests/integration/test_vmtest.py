@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from channels import evidence
 from distros import load_catalog
 from tests.integration.pkgtools import REPO, build_dist
+from toolbox.files import sha256_file
 from toolbox.tools import require
 from vmtest import cpio, kernels, plan, results, runner
 
@@ -49,8 +51,24 @@ def deb_dist(tmp_path_factory) -> Path:
 def two_kernels(deb_dist, tmp_path_factory):
     """One run: debian-12 + debian-13 x (lsm-on, lsm-off), two VMs at a time."""
     work = tmp_path_factory.mktemp("vm-work")
-    proc = vmtest("debian-12", "debian-13", "--dist", str(deb_dist), "-j", "2", "--work-dir", str(work))
+    proc = vmtest("debian-12", "debian-13", "--dist", str(deb_dist), "-j", "2", "--work-dir", str(work),
+                  env={"ENDURA_EVIDENCE_DIR": str(work / "evidence")})
     return proc, work
+
+
+def test_a_passing_run_records_signed_e2e_evidence_for_the_deb_it_booted(two_kernels, deb_dist):
+    proc, work = two_kernels
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record,) = evidence.load_records("1.0.0", work / "evidence")
+    deb = next(deb_dist.glob("*.deb"))
+    assert record.kind == "e2e-tests" and record.data["tested"] == [deb.name]
+    assert record.data["junit"] == {"tests": 46, "failures": 0, "errors": 0, "skipped": 0}
+    assert record.data["targets"] == ["debian-12", "debian-13"]
+    published = {deb.name: sha256_file(deb)}
+    assert evidence.check_record(record, kind="e2e-tests", version="1.0.0", published=published,
+                                 keyring=deb_dist / "signing-key.asc") is None
+    assert "names endura-sensor_1.0.0_amd64.deb with sha256" in evidence.check_record(
+        record, kind="e2e-tests", version="1.0.0", published={deb.name: "0" * 64}, keyring=deb_dist / "signing-key.asc")
 
 
 def _results(work: Path, target: str, boot: str) -> dict[str, dict]:
