@@ -30,7 +30,7 @@ from channels import evidence, records, rules
 from channels.policy import load_policy
 from repo import layout, sign
 from repo.generations import RepoRoot
-from repo.publish import REPO_TOP, Change, Options, _sources_in, check_target, commit
+from repo.publish import REPO_TOP, Change, Options, check_target, commit, sources_in
 from repo.remote import check_host
 from toolbox import log
 from toolbox.errors import EnduraError, cli_main
@@ -168,7 +168,7 @@ def promote(args: argparse.Namespace) -> dict:
             records.write(building, new, keys, date=date, evidence=old_cited + cited)
 
         change = Change(action=action, channels={**channels, channel: new_list},
-                        sources=_sources_in(gen, channels), previous_content=current,
+                        sources=sources_in(gen, channels), previous_content=current,
                         published={"channel": channel, "version": version, "from": decision.current, "who": who},
                         verify_channel=channel, expected_version=version, write_extra=write_records,
                         describe=f"{version} into {channel} (from {decision.current or 'nothing'})")

@@ -33,6 +33,16 @@ def _when(epoch: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch)) if epoch else "-"
 
 
+def published_at(root: RepoRoot, version: str) -> int | None:
+    """The Date of the kept generation that published `version` into latest (None once that one is pruned)."""
+    for number in root.numbers():
+        state = root.state(number)
+        published = state.get("published") or {}
+        if published.get("channel") == "latest" and published.get("version") == version:
+            return state.get("date")
+    return None
+
+
 def status(repo_root: Path, *, policy_path: Path | None = None, evidence_dir: Path | None = None,
            now: int | None = None) -> dict:
     root = RepoRoot(repo_root)
@@ -49,10 +59,7 @@ def status(repo_root: Path, *, policy_path: Path | None = None, evidence_dir: Pa
     for name in rules.ORDER:
         version = rules.current_version(recs, channels, name)
         if name == "latest":
-            since = base.get("date") if version else None
-            published = [g for g in [base.get("published")] if g and g.get("channel") == "latest"]
-            if published and published[0].get("version") != version:
-                since = None
+            since = published_at(root, version) if version else None
         else:
             held = recs.channel(name)
             since = held["since"] if held else None

@@ -119,7 +119,7 @@ def _place_channel(gen: Path, channel: str, entries: list[dict], sources: dict[s
                 place(sources[os.path.basename(rel)], dst)
 
 
-def _sources_in(gen_dir: Path, channels: dict[str, list[dict]]) -> dict[str, Path]:
+def sources_in(gen_dir: Path, channels: dict[str, list[dict]]) -> dict[str, Path]:
     """file name -> path of every artifact (and detached signature) in an existing generation."""
     found: dict[str, Path] = {}
     for channel, entries in channels.items():
@@ -200,7 +200,7 @@ def publish(args: argparse.Namespace) -> dict:
             check_host(target, current)
         base = root.state(current) if current is not None else None
         base_channels: dict[str, list[dict]] = base["channels"] if base else {}
-        sources: dict[str, Path] = _sources_in(root.dir(current), base_channels) if current is not None else {}
+        sources: dict[str, Path] = sources_in(root.dir(current), base_channels) if current is not None else {}
         action, published, expected = "publish", None, None
         previous_content = current
         if args.rollback:
@@ -220,7 +220,7 @@ def publish(args: argparse.Namespace) -> dict:
                 raise EnduraError(f"generation {restore} differs from the current one in channel(s) {', '.join(moved)} "
                                   "(a promotion came between); roll a channel back with 'nox -s promote <channel> -- "
                                   "<version> --rollback --reason ...' and republish latest with --dist")
-            sources = _sources_in(root.dir(restore), channels)
+            sources = sources_in(root.dir(restore), channels)
             action, previous_content = "rollback", old.get("previous_content")
         elif args.refresh:
             if base is None:
