@@ -131,7 +131,7 @@ def record_evidence(packages: dict[str, Path], vms, junit: Path, *, shard: str) 
     if len(builds) != 1:
         log.info(f"==> no e2e-tests evidence recorded: the packages came from {len(builds)} builds")
         return None
-    path = record_for_build("e2e-tests", builds.pop(), junit=junit, tested=sorted(p.name for p in packages.values()),
+    path = record_for_build("e2e-tests", builds.pop(), junit=junit, tested=sorted({p.name for p in packages.values()}),
                             extra={"targets": sorted(packages), "scenarios_passed": len(passed), "shard": shard})
     log.info(f"==> recorded e2e-tests evidence: {path}")
     return path
