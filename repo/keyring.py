@@ -233,7 +233,8 @@ def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path]
     records = [(d, read_record(d)) for d in previous_dirs]
     reuse = next((d for d, rec in records if _reusable(rec, key_set, d)), None)
     newest = next((rec for _d, rec in records if rec is not None), None)
-    if reuse is None and newest is not None and version_key(key_set.version) <= version_key(newest["version"]):
+    if (newest is not None and newest["digest"] != key_set.digest
+            and version_key(key_set.version) <= version_key(newest["version"])):
         raise EnduraError(
             f"the keys {' + '.join(key_set.fingerprints)} differ from those of the published keyring "
             f"{newest['version']} but give version {key_set.version}, which is not newer, so clients would not "

@@ -10,8 +10,10 @@ and the others fail.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -195,4 +197,51 @@ def test_rotation_reaches_clients_as_a_keyring_upgrade(tmp_path, two_keys, debia
         assert stale.version("endura-sensor") == "4.0.0-1"
         failed = dnf_stale.dnf("makecache", check=False)
         assert failed.returncode != 0
-        assert "GPG" in failed.stdout + failed.stderr or "gpg" in failed.stdout + failed.stderr, failed.stderr
+        assert "repomd.xml GPG signature verification error" in failed.stdout + failed.stderr, failed.stderr
+
+        # revocation on rpm clients: the old key stays in the rpm database (dnf imported it) until removed
+        pubkeys = run(["rpm", "--root", str(dnf_up.root), "-q", "gpg-pubkey", "--qf", "%{VERSION}\\n"]).stdout.split()
+        assert sorted(pubkeys) == sorted([old[-8:].lower(), new[-8:].lower()])
+        old_pubkey = run(["rpm", "--root", str(dnf_up.root), "-q", f"gpg-pubkey-{old[-8:].lower()}"]).stdout.strip()
+        run(["rpm", "--root", str(dnf_up.root), "-e", old_pubkey])
+        # 4.0.0 (signed by the old key) no longer installs: the keyring file cannot bring the old key back
+        failed = dnf_up.dnf("downgrade", "endura-sensor-4.0.0", check=False)
+        assert failed.returncode != 0 and "GPG check FAILED" in failed.stdout + failed.stderr, failed.stdout + failed.stderr
+        assert dnf_up.version("endura-sensor") == "4.0.1-1"
+        # dnf's own keyring for repo_gpgcheck (the README's `rm -rf` of it) is in the repo's cache directory
+        # (dnf puts the cachedir inside the installroot)
+        cache = dnf_up.root / str(dnf_up.conf.parent / "cache").lstrip("/")
+        assert [p.name for p in cache.glob("endura-latest-*/pubring")] == ["pubring"]
+
+
+def test_keyring_never_goes_back(tmp_path, two_keys):
+    """Dropping the newer key again (a rotation 'forgotten') would give an older keyring version:
+    refused, even though a previous generation holds exactly that keyring; nothing is switched."""
+    home, old, new = two_keys
+    dist = tmp_path / "dist"
+    build, _ = build_dist(dist, "5.0.0", "--format", "deb,rpm,tgz", "--arch", "amd64",
+                          env={"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": old, "SOURCE_DATE_EPOCH": str(int(time.time()))})
+    root = tmp_path / "repo"
+    env = {"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": old}
+    _publish(root, env, "--dist", str(build), "--no-verify")
+    v1 = _record(root)
+    _publish(root, {**env, "ENDURA_SIGNING_KEY_NEXT": new}, "--refresh", "--no-verify")
+    v2 = _record(root)
+    proc = _publish(root, env, "--refresh", "--no-verify", check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"give version {v1['version']}, which is not newer" in proc.stderr and v2["version"] in proc.stderr
+    assert os.readlink(root / "current") == "generations/000002" and _record(root) == v2
+    # the same keys again: the packages of generation 2 are reused, byte for byte (hardlinks)
+    _publish(root, {**env, "ENDURA_SIGNING_KEY_NEXT": new}, "--refresh", "--no-verify")
+    assert _record(root) == v2
+    for f in v2["files"].values():
+        a, b = root / "generations/000002" / f["path"], root / "current" / f["path"]
+        assert a.stat().st_ino == b.stat().st_ino
+    # every channel's indexes list it: apt (amd64, the suite's arch) and both rpm arches
+    packages = (root / "current/apt/dists/latest/main/binary-amd64/Packages").read_text()
+    assert f"Package: endura-archive-keyring\nArchitecture: all\nVersion: {v2['version']}-1\n" in packages
+    for arch in ("x86_64", "aarch64"):
+        base = root / f"current/rpm/latest/{arch}"
+        [href] = re.findall(r'<location href="(repodata/[^"]*primary\.xml\.gz)"', (base / "repodata/repomd.xml").read_text())
+        primary = gzip.decompress((base / href).read_bytes()).decode()
+        assert f'<version epoch="0" ver="{v2["version"]}" rel="1"/>' in primary
