@@ -8,7 +8,8 @@ A repository root (`--repo-root`, default `build/repo`) holds::
 
 and one generation holds, for every channel (`latest`, `testing`, `stable`)::
 
-    keys/endura-archive-keyring.asc          the OpenPGP public key (apt Signed-By, dnf/zypper gpgkey)
+    keys/endura-archive-keyring.asc          the OpenPGP public key(s): what clients bootstrap with
+    keys/endura-archive-keyring.json, keys/packages/   the keyring packages (deb+rpm) carrying them (`repo.keyring`)
     apt/dists/<channel>/InRelease, Release, Release.gpg, main/binary-<arch>/Packages{,.gz,.xz},
                        main/binary-<arch>/by-hash/SHA256|SHA512/<digest>
     apt/pool/main/e/endura-sensor/*.deb      shared by every suite: promotion keeps the same bytes
@@ -47,6 +48,8 @@ DEB_ARCH = {"amd64": "amd64", "arm64": "arm64"}
 RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
 KEY_FILE = "keys/endura-archive-keyring.asc"
 APT_KEYRING = "/etc/apt/keyrings/endura-archive-keyring.asc"
+#: the same keys for dnf/yum/zypper (`gpgkey=`): installed by the endura-archive-keyring rpm (see `repo.keyring`)
+RPM_KEYRING = "/etc/pki/rpm-gpg/RPM-GPG-KEY-endura"
 GENERATION_FILE = "generation.json"
 #: the signed channel state and promotion log (written by `channels.promote`, carried by every publish)
 CHANNEL_RECORDS_DIR = "channels"
@@ -138,7 +141,7 @@ def dnf_repo(channel: str, base_url: str) -> str:
         "enabled=1\n"
         "gpgcheck=1\n"
         "repo_gpgcheck=1\n"
-        f"gpgkey={url}/{KEY_FILE}\n"
+        f"gpgkey=file://{RPM_KEYRING}\n"
         "metadata_expire=6h\n"
     )
 
@@ -156,7 +159,7 @@ def zypper_repo(channel: str, base_url: str) -> str:
         "gpgcheck=1\n"
         "repo_gpgcheck=1\n"
         "pkg_gpgcheck=1\n"
-        f"gpgkey={url}/{KEY_FILE}\n"
+        f"gpgkey=file://{RPM_KEYRING}\n"
     )
 
 

@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 
 from channels import records
 from release.signing import SigningKey
-from repo import apt, layout, pacman, rpm, sign, tarball
+from repo import apt, keyring, layout, pacman, rpm, sign, tarball
 from repo.generations import RepoRoot, place
 from repo.remote import Target, check_host, parse_target, push
 from toolbox import log
@@ -133,6 +133,7 @@ def build_generation(gen: Path, *, channels: dict[str, list[dict]], sources: dic
                      date: int, valid_until: int, base_url: str, previous_dirs: list[Path]) -> None:
     (gen / "keys").mkdir(parents=True, exist_ok=True)
     sign.export_public_keys(keys, gen / layout.KEY_FILE)
+    channels, sources = keyring.include(gen, channels, sources, keys, previous_dirs)  # every channel lists it
     for channel in sorted(channels):
         entries = channels[channel]
         _place_channel(gen, channel, entries, sources)
@@ -141,7 +142,7 @@ def build_generation(gen: Path, *, channels: dict[str, list[dict]], sources: dic
         rpm.build_channel(gen, channel, entries, keys, date=date, base_url=base_url)
         pacman.build_channel(gen, channel, entries, keys, date=date, base_url=base_url)
         tarball.build_channel(gen, channel, entries, keys, date=date)
-    carried = carry_previous_files(gen, previous_dirs)
+    carried = carry_previous_files(gen, previous_dirs) + keyring.carry_previous(gen, previous_dirs)
     if carried:
         log.debug(f"    kept {carried} files of previous generations for clients in flight")
 

@@ -6,14 +6,20 @@ Date gives the same signature.
 
 **Key rotation**: with `ENDURA_SIGNING_KEY_NEXT` (the incoming key's fingerprint, in the same
 GNUPGHOME as `ENDURA_SIGNING_KEY`) every metadata signature (InRelease, Release.gpg,
-repomd.xml.asc, SHA256SUMS.asc) carries a signature by each key, and the published key file holds
-both public keys, so clients trusting either key accept the repository. The procedure:
+repomd.xml.asc, SHA256SUMS.asc) carries a signature by each key, the published key file holds
+both public keys, and the keyring package `endura-archive-keyring` (`repo.keyring`) gets a new
+version holding both, so the new key reaches clients as an ordinary upgrade. The procedure (the
+full text, with waits and checks, is in repo/README.md, "Keys"):
 
-1. publish with `ENDURA_SIGNING_KEY=<old> ENDURA_SIGNING_KEY_NEXT=<new>` (packages still built with
-   the old key) and ship the new key to clients (the key file; keyring packages to come);
-2. once clients have it, build and publish with `ENDURA_SIGNING_KEY=<new> ENDURA_SIGNING_KEY_NEXT=<old>`
-   (packages now signed by the new key; clients that only know the old key still trust the metadata);
-3. publish with `ENDURA_SIGNING_KEY=<new>` alone, then revoke the old key.
+1. publish with `ENDURA_SIGNING_KEY=<old> ENDURA_SIGNING_KEY_NEXT=<new>` (`--refresh` will do);
+   packages are still built with the old key;
+2. wait until clients have upgraded endura-archive-keyring (30 days or more; check with
+   `dpkg-query -W` / `rpm -q endura-archive-keyring` and the web server's log);
+3. build and publish with `ENDURA_SIGNING_KEY=<new> ENDURA_SIGNING_KEY_NEXT=<old>` (packages now
+   signed by the new key; clients that only know the old key still trust the metadata);
+4. once no rpm signed by the old key is listed (the publisher's `rpm -K` refuses it otherwise),
+   publish with `ENDURA_SIGNING_KEY=<new>` alone: the keyring drops the old key; then revoke the
+   old key (`rpm -e gpg-pubkey-<id>` on rpm hosts, which keep imported keys).
 
 pacman cannot use a database signature made by a key it does not know (it tries to import it and
 fails), so `endura.db.sig` is signed by the primary key only.

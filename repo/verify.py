@@ -3,13 +3,14 @@
 The generation directory is served on 127.0.0.1 (an ephemeral port, a thread of this process) and:
 - **apt**: a throwaway Debian 12 root (the cached mmdebstrap tar the tests use) gets the generated
   `.sources` file (URIs pointed at loopback) and key, then `apt-get update --error-on=any` (InRelease
-  signature, Valid-Until, index hashes, for amd64 and arm64), `apt-get install endura-sensor` (the
-  .deb hash, dependencies resolved by Debian's own python3/libbpf1), `endura-sensor --version`, and
-  `apt-get download endura-sensor:arm64`.
+  signature, Valid-Until, index hashes, for amd64 and arm64), `apt-get install endura-sensor
+  endura-archive-keyring` (the .deb hashes, dependencies resolved by Debian's own python3/libbpf1),
+  `endura-sensor --version`, and `apt-get download endura-sensor:arm64`.
 - **dnf**: the generated `.repo` file (baseurl pointed at loopback) with `repo_gpgcheck=1` and
-  `gpgcheck=1`: `dnf --installroot` into an empty root installs endura-sensor for x86_64 (scriptlets
-  off: the empty root has no shell) with a dependency shim providing python3 and libbpf (the
-  target distros' own repositories are not reachable here); `dnf makecache` checks aarch64's metadata.
+  `gpgcheck=1`: `dnf --installroot` into an empty root installs endura-sensor and endura-archive-keyring
+  for x86_64 (scriptlets off: the empty root has no shell) with a dependency shim providing python3
+  and libbpf (the target distros' own repositories are not reachable here); `dnf makecache` checks
+  aarch64's metadata.
 - **pacman**: the generated `[endura]` section with `SigLevel = Required` and a keyring holding only
   our key: `pacman -Sy` (database signature) and `pacman -Sw` (package checksum and signature) per arch.
 - **rpm -K** of every published rpm against only the published key; **gpgv** of the tarball index.
@@ -64,8 +65,14 @@ def serve(directory: Path) -> Iterator[str]:
 # --- client configuration pointed at loopback --------------------------------------------------------
 
 
-def point_at(text: str, base_url: str) -> str:
-    """Replace the published base URL of a generated .sources/.repo file with `base_url`."""
+def point_at(text: str, base_url: str, *, root: Path | None = None) -> str:
+    """Replace the published base URL of a generated .sources/.repo file with `base_url`.
+
+    The .repo files' `gpgkey=file:///etc/pki/rpm-gpg/...` (installed by endura-archive-keyring) becomes
+    that file inside `root` (dnf reads file:// keys from the host, even with --installroot), or without
+    `root` the served key file: what the install guide's bootstrap puts there."""
+    local = f"file://{root}{layout.RPM_KEYRING}" if root is not None else f"{base_url}/{layout.KEY_FILE}"
+    text = text.replace(f"gpgkey=file://{layout.RPM_KEYRING}", f"gpgkey={local}")
     text = re.sub(r"^(URIs: )\S+?/apt$", lambda m: f"{m.group(1)}{base_url}/apt", text, flags=re.M)
     text = re.sub(r"^(baseurl=)\S+?(/rpm/)", lambda m: f"{m.group(1)}{base_url}{m.group(2)}", text, flags=re.M)
     text = re.sub(r"^(gpgkey=)\S+?(/keys/)", lambda m: f"{m.group(1)}{base_url}{m.group(2)}", text, flags=re.M)
@@ -117,11 +124,12 @@ def apt_get(root: Path, *args: str, check: bool = True):
     return chroot(root, "apt-get", "-q", "-y", *strict, *args, check=check)
 
 
-def dnf_config(workdir: Path, repo_text: str, base_url: str) -> Path:
-    """A private dnf.conf whose only repository is our generated .repo file pointed at `base_url`."""
+def dnf_config(workdir: Path, repo_text: str, base_url: str, *, root: Path | None = None) -> Path:
+    """A private dnf.conf whose only repository is our generated .repo file pointed at `base_url`
+    (its local key file inside `root`, else the served one: see `point_at`)."""
     repos = workdir / "repos.d"
     repos.mkdir(parents=True, exist_ok=True)
-    (repos / "endura.repo").write_text(point_at(repo_text, base_url))
+    (repos / "endura.repo").write_text(point_at(repo_text, base_url, root=root))
     conf = workdir / "dnf.conf"
     conf.write_text(f"[main]\nreposdir={repos}\ncachedir={workdir / 'cache'}\ngpgcheck=1\n"
                     "install_weak_deps=False\nkeepcache=False\nskip_if_unavailable=False\n")
@@ -186,7 +194,7 @@ def verify_apt(gen: Path, channel: str, url: str, workdir: Path, expected_versio
     configure_apt(root, (gen / "apt" / f"endura-{channel}.sources").read_text(), gen / layout.KEY_FILE, url)
     chroot(root, "dpkg", "--add-architecture", "arm64")
     apt_get(root, "update")
-    apt_get(root, "install", "--no-install-recommends", "endura-sensor")
+    apt_get(root, "install", "--no-install-recommends", "endura-sensor", "endura-archive-keyring")
     installed = chroot(root, "endura-sensor", "--version").stdout.strip()
     if expected_version and installed != f"endura-sensor {expected_version}":
         raise EnduraError(f"apt installed '{installed}' from channel {channel}, expected endura-sensor {expected_version}")
@@ -202,7 +210,7 @@ def verify_dnf(gen: Path, channel: str, url: str, workdir: Path, expected_versio
     conf = dnf_config(workdir / "dnf", (gen / "rpm" / f"endura-{channel}.repo").read_text(), url)
     root = workdir / "rpm-root"
     prepare_rpm_root(root)
-    run(dnf_argv(conf, root, "--setopt=tsflags=noscripts", "install", "endura-sensor"), timeout=600)
+    run(dnf_argv(conf, root, "--setopt=tsflags=noscripts", "install", "endura-sensor", "endura-archive-keyring"), timeout=600)
     installed = output(["rpm", "--root", str(root), "-q", "--qf", "%{VERSION}-%{RELEASE}.%{ARCH}", "endura-sensor"])
     if expected_version:
         from release.version import Version, format_version

@@ -75,7 +75,7 @@ def published(tmp_path_factory, dist_v1, dist_v2) -> Path:
     root = tmp_path_factory.mktemp("repo") / "repo"
     first, _ = publish(root, "--dist", str(dist_v1))
     assert first["generation"] == 1 and first["verified"]["apt"] == "endura-sensor 1.0.0"
-    assert first["verified"]["dnf"].startswith("1.0.0-1.") and first["verified"]["rpm_k"] == 2
+    assert first["verified"]["dnf"].startswith("1.0.0-1.") and first["verified"]["rpm_k"] == 4  # endura-sensor + endura-archive-keyring, per arch
     assert first["verified"]["pacman"] == ["aarch64", "x86_64"]
     second, _ = publish(root, "--dist", str(dist_v2), "--no-verify")
     assert second["generation"] == 2
@@ -112,7 +112,7 @@ def test_tree_layout_and_release_fields(published):
     assert f"URIs: {BASE_URL}/apt" in sources and "Signed-By: /etc/apt/keyrings/endura-archive-keyring.asc" in sources
     for repo_file in ("endura-latest.repo", "endura-latest.zypper.repo"):
         text = (cur / "rpm" / repo_file).read_text()
-        assert "gpgcheck=1" in text and "repo_gpgcheck=1" in text and f"gpgkey={BASE_URL}/keys/" in text
+        assert "gpgcheck=1" in text and "repo_gpgcheck=1" in text and "gpgkey=file:///etc/pki/rpm-gpg/" in text
     for arch in ("x86_64", "aarch64"):
         assert (cur / f"rpm/latest/{arch}/repodata/repomd.xml.asc").is_file()
     for arch in ("x86_64", "aarch64"):

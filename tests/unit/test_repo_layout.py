@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import pytest
 
@@ -85,7 +86,8 @@ def test_client_files():
     for text in (layout.dnf_repo("stable", "https://r.test"), layout.zypper_repo("stable", "https://r.test")):
         assert "[endura-stable]" in text and "baseurl=https://r.test/rpm/stable/$basearch" in text
         assert "gpgcheck=1" in text and "repo_gpgcheck=1" in text
-        assert "gpgkey=https://r.test/keys/endura-archive-keyring.asc" in text
+        # the keys endura-archive-keyring installs (bootstrapped by hand from keys/), never fetched from the server
+        assert "gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-endura\n" in text and "/keys/" not in text
     assert "type=rpm-md" in layout.zypper_repo("stable", "https://r.test")
 
 
@@ -94,6 +96,8 @@ def test_point_at_rewrites_only_the_base_url():
     repo = verify.point_at(layout.dnf_repo("latest", "https://r.test"), "http://127.0.0.1:8")
     assert "baseurl=http://127.0.0.1:8/rpm/latest/$basearch" in repo
     assert "gpgkey=http://127.0.0.1:8/keys/endura-archive-keyring.asc" in repo and "r.test" not in repo
+    in_root = verify.point_at(layout.dnf_repo("latest", "https://r.test"), "http://127.0.0.1:8", root=Path("/tmp/c"))
+    assert "gpgkey=file:///tmp/c/etc/pki/rpm-gpg/RPM-GPG-KEY-endura\n" in in_root
 
 
 def test_pacman_paths_and_conf():

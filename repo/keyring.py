@@ -1,0 +1,292 @@
+"""`endura-archive-keyring`: the repository's public keys as a .deb and an .rpm, so a key rotation
+reaches clients as an ordinary `apt-get upgrade` / `dnf upgrade`.
+
+The package carries every key of the publish (the primary and, during a rotation, the co-signer of
+`ENDURA_SIGNING_KEY_NEXT`), one armored file:
+
+- deb (`Architecture: all`): `layout.APT_KEYRING`, the file the `.sources` `Signed-By` names;
+- rpm (`noarch`): `layout.RPM_KEYRING`, the file the `.repo` files' `gpgkey=` names. dnf imports
+  from it: into its per-repository keyring when `repomd.xml.asc` does not verify with the keys it
+  has, and into the rpm database when a package is signed by a key rpm does not know yet.
+
+Both are plain files, not conffiles: installing the package takes over a key file the admin put
+there by hand (the install guide's bootstrap), and an upgrade replaces it, so a key dropped from the
+set stops being trusted by apt at the next upgrade. (rpm keeps keys it imported into its database
+until `rpm -e gpg-pubkey-<id>`: see the revocation step in `repo/README.md`.)
+
+**Version**: a pure function of the key set, `<newest key created>.<oldest key created>.<newest
+signature>` (UTC, `YYYYMMDDhhmmss` each), so the same keys always give the same version and the same
+bytes (built at the newest signature's time), and every step of a rotation moves it forward: adding
+a newer key raises the first part, dropping the oldest raises the second, re-signing a key (a new
+expiry, a revocation) raises the third. A key set change that would not move it forward is refused.
+
+**In a publish** (`include()`, called by `repo.publish.build_generation`): when a previous
+generation holds a keyring with the same keys, its files are reused (hardlinks: the bytes never
+change); otherwise the packages are built with nfpm and signed with the primary key (`sign_deb`,
+`sign_rpm`, at that fixed time). Either way they are listed in every channel: the .deb in each
+suite's `Packages` (for the arches the suite has), the .rpm in each channel's x86_64 and aarch64
+repodata. `keys/endura-archive-keyring.json` records version, fingerprints and files; the next
+publish reads it. `carry_previous()` keeps older keyring files (unlisted) for clients in flight.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from release import nfpm, signing
+from repo import layout
+from repo.generations import place
+from repo.sign import RepoKeys
+from toolbox import log
+from toolbox.errors import EnduraError
+from toolbox.files import sha256_file
+from toolbox.run import output, run
+
+PACKAGE = "endura-archive-keyring"
+RELEASE = "1"
+SUMMARY = "OpenPGP keys of the Endura Runtime Sensor package repository"
+DESCRIPTION = ("The public keys that sign the Endura package repository and its packages.\n"
+               "Upgrading this package is how a repository key rotation reaches this host.")
+#: in each generation: what the keyring package of that generation is (read by the next publish)
+RECORD = "keys/endura-archive-keyring.json"
+RECORD_SCHEMA = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class KeySet:
+    """The public keys of a publish, exported in a canonical order (sorted by fingerprint)."""
+
+    armored: str
+    fingerprints: tuple[str, ...]
+    #: creation time of each primary key, and the newest signature (self-signature, binding, revocation)
+    created: tuple[int, ...]
+    newest_signature: int
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.armored.encode()).hexdigest()
+
+    @property
+    def version(self) -> str:
+        return version_of(self.created, self.newest_signature)
+
+    @property
+    def epoch(self) -> int:
+        """The packages' mtime and signature time: fixed by the keys, so a rebuild gives the same bytes."""
+        return self.newest_signature
+
+
+# --- version (pure) ---------------------------------------------------------------------------------
+
+
+def _stamp(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y%m%d%H%M%S")
+
+
+def version_of(created: tuple[int, ...] | list[int], newest_signature: int) -> str:
+    """`<newest key created>.<oldest key created>.<newest signature>`; see the module docstring."""
+    if not created:
+        raise ValueError("a keyring holds at least one key")
+    return f"{_stamp(max(created))}.{_stamp(min(created))}.{_stamp(newest_signature)}"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Order of two keyring versions (what dpkg and rpm conclude for these all-digit parts)."""
+    return tuple(int(part) for part in version.split("."))
+
+
+def parse_key_listing(colons: str) -> tuple[list[str], list[int], int]:
+    """From `gpg --with-colons --show-keys --with-sig-list`: fingerprints, primary key creation
+    times, and the newest time of any key, subkey or signature packet."""
+    fprs: list[str] = []
+    created: list[int] = []
+    newest = 0
+    lines = colons.splitlines()
+    for i, line in enumerate(lines):
+        f = line.split(":")
+        if f[0] in ("pub", "sub", "sig", "rev") and len(f) > 5 and f[5].isdigit():
+            newest = max(newest, int(f[5]))
+        if f[0] == "pub":
+            created.append(int(f[5]))
+            fpr = next((n.split(":")[9] for n in lines[i + 1:i + 3] if n.startswith("fpr:")), "")
+            fprs.append(fpr)
+    return fprs, created, newest
+
+
+def file_names(version: str) -> dict[str, str]:
+    return {"deb": f"{PACKAGE}_{version}-{RELEASE}_all.deb", "rpm": f"{PACKAGE}-{version}-{RELEASE}.noarch.rpm"}
+
+
+# --- the key set ----------------------------------------------------------------------------------------
+
+
+def export_key_set(keys: RepoKeys) -> KeySet:
+    """Export the keys (minimal: self-signatures only) into one armored block, ordered by fingerprint.
+
+    gpg exports in keyring order, which depends on the history of the GNUPGHOME; importing the keys
+    one by one in fingerprint order into an empty keyring makes the bytes depend on the keys only."""
+    home = str(keys.primary.gnupghome)
+    with tempfile.TemporaryDirectory(prefix="endura-keyring-") as tmp:
+        os.chmod(tmp, 0o700)
+        for fpr in sorted(k.fingerprint.upper() for k in keys.all):
+            data = run(["gpg", "--homedir", home, "--batch", "--export-options", "export-minimal", "--export", fpr],
+                       text=False).stdout
+            if not data:
+                raise EnduraError(f"gpg exported nothing for key {fpr} from {home}; import its public key there")
+            run(["gpg", "--homedir", tmp, "--batch", "--import"], input=data, text=False)
+        armored = output(["gpg", "--homedir", tmp, "--batch", "--armor", "--export-options", "export-minimal",
+                          "--export"]) + "\n"
+        listing = output(["gpg", "--homedir", tmp, "--batch", "--with-colons", "--with-sig-list", "--list-keys"])
+        run(["gpgconf", "--homedir", tmp, "--kill", "all"], check=False)
+    fprs, created, newest = parse_key_listing(listing)
+    return KeySet(armored, tuple(fprs), tuple(created), newest)
+
+
+# --- building the packages -------------------------------------------------------------------------------
+
+
+def nfpm_config(family: str, version: str, key_file: Path, epoch: int) -> dict:
+    """nfpm config of the keyring package for `family` (deb or rpm); pure."""
+    dst = {"deb": layout.APT_KEYRING, "rpm": layout.RPM_KEYRING}[family]
+    arch = {"deb": "all", "rpm": "noarch"}[family]
+    mtime = nfpm.rfc3339(epoch)
+    cfg: dict = {
+        "name": PACKAGE, "arch": arch, "platform": "linux", "version": version, "version_schema": "none",
+        "release": RELEASE, "maintainer": nfpm.MAINTAINER, "description": DESCRIPTION, "vendor": nfpm.VENDOR,
+        "homepage": nfpm.HOMEPAGE, "license": "Apache-2.0", "section": "misc", "priority": "optional",
+        "mtime": mtime, "umask": 0o022,
+        # a plain file (not a conffile / %config): the package takes over a hand-placed key and an
+        # upgrade replaces it, so a key dropped from the set is no longer trusted
+        "contents": [{"src": str(key_file), "dst": dst, "type": "file",
+                      "file_info": {"mode": 0o644, "owner": "root", "group": "root", "mtime": mtime}}],
+    }
+    if family == "deb":
+        cfg["deb"] = {"arch": arch, "compression": "xz"}
+    else:
+        cfg["rpm"] = {"arch": arch, "summary": SUMMARY, "group": "System Environment/Base", "compression": "xz",
+                      "buildhost": "endura-build", "packager": nfpm.MAINTAINER}
+    return cfg
+
+
+def build_packages(key_set: KeySet, key: signing.SigningKey, out: Path) -> dict[str, Path]:
+    """Build and sign the .deb and the .rpm into `out`; returns {family: path}."""
+    names = file_names(key_set.version)
+    built: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory(prefix="endura-keyring-build-") as tmp:
+        work = Path(tmp)
+        key_file = work / "endura-archive-keyring.asc"
+        key_file.write_text(key_set.armored)
+        os.utime(key_file, (key_set.epoch, key_set.epoch))
+        for family in ("deb", "rpm"):
+            target = out / names[family]
+            cfg = nfpm_config(family, key_set.version, key_file, key_set.epoch)
+            nfpm.build(cfg, family, work, target, epoch=key_set.epoch, passphrase_env={})
+            if family == "deb":
+                signing.sign_deb(key, target, epoch=key_set.epoch)
+            else:
+                signing.sign_rpm(key, target, epoch=key_set.epoch)
+            os.utime(target, (key_set.epoch, key_set.epoch))
+            built[family] = target
+    return built
+
+
+# --- a generation ----------------------------------------------------------------------------------------------
+
+
+def read_record(gen: Path) -> dict | None:
+    path = gen / RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def channel_entries(record: dict, channel_entries_: list[dict]) -> list[dict]:
+    """The keyring's artifact entries for one channel, one per arch (the same file in each), so the
+    generic placement and index code lists it: deb for the arches the channel's debs have (all when
+    none), rpm in every rpm arch directory."""
+    deb_arches = sorted({e["arch"] for e in channel_entries_ if e["family"] == "deb"} or layout.DEB_ARCH)
+    out = []
+    for family, arches in (("deb", deb_arches), ("rpm", sorted(layout.RPM_ARCH))):
+        f = record["files"][family]
+        for arch in arches:
+            package_arch = "all" if family == "deb" else layout.RPM_ARCH[arch]
+            out.append({"file": f["file"], "family": family, "arch": arch, "package_arch": package_arch,
+                        "package_version": f"{record['version']}-{RELEASE}", "version": record["version"],
+                        "sha256": f["sha256"], "size": f["size"], "signature": f["signature"]})
+    return out
+
+
+def _reusable(record: dict | None, key_set: KeySet, gen: Path) -> bool:
+    return (record is not None and record.get("digest") == key_set.digest
+            and all((gen / f["path"]).is_file() for f in record["files"].values()))
+
+
+def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path], keys: RepoKeys,
+            previous_dirs: list[Path]) -> tuple[dict[str, list[dict]], dict[str, Path]]:
+    """Put the keyring packages for `keys` into the generation being built (reused from a previous
+    generation with the same keys, else built and signed) and return the channels and sources with
+    the keyring added to every channel, for the placement and index code to list."""
+    key_set = export_key_set(keys)
+    records = [(d, read_record(d)) for d in previous_dirs]
+    reuse = next((d for d, rec in records if _reusable(rec, key_set, d)), None)
+    newest = next((rec for _d, rec in records if rec is not None), None)
+    if (newest is not None and newest["digest"] != key_set.digest
+            and version_key(key_set.version) <= version_key(newest["version"])):
+        raise EnduraError(
+            f"the keys {' + '.join(key_set.fingerprints)} differ from those of the published keyring "
+            f"{newest['version']} but give version {key_set.version}, which is not newer, so clients would not "
+            "upgrade to it; the version moves forward when a newer key is added, the oldest key is dropped or a key "
+            "is re-signed: re-sign the changed key ('gpg --quick-set-expire FPR 2y') and publish again")
+    names = file_names(key_set.version)
+    files: dict[str, dict] = {}
+    if reuse is not None:
+        old = read_record(reuse)
+        for family, f in old["files"].items():
+            place(reuse / f["path"], gen / f["path"])
+            files[family] = f
+        log.info(f"    keyring {key_set.version} ({len(key_set.fingerprints)} keys) carried from {reuse.name}")
+    else:
+        with log.step(f"building {PACKAGE} {key_set.version} ({' + '.join(key_set.fingerprints)})"):
+            with tempfile.TemporaryDirectory(prefix="endura-keyring-out-") as tmp:
+                built = build_packages(key_set, keys.primary, Path(tmp))
+                for family, path in built.items():
+                    rel = f"keys/packages/{names[family]}"
+                    place(path, gen / rel)
+                    files[family] = {"file": names[family], "path": rel, "sha256": sha256_file(path),
+                                     "size": path.stat().st_size,
+                                     "signature": "debsig-origin" if family == "deb" else "rpm-header"}
+    record = {"schema": RECORD_SCHEMA, "package": PACKAGE, "version": key_set.version, "digest": key_set.digest,
+              "fingerprints": list(key_set.fingerprints), "signed_by": keys.primary.fingerprint if reuse is None
+              else read_record(reuse)["signed_by"], "files": files}
+    (gen / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    new_sources = {**sources, **{f["file"]: gen / f["path"] for f in files.values()}}
+    with_keyring = {channel: [*entries, *channel_entries(record, entries)] for channel, entries in channels.items()}
+    return with_keyring, new_sources
+
+
+def carry_previous(gen: Path, previous_dirs: list[Path]) -> int:
+    """Hardlink the keyring packages that previous generations listed (and this one does not), unlisted,
+    so a client that read an older index during the switch still downloads them. Call after the indexes.
+
+    Only those signed by a key of this generation: once a key leaves the set, nothing it signed is
+    served (the publisher's `rpm -K` checks every rpm against the published keys)."""
+    current = read_record(gen) or {}
+    carried = 0
+    for old in previous_dirs:
+        rec = read_record(old)
+        if (rec is None or rec["version"] == current.get("version")
+                or rec["signed_by"] not in current.get("fingerprints", ())):
+            continue
+        state = old / layout.GENERATION_FILE
+        chans = json.loads(state.read_text())["channels"] if state.is_file() else {}
+        for channel, entries in chans.items():
+            for entry in channel_entries(rec, entries):
+                for rel in [f["path"] for f in rec["files"].values()] + layout.artifact_paths(channel, entry):
+                    src, dst = old / rel, gen / rel
+                    if src.is_file() and not dst.exists():
+                        place(src, dst)
+                        carried += 1
+    return carried
