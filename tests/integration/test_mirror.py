@@ -177,3 +177,14 @@ def test_refusals(bundle, tmp_path):
     with pytest.raises(EnduraError, match="unknown channel 'beta'"):
         mirror.make_bundle(bundle["repo"], "beta", tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_modified_published_tree_is_refused_and_nothing_is_left(bundle, tmp_path):
+    """The bundle re-signs the suite: an artifact that is not the published one is refused, mid-way, leaving nothing."""
+    repo = tmp_path / "repo"
+    shutil.copytree(bundle["repo"], repo, symlinks=True)
+    flip_byte(next((repo / "current/rpm/latest").rglob("*.rpm")))
+    out = tmp_path / "out"
+    with pytest.raises(EnduraError, match=r"\.rpm does not match its sha256"):
+        mirror.make_bundle(repo, "latest", out)
+    assert list(out.iterdir()) == []
