@@ -169,6 +169,28 @@ def test_tampered_tar_fails_the_install_md_checks(bundle, host, tmp_path):
     assert not (host / "srv/endura").exists()
 
 
+def test_bundle_of_testing_holds_only_that_channel(tmp_path, dist_v1, dist_v2):
+    """latest holds 1.0.0 and 1.0.1, testing 1.0.0 (promoted with a policy that needs no evidence): the bundle of
+    testing carries testing's suite, pool files and trees only; the promotion's generation has both channels' guides."""
+    root = tmp_path / "repo"
+    _run("repo.publish", "--repo-root", str(root), "--base-url", BASE_URL, "--dist", str(dist_v1), "--no-verify")
+    _run("repo.publish", "--repo-root", str(root), "--base-url", BASE_URL, "--dist", str(dist_v2), "--no-verify")
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[testing]\nevidence = []\n")
+    _run("channels.promote", "testing", "1.0.0", "--repo-root", str(root), "--policy", str(policy), "--no-verify")
+    assert (root / "current/install/testing/debian-12.md").is_file() and (root / "current/install/latest/index.md").is_file()
+    result = _run("repo.mirror", "testing", "--repo-root", str(root), "--out", str(tmp_path / "out"))
+    assert Path(result["path"]).name == "endura-testing-1.0.0-offline.tar"
+    with tarfile.open(result["path"]) as t:
+        names = [n.split("/", 1)[1] for n in t.getnames() if "/" in n]
+    assert not [n for n in names if "latest" in n], [n for n in names if "latest" in n]
+    debs = sorted(n.rsplit("/", 1)[1] for n in names if n.endswith(".deb"))
+    assert debs == ["endura-sensor_1.0.0_amd64.deb", "endura-sensor_1.0.0_arm64.deb"]
+    assert not [n for n in names if "1.0.1" in n]
+    assert {n.split("/")[0] for n in names} == {"INSTALL.md", "SHA256SUMS", "SHA256SUMS.asc", "bundle.json", "keys",
+                                                 "apt", "rpm", "arch", "tarball", "install"}
+
+
 def test_refusals(bundle, tmp_path):
     with pytest.raises(EnduraError, match="channel 'stable' is empty"):
         mirror.make_bundle(bundle["repo"], "stable", tmp_path)
