@@ -96,6 +96,15 @@ def approve(session: nox.Session) -> None:
 
 
 @nox.session
+def mirror(session: nox.Session) -> None:
+    """An offline bundle of one channel of build/repo's current generation: `-- stable [--out DIR]`.
+
+    Options after the channel: --repo-root DIR --out DIR --base-url file:///srv/endura --valid-days 365.
+    """
+    session.run("python", "-m", "repo.mirror", *session.posargs)
+
+
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run every test with the real tools (gpg, rpm -K, dpkg, dnf, debsig-verify, pacman, BPF loads).
 

@@ -8,4 +8,6 @@
 - `verify`: the real clients (apt-get, dnf, pacman, rpm -K) against the new generation over loopback HTTP.
 - `remote`: pushing a generation to the web host (rsync over ssh, uploaded aside, switched there).
 - `publish`: the command: ingest a build, build a generation aside, verify, switch, prune, rollback.
+- `guides`: the install guide of every catalog target, written into each generation (`install/`).
+- `mirror`: an offline bundle of one channel for air-gapped hosts (`nox -s mirror -- <channel>`).
 """

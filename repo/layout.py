@@ -21,6 +21,7 @@ and one generation holds, for every channel (`latest`, `testing`, `stable`)::
     arch/endura-<channel>.pacman.conf        the [endura] section for /etc/pacman.conf
     tarball/<channel>/*.tar.gz(.sig), index.json, SHA256SUMS(.asc)
     channels/state.json(.asc), promotions.jsonl(.asc)   which version each channel holds, and how it got there
+    install/index.md, install/<channel>/<target-id>.md   install guides (see `repo.guides`)
     generation.json                          what this generation holds and where it came from
 """
 from __future__ import annotations

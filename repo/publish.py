@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 
 from channels import records
 from release.signing import SigningKey
-from repo import apt, keyring, layout, pacman, rpm, sign, tarball
+from repo import apt, guides, keyring, layout, pacman, rpm, sign, tarball
 from repo.generations import RepoRoot, place
 from repo.remote import Target, check_host, parse_target, push
 from toolbox import log
@@ -142,6 +142,7 @@ def build_generation(gen: Path, *, channels: dict[str, list[dict]], sources: dic
         rpm.build_channel(gen, channel, entries, keys, date=date, base_url=base_url)
         pacman.build_channel(gen, channel, entries, keys, date=date, base_url=base_url)
         tarball.build_channel(gen, channel, entries, keys, date=date)
+    guides.write_generation_guides(gen, channels, keys.fingerprints, base_url)
     carried = carry_previous_files(gen, previous_dirs) + keyring.carry_previous(gen, previous_dirs)
     if carried:
         log.debug(f"    kept {carried} files of previous generations for clients in flight")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from release.signing import cache_dir
+from tests.integration.guidetools import extract_root, stop_gpg_agents_in, without_network_sources
 from tests.integration.pkgtools import build_dist
 from toolbox.run import run
 from toolbox.tools import require
@@ -40,6 +41,22 @@ def debian_rootfs_tar() -> Path:
     return cached
 
 
+@pytest.fixture(scope="session")
+def guide_rootfs_tar() -> Path:
+    """A Debian 12 minbase root for following the install guides verbatim: python3 and libbpf1 (the sensor's
+    dependencies), curl and ca-certificates (what the guides fetch with), dnf and rpm (the dnf guide runs
+    inside it: the same dnf 4 as the host's, with the root as its system). Cached between runs."""
+    require("mmdebstrap")
+    cached = cache_dir() / "test-roots" / "bookworm-guides-curl-dnf-v1.tar"
+    if not cached.exists():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp")
+        run(["mmdebstrap", "--variant=minbase", "--format=tar",
+             "--include=python3,libbpf1,curl,ca-certificates,dnf,rpm", "bookworm", str(tmp)], timeout=900)
+        os.replace(tmp, cached)
+    return cached
+
+
 @pytest.fixture
 def debian_root(tmp_path, debian_rootfs_tar) -> Path:
     """A fresh, writable Debian 12 root for one test (chroot into it as root)."""
@@ -48,3 +65,11 @@ def debian_root(tmp_path, debian_rootfs_tar) -> Path:
     run(["tar", "-C", str(root), "-xf", str(debian_rootfs_tar)])
     return root
 
+
+@pytest.fixture
+def host(tmp_path, guide_rootfs_tar) -> Path:
+    """A fresh root from the guides' tar with no network apt source: the host a guide is followed on."""
+    root = extract_root(guide_rootfs_tar, tmp_path / "host")
+    without_network_sources(root)
+    yield root
+    stop_gpg_agents_in(root)
