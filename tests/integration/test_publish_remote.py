@@ -115,3 +115,34 @@ def test_publish_to_a_remote_host_over_rsync_and_ssh(tmp_path, sshd, release_env
 def test_remote_target_refuses_the_development_key(tmp_path, dist_v1):
     proc = _publish(tmp_path / "mirror", {}, "--dist", str(dist_v1), "--target", "ssh://root@127.0.0.1:1/srv/r", check=False)
     assert proc.returncode == 1 and "with the DEVELOPMENT key" in proc.stderr
+
+
+def test_promote_on_a_remote_host_moves_the_same_files_there(tmp_path, sshd, release_env, release_dist):
+    port, options = sshd
+    host_root = tmp_path / "www" / "repo"
+    target = f"ssh://root@127.0.0.1:{port}{host_root}"
+    env = {**release_env, "ENDURA_PUBLISH_SSH_OPTIONS": options, "ENDURA_EVIDENCE_DIR": str(tmp_path / "evidence")}
+    mirror = tmp_path / "mirror"
+    _publish(mirror, env, "--dist", str(release_dist), "--target", target)
+    junit = tmp_path / "junit.xml"
+    junit.write_text('<testsuite name="t" tests="3" failures="0" errors="0" skipped="0"/>')
+
+    def channels(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, **env})
+        assert proc.returncode == 0 or not check, proc.stderr[-4000:]
+        return proc
+
+    for kind in ("sensor-tests", "e2e-tests"):
+        channels("channels.evidence", "record", kind, "--dist", str(release_dist), "--junit", str(junit))
+    channels("channels.promote", "testing", "--repo-root", str(mirror), "--target", target)
+    assert os.readlink(host_root / "current") == "generations/000002"
+    assert snapshot(host_root / "current") == snapshot(mirror / "current")
+    rpm = next((host_root / "current/rpm/testing").rglob("endura-sensor-2.0.0*.rpm"))
+    assert rpm.stat().st_ino == next((host_root / "current/rpm/latest").rglob("endura-sensor-2.0.0*.rpm")).stat().st_ino
+    assert '"version":"2.0.0"' in (host_root / "current/channels/promotions.jsonl").read_text()
+    # the development key is refused for a remote promotion, before anything is read or built
+    dev = {k: v for k, v in os.environ.items() if k not in ("ENDURA_SIGNING_KEY", "GNUPGHOME")}
+    proc = subprocess.run([sys.executable, "-m", "channels.promote", "stable", "--repo-root", str(mirror), "--target",
+                           target], cwd=REPO, capture_output=True, text=True, timeout=600, env=dev)
+    assert proc.returncode == 1 and "with the DEVELOPMENT key" in proc.stderr
