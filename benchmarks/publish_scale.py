@@ -77,7 +77,7 @@ def _one_package(family: str, number: int, work: Path, out: Path, key: signing.S
     else:
         signing.sign_deb(key, target, epoch=EPOCH)
     shutil.rmtree(scratch)
-    return manifest.Artifact(name, family, ARCH, package_arch, version, f"bench-{family}", (), 
+    return manifest.Artifact(name, family, ARCH, package_arch, version, f"bench-{family}", (),
                              "rpm-header" if family == "rpm" else "debsig-origin", "", ())
 
 
