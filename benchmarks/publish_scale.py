@@ -30,6 +30,8 @@ import collections
 import concurrent.futures
 import json
 import os
+import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -53,14 +55,14 @@ ARCH = "amd64"
 # --- generating the packages ----------------------------------------------------------------------
 
 
-def _one_package(family: str, number: int, work: Path, out: Path, key: signing.SigningKey) -> manifest.Artifact:
+def _one_package(family: str, number: int, work: Path, out: Path, key: signing.SigningKey, payload_kb: int) -> manifest.Artifact:
     version = f"0.0.{number}"
     package_arch = {"deb": "amd64", "rpm": "x86_64"}[family]
     name = file_name(family, version, package_arch, version)
     scratch = work / f"{family}-{number}"
     scratch.mkdir(parents=True, exist_ok=True)
     payload = scratch / "VERSION"
-    payload.write_text(f"endura-sensor benchmark package {version}\n")
+    payload.write_bytes(f"endura-sensor benchmark package {version}\n".encode() + random.Random(number).randbytes(payload_kb * 1024))
     os.utime(payload, (EPOCH, EPOCH))
     info = {"mode": 0o644, "owner": "root", "group": "root", "mtime": nfpm.rfc3339(EPOCH)}
     cfg = {"name": nfpm.NAME, "arch": package_arch, "platform": "linux", "version": version, "version_schema": "none",
@@ -81,9 +83,9 @@ def _one_package(family: str, number: int, work: Path, out: Path, key: signing.S
                              "rpm-header" if family == "rpm" else "debsig-origin", "", ())
 
 
-def generate_build(out: Path, numbers: range, key: signing.SigningKey) -> Path:
+def generate_build(out: Path, numbers: range, key: signing.SigningKey, payload_kb: int) -> Path:
     """A build directory (manifest.json) with a .deb and an .rpm for every number; reused if complete."""
-    version = f"bench-{numbers.start}-{numbers.stop - 1}"
+    version = f"bench-{numbers.start}-{numbers.stop - 1}-{payload_kb}k"
     final = out / version
     if (final / "manifest.json").is_file() and manifest.load(final)["signing_key"]["fingerprint"] == key.fingerprint:
         return final
@@ -93,7 +95,7 @@ def generate_build(out: Path, numbers: range, key: signing.SigningKey) -> Path:
     with log.step(f"generating {2 * len(numbers)} packages (deb + rpm, versions 0.0.{numbers.start}-0.0.{numbers.stop - 1})"):
         with tempfile.TemporaryDirectory(prefix="endura-bench-gen-") as tmp, \
                 concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-            jobs = [pool.submit(_one_package, family, n, Path(tmp), partial, key) for n in numbers for family in ("deb", "rpm")]
+            jobs = [pool.submit(_one_package, family, n, Path(tmp), partial, key, payload_kb) for n in numbers for family in ("deb", "rpm")]
             artifacts = [j.result() for j in jobs]
         manifest.write(partial, version=version, epoch=EPOCH, key_fingerprint=key.fingerprint,
                        key_development=key.development, apk_key="", artifacts=artifacts)
@@ -113,32 +115,30 @@ def tool_seconds(run_log: Path) -> dict[str, float]:
     return {k: round(v, 3) for k, v in sorted(totals.items())}
 
 
+def _timed(argv: list[str], cwd: Path, *, stdout: Path | None = None, env: dict | None = None) -> dict:
+    """Run argv; wall and CPU seconds (user + system of the process and everything it waited for)."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    with open(stdout or os.devnull, "w") as out:
+        proc = subprocess.run(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.PIPE, text=True)
+    wall, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu}
+
+
 def timed_publish(root: Path, build: Path, run_log: Path) -> dict:
     run_log.unlink(missing_ok=True)
-    start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--dist", str(build),
-                           "--no-verify", "--base-url", "https://repo.example.test"],
-                          cwd=REPO, env={**os.environ, "ENDURA_RUN_LOG": str(run_log)}, capture_output=True, text=True)
-    wall = time.monotonic() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"publish of {build} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return {"wall_s": round(wall, 3), "generation": json.loads(proc.stdout)["generation"], "tools_s": tool_seconds(run_log)}
+    argv = [sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--dist", str(build), "--no-verify",
+            "--base-url", "https://repo.example.test"]
+    result = _timed(argv, REPO, env={**os.environ, "ENDURA_RUN_LOG": str(run_log)})
+    return {**result, "tools_s": tool_seconds(run_log)}
 
 
 # --- the bare index tools on the same tree -------------------------------------------------------------------
 
 
-def _timed(argv: list[str], cwd: Path, stdout: Path | None = None) -> float:
-    start = time.monotonic()
-    if stdout is None:
-        subprocess.run(argv, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
-    else:
-        with open(stdout, "w") as fh:
-            subprocess.run(argv, cwd=cwd, check=True, stdout=fh)
-    return time.monotonic() - start
-
-
-def bare_index(tree: Path, *, db: Path | None, update: bool) -> dict[str, float]:
+def bare_index(tree: Path, *, db: Path | None, update: bool) -> dict:
     """apt-ftparchive packages + release and createrepo_c over `tree` (apt/pool, rpm/latest/x86_64/packages)."""
     apt = tree / "apt"
     binary = apt / "dists/latest/main/binary-amd64"
@@ -146,17 +146,17 @@ def bare_index(tree: Path, *, db: Path | None, update: bool) -> dict[str, float]
     packages = layout.packages_argv("amd64")
     if db is not None:
         packages = [packages[0], "--db", str(db), *packages[1:]]
-    times = {"apt-ftparchive packages": _timed(packages, apt, binary / "Packages")}
     release = tree / "apt/dists/latest/Release"
     release.unlink(missing_ok=True)
-    times["apt-ftparchive release"] = _timed(layout.release_argv("latest", date=EPOCH, valid_until=EPOCH + 86400,
-                                                                 arches=["amd64"]), apt, release)
     createrepo = layout.createrepo_argv(str(tree / "rpm/latest/x86_64"), revision=EPOCH)
     if update:
         createrepo.insert(1, "--update")
-    times["createrepo_c" + (" --update" if update else "")] = _timed(createrepo, tree)
-    times["total"] = sum(times.values())
-    return {k: round(v, 3) for k, v in times.items()}
+    parts = {"apt-ftparchive packages": _timed(packages, apt, stdout=binary / "Packages"),
+             "apt-ftparchive release": _timed(layout.release_argv("latest", date=EPOCH, valid_until=EPOCH + 86400,
+                                                                  arches=["amd64"]), apt, stdout=release),
+             "createrepo_c" + (" --update" if update else ""): _timed(createrepo, tree)}
+    return {"wall_s": sum(p["wall_s"] for p in parts.values()), "cpu_s": sum(p["cpu_s"] for p in parts.values()),
+            "parts_wall_s": {k: round(v["wall_s"], 3) for k, v in parts.items()}}
 
 
 def bare_tree(dest: Path, builds: list[Path]) -> Path:
@@ -173,62 +173,92 @@ def bare_tree(dest: Path, builds: list[Path]) -> Path:
 # --- the run ----------------------------------------------------------------------------------------------
 
 
-def measure(work: Path, count: int) -> dict:
-    key = signing.resolve_key()
-    builds = work / "builds"
-    full = generate_build(builds, range(1, count + 1), key)
-    more = generate_build(builds, range(count + 1, count + 2), key)
+def measure_once(work: Path, full: Path, more: Path) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     try:
         root = run_dir / "repo"
-        with log.step(f"publishing {count} + {count} packages (full)"):
-            pub_full = timed_publish(root, full, run_dir / "full.jsonl")
-        with log.step("publishing one more of each (incremental)"):
-            pub_incr = timed_publish(root, more, run_dir / "incr.jsonl")
-        with log.step("the bare index tools on the same packages"):
-            tree = bare_tree(run_dir / "bare", [full])
-            db = run_dir / "bare-apt.db"
-            bare_full = bare_index(tree, db=None, update=False)
-            bare_full_db = bare_index(tree, db=db, update=False)  # a cold apt-ftparchive cache: fills it
-            bare_tree(tree, [more])
-            bare_incr = bare_index(tree, db=db, update=True)
-            bare_incr_nocache = bare_index(tree, db=None, update=False)
-        sizes = {"packages_bytes": sum(p.stat().st_size for p in tree.rglob("*") if p.suffix in (".deb", ".rpm")),
-                 "generation_files": sum(1 for p in (root / "current").rglob("*") if p.is_file())}
+        out = {"publish_full": timed_publish(root, full, run_dir / "full.jsonl"),
+               "publish_incremental": timed_publish(root, more, run_dir / "incr.jsonl"),
+               # the same command for one package into an empty root: what any publish costs
+               "publish_fixed": timed_publish(run_dir / "repo-fixed", more, run_dir / "fixed.jsonl")}
+        out["generation_files"] = sum(1 for p in (root / "current").rglob("*") if p.is_file())
+        tree = bare_tree(run_dir / "bare", [full])
+        db = run_dir / "bare-apt.db"
+        out["bare_full"] = bare_index(tree, db=None, update=False)
+        out["bare_full_cold_cache"] = bare_index(tree, db=db, update=False)  # fills the apt-ftparchive db
+        bare_tree(tree, [more])
+        out["bare_incremental_cached"] = bare_index(tree, db=db, update=True)
+        out["bare_incremental_uncached"] = bare_index(tree, db=None, update=False)
+        out["bare_fixed"] = bare_index(bare_tree(run_dir / "bare-fixed", [more]), db=None, update=False)
+        out["packages_bytes"] = sum(p.stat().st_size for p in tree.rglob("*") if p.suffix in (".deb", ".rpm"))
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+    return out
+
+
+def best_of(runs: list[dict]) -> dict:
+    """Per measurement, the run with the least wall time (the machine is shared: the others waited on it)."""
+    best = {}
+    for name, value in runs[0].items():
+        if isinstance(value, dict):
+            pick = min((r[name] for r in runs), key=lambda m: m["wall_s"])
+            best[name] = {k: round(v, 3) if isinstance(v, float) else v for k, v in pick.items()}
+        else:
+            best[name] = value
+    return best
+
+
+def ratios(b: dict) -> dict:
+    def r(a: float, c: float) -> float:
+        return round(a / c, 2) if c > 0 else float("inf")
+
     return {
-        "count_per_format": count,
-        "publish_full": pub_full, "publish_incremental": pub_incr,
-        "bare_full": bare_full, "bare_full_cold_db": bare_full_db,
-        "bare_incremental_cached": bare_incr, "bare_incremental_uncached": bare_incr_nocache,
-        "ratio_full": round(pub_full["wall_s"] / bare_full["total"], 2),
-        "ratio_incremental": round(pub_incr["wall_s"] / bare_incr["total"], 2),
-        "incremental_over_full": round(pub_incr["wall_s"] / pub_full["wall_s"], 3),
-        **sizes,
+        "full_wall": r(b["publish_full"]["wall_s"], b["bare_full"]["wall_s"]),
+        "full_cpu": r(b["publish_full"]["cpu_s"], b["bare_full"]["cpu_s"]),
+        "incremental_wall": r(b["publish_incremental"]["wall_s"], b["bare_incremental_cached"]["wall_s"]),
+        "incremental_cpu": r(b["publish_incremental"]["cpu_s"], b["bare_incremental_cached"]["cpu_s"]),
+        # what the N packages add to a publish, against what they add to the bare tools
+        "per_package_wall": r(b["publish_full"]["wall_s"] - b["publish_fixed"]["wall_s"],
+                              b["bare_full"]["wall_s"] - b["bare_fixed"]["wall_s"]),
+        "per_package_cpu": r(b["publish_full"]["cpu_s"] - b["publish_fixed"]["cpu_s"],
+                             b["bare_full"]["cpu_s"] - b["bare_fixed"]["cpu_s"]),
+        "incremental_over_full_wall": r(b["publish_incremental"]["wall_s"], b["publish_full"]["wall_s"]),
+        "incremental_over_fixed_wall": r(b["publish_incremental"]["wall_s"], b["publish_fixed"]["wall_s"]),
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="packages per format (default 1000)")
+    parser.add_argument("--payload-kb", type=int, default=0, help="random (incompressible) bytes per package (default 0)")
     parser.add_argument("--work", help="keep the generated builds here for the next run (default: a temporary dir)")
-    parser.add_argument("--runs", type=int, default=1, help="repeat the measurement, report the fastest publish")
+    parser.add_argument("--runs", type=int, default=3, help="repeat, keep the fastest of each measurement (default 3)")
     args = parser.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="endura-publish-scale-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        results = [measure(work, args.count) for _ in range(args.runs)]
+        key = signing.resolve_key()
+        full = generate_build(work / "builds", range(1, args.count + 1), key, args.payload_kb)
+        more = generate_build(work / "builds", range(args.count + 1, args.count + 2), key, args.payload_kb)
+        runs = []
+        for i in range(args.runs):
+            with log.step(f"run {i + 1}/{args.runs}: publish {args.count} + {args.count}, one more, one alone; the bare tools"):
+                runs.append(measure_once(work, full, more))
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)
-    best = min(results, key=lambda r: r["publish_full"]["wall_s"] + r["publish_incremental"]["wall_s"])
-    for label, pub, bare in (("full", best["publish_full"], best["bare_full"]),
-                             ("incremental", best["publish_incremental"], best["bare_incremental_cached"])):
-        print(f"{label:11} publish {pub['wall_s']:7.2f}s  bare index tools {bare['total']:6.2f}s  "
-              f"ratio {pub['wall_s'] / bare['total']:.2f}x  (publisher's tools: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in pub["tools_s"].items()) + ")", file=sys.stderr)
-    print(json.dumps({"runs": results, "best": best}, indent=2))
+    best = best_of(runs)
+    result = {"count_per_format": args.count, "payload_kb": args.payload_kb, "best": best, "ratios": ratios(best),
+              "runs": runs}
+    for label, pub, bare in (("full", "publish_full", "bare_full"),
+                             ("incremental", "publish_incremental", "bare_incremental_cached"),
+                             ("one alone", "publish_fixed", "bare_fixed")):
+        p, t = best[pub], best[bare]
+        print(f"{label:11} publish {p['wall_s']:6.2f}s wall {p['cpu_s']:6.2f}s cpu | bare index tools {t['wall_s']:6.2f}s wall "
+              f"{t['cpu_s']:6.2f}s cpu | ratio {p['wall_s'] / t['wall_s']:5.2f}x wall {p['cpu_s'] / max(t['cpu_s'], 1e-3):5.2f}x cpu",
+              file=sys.stderr)
+        print("            publisher's tools: " + ", ".join(f"{k} {v:.2f}s" for k, v in p["tools_s"].items()), file=sys.stderr)
+    print(json.dumps(result, indent=2))
     return 0
 
 
