@@ -145,7 +145,7 @@ def bare_index(tree: Path, *, db: Path | None, update: bool) -> dict:
     binary.mkdir(parents=True, exist_ok=True)
     packages = layout.packages_argv("amd64")
     if db is not None:
-        packages = [packages[0], "--db", str(db), *packages[1:]]
+        packages = [packages[0], "--db", str(db), "-o", "APT::FTPArchive::AlwaysStat=true", *packages[1:]]
     release = tree / "apt/dists/latest/Release"
     release.unlink(missing_ok=True)
     createrepo = layout.createrepo_argv(str(tree / "rpm/latest/x86_64"), revision=EPOCH)

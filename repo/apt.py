@@ -110,7 +110,9 @@ def packages_index(apt_root: Path, arch: str, wanted: dict[str, tuple[str, int]]
     the result is checked against `wanted`, and built again with an emptied cache if they differ."""
     if not (apt_root / "pool").is_dir():
         return ""
-    argv = layout.packages_argv(arch) if db is None else ["apt-ftparchive", "--db", str(db), *layout.packages_argv(arch)[1:]]
+    argv = layout.packages_argv(arch)
+    if db is not None:  # AlwaysStat: an entry is reused only while the file's mtime and size are unchanged (default: never re-read)
+        argv = [argv[0], "--db", str(db), "-o", "APT::FTPArchive::AlwaysStat=true", *argv[1:]]
     for attempt in (1, 2):
         text = filter_packages(output(argv, cwd=apt_root), set(wanted))
         problems = indexcache.differences(indexcache.packages_listed(text), wanted)

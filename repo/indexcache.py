@@ -6,7 +6,8 @@ cache every publish would re-read every package of the repository: apt-ftparchiv
 what they computed before, keyed by the file's path, size and mtime, and the packages of a new
 generation are hardlinks of the previous one's (same path, same inode, same mtime):
 
-- apt: `apt-ftparchive --db <repo-root>/cache/apt-ftparchive.db`. The db lives beside
+- apt: `apt-ftparchive --db <repo-root>/cache/apt-ftparchive.db -o APT::FTPArchive::AlwaysStat=true`
+  (without AlwaysStat, apt-ftparchive trusts an entry by path alone, forever). The db lives beside
   `generations/` (never served). A publish works on a copy (`*.tmp-<pid>`) and renames it over the
   db once the suites are built, so a killed publisher or apt-ftparchive never leaves a half-written
   db; the next publish removes the copy (`RepoRoot.remove_abandoned`).
@@ -17,7 +18,9 @@ A cache may only make an index faster, never wrong: equal path, size and mtime d
 bytes (a package rebuilt with the same name, size and SOURCE_DATE_EPOCH mtime after a failed or
 rolled-back publish). So every index is checked against the sha256 and size that the build's
 manifest recorded for each package (and `load_build` checked against the file): on a mismatch the
-index is built again without the cache; a mismatch without a cache is an error.
+index is built again without the cache; a mismatch without a cache is an error. (A published file
+modified in place is therefore refused when its mtime or size changed; one modified keeping both is
+not re-read, and its index entry keeps the manifest's sha256: clients refuse the file.)
 """
 from __future__ import annotations
 
