@@ -12,6 +12,8 @@ What apt-ftparchive does not do is filled in here: `Packages` of one suite lists
 .debs (the stanzas of the shared pool are filtered by Filename), `.gz`/`.xz` variants, the
 `by-hash/` copies that `Acquire-By-Hash: yes` announces (also the previous generations' ones, so a
 client holding an older InRelease can still fetch its indexes after a switch), and the signatures.
+apt-ftparchive's own cache db (`--db`) is used so that unchanged .debs are not re-read; the index is
+checked against the manifests' sha256 (see `repo.indexcache`).
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 A generation is built in `generations/.building-<n>/`, renamed to `generations/<n>/` once complete
 and verified, and only then made visible by replacing `current` with a new symlink in one
 `rename(2)`: a web server following `current` serves either the old tree or the new one, never a
-mix. A killed publisher leaves at worst a `.building-*` directory (removed by the next run) or a
-complete generation that was never switched to.
+mix. A killed publisher leaves at worst a `.building-*` directory, a `.current.tmp-*` symlink or a
+`.pruning-*` directory (all removed by the next run), or a complete generation that was never
+switched to.
 """
 from __future__ import annotations
 
