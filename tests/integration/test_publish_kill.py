@@ -27,7 +27,8 @@ from toolbox.tools import require
 
 pytestmark = pytest.mark.slow
 
-#: step -> how to kill there: ("line", text of the `+ cmd` line) or ("syscall", system calls, the nth call)
+#: step -> how to kill there: ("line", text of the `+ cmd` line) or ("syscall", system calls, the nth call[, only
+#: those on this path in the repository root])
 STEPS = {
     "apt suite": ("line", "+ apt-ftparchive --db"),
     "createrepo_c": ("line", "+ createrepo_c"),
@@ -39,7 +40,8 @@ STEPS = {
     "rename into generations/": ("syscall", "rename,renameat,renameat2", 1),
     "the new current symlink": ("syscall", "symlink,symlinkat", 1),
     "the switch (rename over current)": ("syscall", "rename,renameat,renameat2", 2),
-    "pruning": ("syscall", "unlinkat", 5),
+    # the deletions inside the generation being pruned (strace -P: other deletions do not count)
+    "pruning": ("syscall", "unlinkat", 2, "generations/.pruning-000001"),
 }
 VERIFYING = ("verification: rpm -K", "verification: apt-get")
 
@@ -68,9 +70,9 @@ def _kill_at_line(argv: list[str], text: str) -> tuple[subprocess.Popen, str]:
     return proc, seen
 
 
-def _kill_at_syscall(argv: list[str], syscall: str, nth: int) -> tuple[subprocess.Popen, str]:
+def _kill_at_syscall(argv: list[str], syscall: str, nth: int, path: Path | None = None) -> tuple[subprocess.Popen, str]:
     """strace traces the publisher's main thread only (no -f: its tools and worker threads run untraced)."""
-    strace = ["strace", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}",
+    strace = ["strace", "-qq", "-o", "/dev/null", *(["-P", str(path)] if path else []), "-e", f"trace={syscall}",
               "-e", f"inject={syscall}:signal=KILL:when={nth}", "--"]
     proc = subprocess.run(strace + argv, cwd=REPO, capture_output=True, text=True, timeout=600)
     return proc, proc.stderr
@@ -93,7 +95,10 @@ def test_kill_9_at_each_step_leaves_the_previous_generation_served(step, tmp_pat
     argv = [sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--base-url", BASE_URL, *args]
 
     how = STEPS[step]
-    proc, seen = _kill_at_line(argv, how[1]) if how[0] == "line" else _kill_at_syscall(argv, how[1], how[2])
+    if how[0] == "line":
+        proc, seen = _kill_at_line(argv, how[1])
+    else:
+        proc, seen = _kill_at_syscall(argv, how[1], how[2], root / how[3] if len(how) > 3 else None)
     assert proc.returncode == -signal.SIGKILL, f"the publisher was not killed at {step} ({proc.returncode}):\n{seen[-3000:]}"
 
     if pruning:  # the kill came after the switch: the new generation is served, the old one half-deleted aside
