@@ -12,6 +12,8 @@ What apt-ftparchive does not do is filled in here: `Packages` of one suite lists
 .debs (the stanzas of the shared pool are filtered by Filename), `.gz`/`.xz` variants, the
 `by-hash/` copies that `Acquire-By-Hash: yes` announces (also the previous generations' ones, so a
 client holding an older InRelease can still fetch its indexes after a switch), and the signatures.
+apt-ftparchive's own cache db (`--db`) is used so that unchanged .debs are not re-read; the index is
+checked against the manifests' sha256 (see `repo.indexcache`).
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ import lzma
 import os
 from pathlib import Path
 
-from repo import layout, sign
+from repo import indexcache, layout, sign
 from repo.sign import RepoKeys
+from toolbox import log
 from toolbox.run import output
 
 
@@ -102,6 +105,28 @@ def link_targets(release_text: str) -> list[str]:
     return out
 
 
+def packages_index(apt_root: Path, arch: str, wanted: dict[str, tuple[str, int]], db: Path | None) -> str:
+    """The `Packages` text of the pool's .debs named in `wanted` (`{Filename: (sha256, size)}`) for `arch`.
+
+    With `db`, apt-ftparchive reuses the hashes it cached for unchanged files (see `repo.indexcache`);
+    the result is checked against `wanted`, and built again with an emptied cache if they differ."""
+    if not (apt_root / "pool").is_dir():
+        return ""
+    argv = layout.packages_argv(arch)
+    if db is not None:  # AlwaysStat: an entry is reused only while the file's mtime and size are unchanged (default: never re-read)
+        argv = [argv[0], "--db", str(db), "-o", "APT::FTPArchive::AlwaysStat=true", *argv[1:]]
+    for attempt in (1, 2):
+        text = filter_packages(output(argv, cwd=apt_root), set(wanted))
+        problems = indexcache.differences(indexcache.packages_listed(text), wanted)
+        if not problems:
+            return text
+        if db is None or attempt == 2:
+            break
+        log.warn(f"apt-ftparchive's cache {db} disagrees with the manifests ({problems[0]}); indexing again with an empty one")
+        db.unlink(missing_ok=True)
+    raise indexcache.mismatch_error(apt_root / "pool", problems)
+
+
 def build_suite(gen: Path, channel: str, entries: list[dict], keys: RepoKeys, *, date: int, valid_until: int,
                 base_url: str, previous_suites: list[Path]) -> Path:
     """Write dists/<channel>/ (indexes, Release, InRelease, Release.gpg, by-hash) and the .sources file.
@@ -112,14 +137,15 @@ def build_suite(gen: Path, channel: str, entries: list[dict], keys: RepoKeys, *,
     suite.mkdir(parents=True, exist_ok=True)
     debs = [e for e in entries if e["family"] == "deb"]
     arches = sorted({layout.DEB_ARCH[e["arch"]] for e in debs} or set(layout.DEB_ARCH.values()))
-    for arch in arches:
-        wanted = {layout.deb_pool_path(e["file"]).removeprefix("apt/") for e in debs if layout.DEB_ARCH[e["arch"]] == arch}
-        listing = output(layout.packages_argv(arch), cwd=apt_root) if (apt_root / "pool").is_dir() else ""
-        packages = filter_packages(listing, wanted).encode()
-        binary = suite / layout.APT_COMPONENT / f"binary-{arch}"
-        _write(binary / "Packages", packages)
-        _write(binary / "Packages.gz", gzip_bytes(packages))
-        _write(binary / "Packages.xz", lzma.compress(packages, preset=6))
+    with indexcache.apt_db(gen) as db:
+        for arch in arches:
+            wanted = {layout.deb_pool_path(e["file"]).removeprefix("apt/"): (e["sha256"], int(e["size"]))
+                      for e in debs if layout.DEB_ARCH[e["arch"]] == arch}
+            packages = packages_index(apt_root, arch, wanted, db).encode()
+            binary = suite / layout.APT_COMPONENT / f"binary-{arch}"
+            _write(binary / "Packages", packages)
+            _write(binary / "Packages.gz", gzip_bytes(packages))
+            _write(binary / "Packages.xz", lzma.compress(packages, preset=6))
     release_text = output(layout.release_argv(channel, date=date, valid_until=valid_until, arches=arches), cwd=apt_root) + "\n"
     (suite / "Release").write_text(release_text)
     sign.clearsign(keys, suite / "Release", suite / "InRelease", epoch=date)

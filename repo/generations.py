@@ -3,8 +3,9 @@
 A generation is built in `generations/.building-<n>/`, renamed to `generations/<n>/` once complete
 and verified, and only then made visible by replacing `current` with a new symlink in one
 `rename(2)`: a web server following `current` serves either the old tree or the new one, never a
-mix. A killed publisher leaves at worst a `.building-*` directory (removed by the next run) or a
-complete generation that was never switched to.
+mix. A killed publisher leaves at worst a `.building-*` directory, a `.current.tmp-*` symlink or a
+`.pruning-*` directory (all removed by the next run), or a complete generation that was never
+switched to.
 """
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from repo import layout
+from repo import indexcache, layout
 from toolbox.errors import EnduraError
+
+#: a generation being deleted by prune() (renamed first; removed by the next run if that one was killed)
+PRUNING_PREFIX = ".pruning-"
 
 
 class RepoRoot:
@@ -77,16 +81,21 @@ class RepoRoot:
             os.close(fd)
 
     def remove_abandoned(self) -> list[Path]:
-        """`.building-*` generations and `.verify-*` scratch left by a killed publisher (call with the lock held)."""
+        """What a killed publisher left (call with the lock held): `.building-*` generations, `.verify-*`
+        scratch, generations it was pruning (`.pruning-*`), its `current` symlink not yet renamed into
+        place, and its copy of the index cache."""
         removed = []
         for p in self.path.glob(f"{layout.VERIFY_PREFIX}*"):
             shutil.rmtree(p)
             removed.append(p)
         if self.generations.is_dir():
             for p in self.generations.iterdir():
-                if p.name.startswith(layout.BUILDING_PREFIX):
+                if p.name.startswith((layout.BUILDING_PREFIX, PRUNING_PREFIX)):
                     shutil.rmtree(p)
                     removed.append(p)
+        for p in [*self.path.glob(f".{layout.CURRENT}.tmp-*"), *indexcache.abandoned(self.path)]:
+            p.unlink()
+            removed.append(p)
         return removed
 
     def start(self, number: int) -> Path:
@@ -96,7 +105,7 @@ class RepoRoot:
 
     def finish(self, building: Path, number: int) -> Path:
         final = self.dir(number)
-        _fsync_tree(building)
+        _fsync_tree(building, durable=self._finished_files())
         os.rename(building, final)
         _fsync_dir(self.generations)
         return final
@@ -113,12 +122,28 @@ class RepoRoot:
         os.replace(tmp, self.current_link)
         _fsync_dir(self.path)
 
+    def _finished_files(self) -> set[tuple[int, int]]:
+        """(device, inode) of every file of the finished generations: all were flushed by their own finish()."""
+        found: set[tuple[int, int]] = set()
+        for n in self.numbers():
+            for dirpath, _dirs, files in os.walk(self.dir(n)):
+                for name in files:
+                    st = os.lstat(os.path.join(dirpath, name))
+                    found.add((st.st_dev, st.st_ino))
+        return found
+
     def prune(self, keep: int) -> list[int]:
+        """Remove all but the newest `keep` generations (and the current one). Each is first renamed out of
+        the numbered names, so that a publisher killed while deleting leaves no half-deleted generation
+        that looks complete: the next run removes the `.pruning-*` rest."""
         numbers = self.numbers()
         kept = layout.generations_to_keep(numbers, self.current(), keep)
         removed = [n for n in numbers if n not in kept]
         for n in removed:
-            shutil.rmtree(self.dir(n))
+            doomed = self.generations / f"{PRUNING_PREFIX}{layout.generation_name(n)}"
+            shutil.rmtree(doomed, ignore_errors=True)
+            os.rename(self.dir(n), doomed)
+            shutil.rmtree(doomed)
         return removed
 
 
@@ -130,11 +155,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(root: Path) -> None:
-    """Flush a finished generation to disk before it becomes reachable (files, then directories)."""
+def _fsync_tree(root: Path, durable: set[tuple[int, int]] = frozenset()) -> None:
+    """Flush a finished generation to disk before it becomes reachable (files, then directories).
+
+    Files in `durable` ((device, inode): hardlinks of files an older generation already flushed) are
+    not flushed again; their new directory entries are, with the directories."""
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) in durable:
+                continue
+            fd = os.open(path, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:

@@ -24,6 +24,7 @@ verified generation is rsynced there aside and switched there first, then locall
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -131,17 +132,31 @@ def sources_in(gen_dir: Path, channels: dict[str, list[dict]]) -> dict[str, Path
 
 def build_generation(gen: Path, *, channels: dict[str, list[dict]], sources: dict[str, Path], keys: sign.RepoKeys,
                      date: int, valid_until: int, base_url: str, previous_dirs: list[Path]) -> None:
+    """Place the channels' files (hardlinks), then build the apt, rpm, pacman and tarball indexes, the four
+    families side by side: they write apart (apt/, rpm/, arch/, tarball/) and mostly wait on their tools."""
     (gen / "keys").mkdir(parents=True, exist_ok=True)
     sign.export_public_keys(keys, gen / layout.KEY_FILE)
     channels, sources = keyring.include(gen, channels, sources, keys, previous_dirs)  # every channel lists it
     for channel in sorted(channels):
-        entries = channels[channel]
-        _place_channel(gen, channel, entries, sources)
-        apt.build_suite(gen, channel, entries, keys, date=date, valid_until=valid_until, base_url=base_url,
-                        previous_suites=[d / layout.apt_suite_dir(channel) for d in previous_dirs])
-        rpm.build_channel(gen, channel, entries, keys, date=date, base_url=base_url)
-        pacman.build_channel(gen, channel, entries, keys, date=date, base_url=base_url)
-        tarball.build_channel(gen, channel, entries, keys, date=date)
+        _place_channel(gen, channel, channels[channel], sources)
+    previous = previous_dirs[0] if previous_dirs else None
+    per_channel = {
+        "apt": lambda channel, entries: apt.build_suite(
+            gen, channel, entries, keys, date=date, valid_until=valid_until, base_url=base_url,
+            previous_suites=[d / layout.apt_suite_dir(channel) for d in previous_dirs]),
+        "rpm": lambda channel, entries: rpm.build_channel(gen, channel, entries, keys, date=date, base_url=base_url,
+                                                          previous=previous),
+        "pacman": lambda channel, entries: pacman.build_channel(gen, channel, entries, keys, date=date, base_url=base_url),
+        "tarball": lambda channel, entries: tarball.build_channel(gen, channel, entries, keys, date=date),
+    }
+
+    def every_channel(build: Callable[[str, list[dict]], object]) -> None:
+        for channel in sorted(channels):
+            build(channel, channels[channel])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(per_channel)) as pool:
+        for future in [pool.submit(every_channel, build) for build in per_channel.values()]:
+            future.result()
     guides.write_generation_guides(gen, channels, keys.fingerprints, base_url)
     carried = carry_previous_files(gen, previous_dirs) + keyring.carry_previous(gen, previous_dirs)
     if carried:

@@ -54,6 +54,7 @@ DEBIAN_PACKAGE: dict[str, str] = {
     "systemd-analyze": "systemd",
     "busybox": "busybox-static",
     "cpio": "cpio",
+    "strace": "strace",
 }
 
 #: tools that come from PyPI rather than apt (installed into the nox session's virtualenv)

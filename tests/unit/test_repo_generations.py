@@ -61,6 +61,33 @@ def test_prune_keeps_newest_and_current(tmp_path):
     assert root.numbers() == [2, 4, 5]
 
 
+def test_leftovers_of_a_killed_switch_and_prune_are_removed(tmp_path):
+    root = RepoRoot(tmp_path)
+    _complete(root, 1)
+    root.switch(1)
+    os.symlink("generations/000001", tmp_path / ".current.tmp-4242")  # killed between symlink and rename
+    (tmp_path / "generations" / ".pruning-000000" / "apt").mkdir(parents=True)  # killed while deleting
+    removed = root.remove_abandoned()
+    assert sorted(p.name for p in removed) == [".current.tmp-4242", ".pruning-000000"]
+    assert root.current() == 1 and os.readlink(tmp_path / "current") == "generations/000001"
+
+
+def test_finish_flushes_only_what_no_finished_generation_flushed(tmp_path, monkeypatch):
+    root = RepoRoot(tmp_path)
+    _complete(root, 1)
+    shared = root.dir(1) / "shared.deb"
+    shared.write_text("bytes of generation 1")
+    building = root.start(2)
+    os.link(shared, building / "shared.deb")
+    (building / layout.GENERATION_FILE).write_text("{}")
+    flushed: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(os.fstat(fd).st_ino) or real_fsync(fd))
+    root.finish(building, 2)
+    assert (root.dir(2) / layout.GENERATION_FILE).stat().st_ino in flushed
+    assert shared.stat().st_ino not in flushed
+
+
 def test_lock_refuses_a_second_publisher(tmp_path):
     root = RepoRoot(tmp_path)
     with root.lock():

@@ -1,0 +1,138 @@
+"""What the index tools computed for the previous generation, reused: a publish costs what changed.
+
+Every generation is built from scratch in a fresh directory (see `repo.generations`), so without a
+cache every publish would re-read every package of the repository: apt-ftparchive hashes each .deb
+(SHA256 + SHA512), createrepo_c reads each rpm header and checksums the file. Both tools can reuse
+what they computed before, keyed by the file's path, size and mtime, and the packages of a new
+generation are hardlinks of the previous one's (same path, same inode, same mtime):
+
+- apt: `apt-ftparchive --db <repo-root>/cache/apt-ftparchive.db -o APT::FTPArchive::AlwaysStat=true`
+  (without AlwaysStat, apt-ftparchive trusts an entry by path alone, forever). The db lives beside
+  `generations/` (never served). A publish works on a copy (`*.tmp-<pid>`) and renames it over the
+  db once the suites are built, so a killed publisher or apt-ftparchive never leaves a half-written
+  db; the next publish removes the copy (`RepoRoot.remove_abandoned`).
+- rpm: `createrepo_c --update --update-md-path <previous generation>/rpm/<channel>/<arch>`: the
+  previous generation's metadata is only read.
+
+A cache may only make an index faster, never wrong: equal path, size and mtime do not prove equal
+bytes (a package rebuilt with the same name, size and SOURCE_DATE_EPOCH mtime after a failed or
+rolled-back publish). So every index is checked against the sha256 and size that the build's
+manifest recorded for each package (and `load_build` checked against the file): on a mismatch the
+index is built again without the cache; a mismatch without a cache is an error. (A published file
+modified in place is therefore refused when its mtime or size changed; one modified keeping both is
+not re-read, and its index entry keeps the manifest's sha256: clients refuse the file.)
+"""
+from __future__ import annotations
+
+import contextlib
+import gzip
+import lzma
+import os
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Iterator
+
+from repo import layout
+from toolbox.errors import EnduraError
+
+CACHE_DIR = "cache"
+APT_DB = "apt-ftparchive.db"
+#: a cache file being written by a publish (removed by the next publish if that one was killed)
+TMP_MARK = ".tmp-"
+
+
+def cache_dir(gen: Path) -> Path | None:
+    """`<repo-root>/cache` for a generation being built in `<repo-root>/generations/`, else None (no cache)."""
+    gen = Path(gen)
+    return gen.parent.parent / CACHE_DIR if gen.parent.name == layout.GENERATIONS_DIR else None
+
+
+def abandoned(root: Path) -> list[Path]:
+    """Cache copies left by a killed publish."""
+    directory = root / CACHE_DIR
+    return sorted(directory.glob(f"*{TMP_MARK}*")) if directory.is_dir() else []
+
+
+@contextlib.contextmanager
+def apt_db(gen: Path) -> Iterator[Path | None]:
+    """A private copy of the apt-ftparchive db for this build, renamed over the db when the block succeeds."""
+    directory = cache_dir(gen)
+    if directory is None:
+        yield None
+        return
+    directory.mkdir(exist_ok=True)
+    db = directory / APT_DB
+    work = directory / f"{APT_DB}{TMP_MARK}{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        work.unlink()
+    if db.exists():
+        shutil.copyfile(db, work)
+    try:
+        yield work
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            work.unlink()
+        raise
+    if work.exists():
+        os.replace(work, db)
+
+
+# --- checking an index against the manifests ------------------------------------------------------
+
+
+def expected(entries: list[dict], family: str, prefix: str, **match: str) -> dict[str, tuple[str, int]]:
+    """`{index path: (sha256, size)}` of a channel's artifacts of one family (and e.g. package_arch)."""
+    return {prefix + e["file"]: (e["sha256"], int(e["size"])) for e in entries
+            if e["family"] == family and all(e.get(k) == v for k, v in match.items())}
+
+
+def packages_listed(packages_text: str) -> dict[str, tuple[str, int]]:
+    """`{Filename: (SHA256, Size)}` of the stanzas of an apt `Packages` file."""
+    found: dict[str, tuple[str, int]] = {}
+    for stanza in packages_text.split("\n\n"):
+        fields = dict(m.groups() for m in re.finditer(r"^(Filename|SHA256|Size):\s*(\S+)", stanza, re.M))
+        if "Filename" in fields:
+            found[fields["Filename"]] = (fields.get("SHA256", ""), int(fields.get("Size", -1)))
+    return found
+
+
+def repodata_listed(repo_dir: Path) -> dict[str, tuple[str, int]]:
+    """`{location href: (sha256, size)}` of the packages in `repo_dir/repodata`'s primary metadata."""
+    repomd = (repo_dir / "repodata" / "repomd.xml").read_text()
+    primary = re.search(r'<data type="primary">.*?<location href="([^"]+)"', repomd, re.S)
+    if primary is None:
+        raise EnduraError(f"{repo_dir / 'repodata/repomd.xml'} names no primary metadata; createrepo_c wrote an "
+                          "unexpected repomd.xml: check its version (createrepo_c --version)")
+    path = repo_dir / primary.group(1)
+    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix)
+    if opener is None:
+        raise EnduraError(f"{path} is compressed in a way this check does not read; createrepo_c must write "
+                          "gzip or xz primary metadata (its default is gzip)")
+    found: dict[str, tuple[str, int]] = {}
+    with opener(path) as fh:
+        for _event, elem in ET.iterparse(fh):
+            if elem.tag.rsplit("}", 1)[-1] != "package":
+                continue
+            fields = {child.tag.rsplit("}", 1)[-1]: child for child in elem}
+            checksum = fields["checksum"]
+            digest = (checksum.text or "") if checksum.get("type") == "sha256" else ""
+            found[fields["location"].get("href", "")] = (digest, int(fields["size"].get("package", -1)))
+            elem.clear()
+    return found
+
+
+def differences(listed: dict[str, tuple[str, int]], wanted: dict[str, tuple[str, int]]) -> list[str]:
+    """What an index says that the manifests do not (empty: the index is right)."""
+    out = [f"{path} is missing" for path in sorted(wanted.keys() - listed.keys())]
+    out += [f"{path} is not published here" for path in sorted(listed.keys() - wanted.keys())]
+    out += [f"{path} has sha256 {listed[path][0][:16]}… size {listed[path][1]}, the manifest {wanted[path][0][:16]}… "
+            f"size {wanted[path][1]}" for path in sorted(listed.keys() & wanted.keys()) if listed[path] != wanted[path]]
+    return out
+
+
+def mismatch_error(index: Path, problems: list[str]) -> EnduraError:
+    return EnduraError(f"{index} does not match the published packages' manifests ({'; '.join(problems[:3])}"
+                       f"{'; …' if len(problems) > 3 else ''}); a published file was modified in the repository "
+                       "tree: restore it from its build (dist/<version>/) or publish a new version")
