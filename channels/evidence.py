@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
+import hashlib
 import json
 import os
 import socket
@@ -116,8 +117,6 @@ def make_record(kind: str, manifest: dict, *, now: int, who: str, junit: dict | 
 def write_record(record: dict, directory: Path, key: signing.SigningKey) -> Path:
     """`<dir>/<version>/<kind>-<time>-<digest>.json` and its `.asc`; both written aside, the JSON renamed last."""
     body = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-    import hashlib
-
     name = f"{record['kind']}-{record['time']}-{hashlib.sha256(body).hexdigest()[:12]}.json"
     out = directory / record["version"] / name
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -259,3 +259,12 @@ def test_concurrent_promotions_are_serialized(flow, tmp_path):
     assert RepoRoot(ch.root).numbers()[-1] == int(before[-1]) + 1  # exactly one new generation
     recs = records.read(ch.root / "current")
     assert [e["version"] for e in recs.entries[-2:]] == [V2, V3] and recs.channel("testing")["version"] == V3
+
+
+def test_a_repository_rollback_that_would_undo_a_promotion_is_refused(flow):
+    before, link = snapshot(flow.root / "current"), os.readlink(flow.root / "current")
+    result, proc = publish(flow.root, "--rollback", check=False)
+    assert result is None and proc.returncode == 1
+    assert "differs from the current one in channel(s) testing (a promotion came between)" in proc.stderr
+    assert "--rollback --reason" in proc.stderr.strip().splitlines()[-1]
+    assert os.readlink(flow.root / "current") == link and snapshot(flow.root / "current") == before
