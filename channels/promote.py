@@ -30,7 +30,7 @@ from channels import evidence, records, rules
 from channels.policy import load_policy
 from repo import layout, sign
 from repo.generations import RepoRoot
-from repo.publish import REPO_TOP, Change, Options, check_target, commit, sources_in
+from repo.publish import Change, Options, add_generation_options, check_generation_options, check_target, commit, sources_in
 from repo.remote import check_host
 from toolbox import log
 from toolbox.errors import EnduraError, cli_main
@@ -188,24 +188,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("version", nargs="?", help="version to promote (default: the newest eligible)")
     p.add_argument("--rollback", action="store_true", help="move the channel back to an older version it held before")
     p.add_argument("--reason", help="why (required with --rollback; logged)")
-    p.add_argument("--repo-root", default=str(REPO_TOP / "build" / "repo"), help="repository tree (default build/repo)")
-    p.add_argument("--target", help="web host, as for 'nox -s publish' (rsync over ssh; needs the release key)")
     p.add_argument("--policy", type=Path, help="promotion policy (default channels/policy.toml)")
     p.add_argument("--evidence-dir", type=Path, help="evidence store (default $ENDURA_EVIDENCE_DIR or build/evidence)")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for a running publish/promotion (default 0)")
-    p.add_argument("--valid-days", type=float, default=layout.DEFAULT_VALID_DAYS, help="apt Valid-Until window in days")
-    p.add_argument("--keep", type=int, default=layout.DEFAULT_KEEP, help="generations to keep")
-    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the apt/dnf checks (local tests only)")
-    p.add_argument("--dry-run", action="store_true", help="check the gates and say what would happen, change nothing")
+    add_generation_options(p)
     return p
 
 
 def run_cli(argv: Sequence[str]) -> int:
     args = parser().parse_args(list(argv))
-    if args.keep < 2:
-        raise EnduraError(f"--keep {args.keep} is too small; keep at least 2 generations")
-    if args.target and not args.verify:
-        raise EnduraError("--no-verify is for local trees only; drop it to promote on a remote target")
+    check_generation_options(args)
     result = promote(args)
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0

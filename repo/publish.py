@@ -376,32 +376,41 @@ def commit(root: RepoRoot, keys: sign.RepoKeys, change: Change, opts: Options, *
             "pruned": pruned, "seconds": seconds, "development_key": key.development}
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m repo.publish", description=__doc__.split("\n")[0])
-    p.add_argument("--dist", help="build directory dist/<version>/ (default: the newest in dist/)")
+def add_generation_options(p: argparse.ArgumentParser) -> None:
+    """The options of every command that makes a new generation (publish, promote)."""
     p.add_argument("--repo-root", default=str(REPO_TOP / "build" / "repo"), help="local repository tree (default build/repo)")
-    p.add_argument("--channel", default=layout.DEFAULT_CHANNEL, help="channel (publishing goes to 'latest')")
-    p.add_argument("--base-url", default=layout.DEFAULT_BASE_URL, help="URL the tree is served at (in .sources/.repo files)")
     p.add_argument("--target", help="web host to push to: ssh://[user@]host[:port]/path or [user@]host:/path "
                    "(rsync over ssh; --repo-root is the local mirror; needs the release key)")
     p.add_argument("--valid-days", type=float, default=layout.DEFAULT_VALID_DAYS,
                    help="apt Valid-Until window in days (re-sign with --refresh before it ends)")
     p.add_argument("--keep", type=int, default=layout.DEFAULT_KEEP, help="generations to keep (by-hash, rollback)")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the apt/dnf checks (local tests only)")
+    p.add_argument("--dry-run", action="store_true", help="say what would change, change nothing")
+
+
+def check_generation_options(args: argparse.Namespace) -> None:
+    if args.keep < 2:
+        raise EnduraError(f"--keep {args.keep} is too small; keep at least 2 generations (the current and the previous)")
+    if args.target and not args.verify:
+        raise EnduraError("--no-verify is for local trees only; drop it to change a remote target")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python3 -m repo.publish", description=__doc__.split("\n")[0])
+    p.add_argument("--dist", help="build directory dist/<version>/ (default: the newest in dist/)")
+    p.add_argument("--channel", default=layout.DEFAULT_CHANNEL, help="channel (publishing goes to 'latest')")
+    p.add_argument("--base-url", default=layout.DEFAULT_BASE_URL, help="URL the tree is served at (in .sources/.repo files)")
+    add_generation_options(p)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--rollback", action="store_true", help="publish the previous content again (newer Date)")
     mode.add_argument("--refresh", action="store_true", help="re-sign the current content (renew Valid-Until)")
-    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip the apt/dnf checks (local tests only)")
-    p.add_argument("--dry-run", action="store_true", help="say what would be published, change nothing")
     p.add_argument("--date", type=int, help=argparse.SUPPRESS)  # tests: publish at a given time (expired repos)
     return p
 
 
 def run_cli(argv: Sequence[str]) -> int:
     args = parser().parse_args(list(argv))
-    if args.keep < 2:
-        raise EnduraError(f"--keep {args.keep} is too small; keep at least 2 generations (the current and the previous)")
-    if args.target and not args.verify:
-        raise EnduraError("--no-verify is for local trees only; drop it to publish to a remote target")
+    check_generation_options(args)
     if not re.match(r"^https?://", args.base_url):
         raise EnduraError(f"--base-url {args.base_url!r} is not an http(s) URL; e.g. {layout.DEFAULT_BASE_URL}")
     result = publish(args)
