@@ -45,14 +45,15 @@ def debian_rootfs_tar() -> Path:
 def guide_rootfs_tar() -> Path:
     """A Debian 12 minbase root for following the install guides verbatim: python3 and libbpf1 (the sensor's
     dependencies), curl and ca-certificates (what the guides fetch with), dnf and rpm (the dnf guide runs
-    inside it: the same dnf 4 as the host's, with the root as its system). Cached between runs."""
+    inside it: the same dnf 4 as the host's, with the root as its system), zypper (the SUSE guides run
+    inside it the same way: see test_zypper). Cached between runs."""
     require("mmdebstrap")
-    cached = cache_dir() / "test-roots" / "bookworm-guides-curl-dnf-v1.tar"
+    cached = cache_dir() / "test-roots" / "bookworm-guides-curl-dnf-zypper-v2.tar"
     if not cached.exists():
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp")
         run(["mmdebstrap", "--variant=minbase", "--format=tar",
-             "--include=python3,libbpf1,curl,ca-certificates,dnf,rpm", "bookworm", str(tmp)], timeout=900)
+             "--include=python3,libbpf1,curl,ca-certificates,dnf,rpm,zypper", "bookworm", str(tmp)], timeout=900)
         os.replace(tmp, cached)
     return cached
 
