@@ -329,6 +329,8 @@ def commit(root: RepoRoot, keys: sign.RepoKeys, change: Change, opts: Options, *
         log.info(f"    would {change.action} {what} as generation {number} in {root.path} (Date {layout.rfc2822(date)})")
         return {"generation": number, "action": change.action, "dry_run": True}
 
+    if change.write_extra is None and current is not None:
+        records.read(root.dir(current))  # the channel records it will carry must be intact: checked before building
     started = time.monotonic()
     building = root.start(number)
     previous_dirs = [root.dir(n) for n in sorted(root.numbers(), reverse=True)[:max(0, opts.keep - 1)]]

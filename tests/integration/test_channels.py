@@ -236,6 +236,10 @@ def test_an_edited_promotion_log_stops_every_promotion(flow, tmp_path):
     ch.refused("testing", V3, says="promotions.jsonl fails its signature check")
     proc = run_module("channels", "--repo-root", str(ch.root), env=ch.env, check=False)
     assert proc.returncode != 0 and "fails its signature check" in proc.stderr
+    generations = sorted(os.listdir(ch.root / "generations"))
+    _, proc = publish(ch.root, "--refresh", "--no-verify", check=False)  # a publish carries the records: refused too
+    assert proc.returncode != 0 and "promotions.jsonl fails its signature check" in proc.stderr.strip().splitlines()[-1]
+    assert sorted(os.listdir(ch.root / "generations")) == generations
 
 
 def test_concurrent_promotions_are_serialized(flow, tmp_path):
