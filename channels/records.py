@@ -124,11 +124,10 @@ def write(gen: Path, records: Records, keys: sign.RepoKeys, *, date: int, eviden
             (dest / src.name).write_bytes(src.read_bytes())
 
 
-def carry(old: Path, new: Path, keys: sign.RepoKeys, *, date: int) -> None:
-    """Into a new generation that promotes nothing: the old generation's records, checked, re-signed, unchanged."""
-    if not (old / DIR).exists():
+def carry(old: Path, records: Records, new: Path, keys: sign.RepoKeys, *, date: int) -> None:
+    """Into a new generation that promotes nothing: the records `read(old)` checked, re-signed, unchanged."""
+    if not records.log:  # no promotion yet: nothing to carry
         return
-    records = read(old)
     evidence = sorted(p for p in (old / EVIDENCE).glob("*.json")) if (old / EVIDENCE).is_dir() else []
     write(new, records, keys, date=date, evidence=evidence)
 

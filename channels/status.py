@@ -52,6 +52,7 @@ def status(repo_root: Path, *, policy_path: Path | None = None, evidence_dir: Pa
     now = int(now if now is not None else time.time())
     base, gen = root.state(current), root.dir(current)
     channels = base["channels"]
+    latest_digests = {e["file"]: e["sha256"] for e in channels.get("latest", [])}
     recs = records.read(gen)
     policy = load_policy(policy_path)
     out: dict = {"repo_root": str(root.path), "generation": current, "policy": policy.source, "channels": {},
@@ -65,7 +66,9 @@ def status(repo_root: Path, *, policy_path: Path | None = None, evidence_dir: Pa
             since = held["since"] if held else None
         files = rules.digests(channels.get(name, []), version) if version else {}
         out["channels"][name] = {"version": version, "since": since, "age_seconds": (now - since) if since else None,
-                                 "artifacts": files}
+                                 "artifacts": files,
+                                 # every file has the sha256 latest lists for it (checked at promotion; shown here)
+                                 "same_as_latest": all(latest_digests.get(f) == d for f, d in files.items())}
     for name in rules.ORDER[1:]:
         source = rules.source_of(name)
         current_v = out["channels"][name]["version"]
@@ -81,15 +84,12 @@ def status(repo_root: Path, *, policy_path: Path | None = None, evidence_dir: Pa
 def render(result: dict) -> str:
     lines = [f"repository {result['repo_root']} (generation {result['generation']}), policy {result['policy']}", ""]
     lines.append(f"{'channel':<9} {'version':<28} {'since':<22} {'age':<9} artifacts")
-    latest_files = result["channels"]["latest"]["artifacts"]
     for name, c in result["channels"].items():
         age = format_duration(c["age_seconds"]) if c["age_seconds"] is not None else "-"
         n = len(c["artifacts"])
         same = ""
         if name != "latest" and c["artifacts"]:
-            # the same version's files in every channel have one sha256 (checked at promotion); show it
-            same = ", sha256 as published" if all(latest_files.get(f, d) == d for f, d in c["artifacts"].items()) else \
-                ", DIFFERENT sha256 from latest"
+            same = ", sha256 as published" if c["same_as_latest"] else ", DIFFERENT sha256 from latest"
         lines.append(f"{name:<9} {c['version'] or '(empty)':<28} {_when(c['since']):<22} {age:<9} {n} files{same}")
     lines += ["", "eligible for promotion:"]
     if not result["eligible"]:

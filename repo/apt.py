@@ -127,6 +127,19 @@ def packages_index(apt_root: Path, arch: str, wanted: dict[str, tuple[str, int]]
     raise indexcache.mismatch_error(apt_root / "pool", problems)
 
 
+def release_suite(apt_root: Path, channel: str, keys: RepoKeys, *, date: int, valid_until: int,
+                  arches: list[str]) -> str:
+    """Over the suite's indexes: Release (apt-ftparchive), InRelease and Release.gpg signed at `date`, by-hash links."""
+    suite = apt_root.parent / layout.apt_suite_dir(channel)
+    release_text = output(layout.release_argv(channel, date=date, valid_until=valid_until, arches=arches), cwd=apt_root) + "\n"
+    (suite / "Release").write_text(release_text)
+    sign.clearsign(keys, suite / "Release", suite / "InRelease", epoch=date)
+    sign.detached(keys, suite / "Release", suite / "Release.gpg", epoch=date)
+    set_mtime(suite, date)
+    link_by_hash(suite, release_text)
+    return release_text
+
+
 def build_suite(gen: Path, channel: str, entries: list[dict], keys: RepoKeys, *, date: int, valid_until: int,
                 base_url: str, previous_suites: list[Path]) -> Path:
     """Write dists/<channel>/ (indexes, Release, InRelease, Release.gpg, by-hash) and the .sources file.
@@ -146,12 +159,7 @@ def build_suite(gen: Path, channel: str, entries: list[dict], keys: RepoKeys, *,
             _write(binary / "Packages", packages)
             _write(binary / "Packages.gz", gzip_bytes(packages))
             _write(binary / "Packages.xz", lzma.compress(packages, preset=6))
-    release_text = output(layout.release_argv(channel, date=date, valid_until=valid_until, arches=arches), cwd=apt_root) + "\n"
-    (suite / "Release").write_text(release_text)
-    sign.clearsign(keys, suite / "Release", suite / "InRelease", epoch=date)
-    sign.detached(keys, suite / "Release", suite / "Release.gpg", epoch=date)
-    set_mtime(suite, date)
-    link_by_hash(suite, release_text)
+    release_suite(apt_root, channel, keys, date=date, valid_until=valid_until, arches=arches)
     carry_by_hash(suite, previous_suites)
     (apt_root / f"endura-{channel}.sources").write_text(layout.apt_sources(channel, base_url))
     return suite

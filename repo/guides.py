@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from distros import Catalog, Target, load_catalog
-from repo import keyring, layout
+from repo import keyring, layout, sign
 from toolbox.errors import EnduraError, cli_main
 
 GUIDES_DIR = "install"
@@ -372,15 +372,6 @@ def write_generation_guides(gen: Path, channels: dict[str, list[dict]], fingerpr
     return write(gen / GUIDES_DIR, sources)
 
 
-def key_fingerprints(key_file: Path) -> tuple[str, ...]:
-    """Primary key fingerprints in an armored key file (two during a rotation)."""
-    from toolbox.run import output
-
-    lines = output(["gpg", "--batch", "--with-colons", "--show-keys", str(key_file)]).splitlines()
-    return tuple(lines[i + 1].split(":")[9] for i, line in enumerate(lines[:-1])
-                 if line.startswith("pub:") and lines[i + 1].startswith("fpr:"))
-
-
 # --- command line ----------------------------------------------------------------------------------------------
 
 
@@ -404,7 +395,7 @@ def run_cli(argv: Sequence[str]) -> int:
     entries = json.loads(state_file.read_text())["channels"].get(channel)
     if entries is None:
         raise EnduraError(f"channel {channel!r} is not in {gen}; promote a build into it first or pick another --channel")
-    src = Source(args.base_url, channel, key_fingerprints(gen / layout.KEY_FILE), newest_tarball_version(entries))
+    src = Source(args.base_url, channel, sign.key_file_fingerprints(gen / layout.KEY_FILE), newest_tarball_version(entries))
     out = Path(args.out)
     for path in write(out, [src]):
         print(path)

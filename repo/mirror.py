@@ -38,7 +38,7 @@ from repo.publish import check_key_outlives
 from toolbox import log
 from toolbox.errors import EnduraError, cli_main
 from toolbox.files import sha256_file
-from toolbox.run import output, run
+from toolbox.run import run
 from toolbox.tools import require
 
 REPO_TOP = Path(__file__).resolve().parents[1]
@@ -89,13 +89,7 @@ def resign_apt_suite(gen: Path, out: Path, channel: str, keys: sign.RepoKeys, *,
         if (gen / suite / rel).exists():
             copy_file(gen / suite / rel, out / suite / rel)
     arches = layout.release_fields(published)["Architectures"].split()
-    release_text = output(layout.release_argv(channel, date=date, valid_until=valid_until, arches=arches),
-                          cwd=out / "apt") + "\n"
-    (out / suite / "Release").write_text(release_text)
-    sign.clearsign(keys, out / suite / "Release", out / suite / "InRelease", epoch=date)
-    sign.detached(keys, out / suite / "Release", out / suite / "Release.gpg", epoch=date)
-    apt.set_mtime(out / suite, date)
-    apt.link_by_hash(out / suite, release_text)
+    apt.release_suite(out / "apt", channel, keys, date=date, valid_until=valid_until, arches=arches)
 
 
 def copy_rpm_metadata(gen: Path, out: Path, channel: str) -> None:
@@ -269,7 +263,7 @@ def make_bundle(repo_root: Path, channel: str, out_dir: Path, *, base_url: str =
             copy_pacman_metadata(gen, tree, channel)
             copy_tarball_metadata(gen, tree, channel)
             write_client_files(tree, channel, base_url)
-            fingerprints = guides.key_fingerprints(tree / layout.KEY_FILE)
+            fingerprints = sign.key_file_fingerprints(tree / layout.KEY_FILE)
             src = guides.Source(base_url, channel, fingerprints, guides.newest_tarball_version(entries))
             guides.write(tree / guides.GUIDES_DIR, [src])
             info = {"schema": 1, "channel": channel, "version": version,

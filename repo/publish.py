@@ -329,8 +329,8 @@ def commit(root: RepoRoot, keys: sign.RepoKeys, change: Change, opts: Options, *
         log.info(f"    would {change.action} {what} as generation {number} in {root.path} (Date {layout.rfc2822(date)})")
         return {"generation": number, "action": change.action, "dry_run": True}
 
-    if change.write_extra is None and current is not None:
-        records.read(root.dir(current))  # the channel records it will carry must be intact: checked before building
+    # the channel records a generation that promotes nothing carries must be intact: checked before building
+    carried_records = records.read(root.dir(current)) if change.write_extra is None and current is not None else None
     started = time.monotonic()
     building = root.start(number)
     previous_dirs = [root.dir(n) for n in sorted(root.numbers(), reverse=True)[:max(0, opts.keep - 1)]]
@@ -339,8 +339,8 @@ def commit(root: RepoRoot, keys: sign.RepoKeys, change: Change, opts: Options, *
                          valid_until=valid_until, base_url=opts.base_url, previous_dirs=previous_dirs)
         if change.write_extra is not None:
             change.write_extra(building, date)
-        elif current is not None:
-            records.carry(root.dir(current), building, keys, date=date)
+        elif carried_records is not None:
+            records.carry(root.dir(current), carried_records, building, keys, date=date)
         state = {
             "schema": SCHEMA, "generation": number, "action": change.action, "based_on": current,
             "previous_content": change.previous_content, "date": date, "valid_until": valid_until,

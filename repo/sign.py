@@ -118,3 +118,10 @@ def export_public_keys(keys: RepoKeys | SigningKey, out: Path) -> Path:
                       "export-minimal", "--export", *keys.fingerprints])
     out.write_text(armored + "\n")
     return out
+
+
+def key_file_fingerprints(key_file: Path) -> tuple[str, ...]:
+    """Primary key fingerprints in an armored key file (two during a rotation): a `fpr` line right after a `pub` line."""
+    lines = output(["gpg", "--batch", "--with-colons", "--show-keys", str(key_file)]).splitlines()
+    return tuple(lines[i + 1].split(":")[9] for i, line in enumerate(lines[:-1])
+                 if line.startswith("pub:") and lines[i + 1].startswith("fpr:"))

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Iterator
 
 from release.signing import cache_dir, verify_detached
+from release.version import Version, format_version
 from repo import layout
+from repo.sign import key_file_fingerprints
 from toolbox import log
 from toolbox.errors import EnduraError
 from toolbox.run import output, run
@@ -213,8 +215,6 @@ def verify_dnf(gen: Path, channel: str, url: str, workdir: Path, expected_versio
     run(dnf_argv(conf, root, "--setopt=tsflags=noscripts", "install", "endura-sensor", "endura-archive-keyring"), timeout=600)
     installed = output(["rpm", "--root", str(root), "-q", "--qf", "%{VERSION}-%{RELEASE}.%{ARCH}", "endura-sensor"])
     if expected_version:
-        from release.version import Version, format_version
-
         wanted = format_version(Version.parse(expected_version), "rpm")
         if installed.split("-", 1)[0] != wanted:
             raise EnduraError(f"dnf installed endura-sensor {installed} from channel {channel}, expected version {wanted}")
@@ -232,10 +232,7 @@ def pacman_client(workdir: Path, snippet: str, base_url: str, key_file: Path) ->
         d.mkdir(parents=True, exist_ok=True)
     conf = workdir / "pacman.conf"
     conf.write_text(f"[options]\nArchitecture = auto\nSigLevel = Required\nGPGDir = {gpgdir}\n\n" + point_at(snippet, base_url))
-    listing = output(["gpg", "--batch", "--with-colons", "--show-keys", str(key_file)])
-    # primary keys only (a `fpr` line right after a `pub` line); the file holds two during a rotation
-    lines = listing.splitlines()
-    fprs = [lines[i + 1].split(":")[9] for i, line in enumerate(lines[:-1]) if line.startswith("pub:")]
+    fprs = key_file_fingerprints(key_file)  # primary keys only; the file holds two during a rotation
     run(["pacman-key", "--config", str(conf), "--gpgdir", str(gpgdir), "--init"], timeout=300)
     run(["pacman-key", "--config", str(conf), "--gpgdir", str(gpgdir), "--add", str(key_file)])
     for fpr in fprs:

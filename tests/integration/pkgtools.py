@@ -22,6 +22,16 @@ def build_dist(out: Path, version: str, *args: str, env: dict[str, str] | None =
     return (Path(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None), proc
 
 
+def run_module(module: str, *args: str, env: dict | None = None, check: bool = True,
+               timeout: float = 900) -> subprocess.CompletedProcess:
+    """`python -m module args` from the repository with `env` added; raises with its stderr tail when `check`."""
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
 def new_secret_key(home: Path, uid: str = "", algo: str = "ed25519", expire: str = "1y", *, batch: str = "") -> str:
     """Generate a throwaway secret key in `home` (created 0700 if missing) and return its fingerprint:
     `--quick-gen-key uid algo sign expire`, or gpg's `--gen-key` parameter block `batch`."""

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from channels import evidence, records
 from release.version import Version, format_version
 from repo import layout, verify
 from repo.generations import RepoRoot
-from tests.integration.pkgtools import build_dist
+from tests.integration.pkgtools import build_dist, run_module
 from tests.integration.test_publish import BASE_URL, REPO, _stop_gpg_agents, madison, publish, snapshot  # noqa: F401
 from toolbox.files import sha256_file
 from toolbox.run import run
@@ -29,14 +28,6 @@ pytestmark = pytest.mark.slow
 
 SOAK = 60  # seconds, from the test policy below (the shipped policy says 7d)
 V1, V2, V3 = "1.0.0", "1.0.1", "1.1.0-rc.1"
-
-
-def run_module(module: str, *args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, **env})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
 
 
 class Channels:

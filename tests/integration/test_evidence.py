@@ -2,24 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from channels import evidence
 from release.version import source_commit
-from tests.integration.pkgtools import REPO
+from tests.integration.pkgtools import REPO, run_module
 
 
 def record(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "channels.evidence", "record", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, **env})
-    if check and proc.returncode != 0:
-        raise AssertionError(proc.stderr[-3000:])
-    return proc
+    return run_module("channels.evidence", "record", *args, env=env, check=check, timeout=300)
 
 
 @pytest.fixture

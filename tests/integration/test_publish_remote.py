@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from repo import verify
-from tests.integration.pkgtools import build_dist, new_secret_key
+from tests.integration.pkgtools import build_dist, new_secret_key, run_module
 from tests.integration.test_publish import BASE_URL, REPO, _stop_gpg_agents, apt_client, madison, snapshot  # noqa: F401
 from toolbox.run import run
 from toolbox.tools import require
@@ -127,15 +127,9 @@ def test_promote_on_a_remote_host_moves_the_same_files_there(tmp_path, sshd, rel
     junit = tmp_path / "junit.xml"
     junit.write_text('<testsuite name="t" tests="3" failures="0" errors="0" skipped="0"/>')
 
-    def channels(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, **env})
-        assert proc.returncode == 0 or not check, proc.stderr[-4000:]
-        return proc
-
     for kind in ("sensor-tests", "e2e-tests"):
-        channels("channels.evidence", "record", kind, "--dist", str(release_dist), "--junit", str(junit))
-    channels("channels.promote", "testing", "--repo-root", str(mirror), "--target", target)
+        run_module("channels.evidence", "record", kind, "--dist", str(release_dist), "--junit", str(junit), env=env)
+    run_module("channels.promote", "testing", "--repo-root", str(mirror), "--target", target, env=env)
     assert os.readlink(host_root / "current") == "generations/000002"
     assert snapshot(host_root / "current") == snapshot(mirror / "current")
     rpm = next((host_root / "current/rpm/testing").rglob("endura-sensor-2.0.0*.rpm"))
