@@ -12,13 +12,14 @@
 #ifndef ENDURA_EVENTS_H
 #define ENDURA_EVENTS_H
 
-#define ENDURA_ABI_VERSION 2
+#define ENDURA_ABI_VERSION 3
 
 #define ENDURA_COMM_LEN 16
 #define ENDURA_PATH_LEN 256
 #define ENDURA_MAX_RULES 16384 /* entries per rule map (exec, files, net) */
 #define ENDURA_MAX_DEPTH 32    /* ancestor directories walked for `dir` rules (mounts are crossed) */
 #define ENDURA_RINGBUF_BYTES (256 * 1024)
+#define ENDURA_CGROUP_NAME_LEN 64 /* the sensor service cgroup's own name (e.g. endura-sensor.service), NUL-terminated */
 
 /* struct endura_event.type */
 enum endura_event_type {
@@ -111,6 +112,10 @@ struct endura_config {
 	__u32 file_read_rules;    /* > 0: file rules deny reading too (else read-only opens are skipped early) */
 	__u64 sensor_cgroup_id;   /* != 0: the sensor's own cgroup (v2 id; e.g. endura-sensor.service) is exempt
 				     from bpf() rules too, so a restarted sensor can replace pinned programs */
+	__u64 sensor_cgroup_parent_id; /* != 0: a cgroup named sensor_cgroup_name directly below this one (v2 id) is
+					  the service's too: systemd re-creates the service's cgroup (a new id, the
+					  same name and parent) on every restart, and the successor must be exempt */
+	char sensor_cgroup_name[ENDURA_CGROUP_NAME_LEN];
 };
 
 /* one ring-buffer record; 368 bytes */

@@ -322,6 +322,41 @@ static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, boo
 
 /* ---------------------------------------------------------------- tamper: modules, bpf() */
 
+/*
+ * Whether the current task runs in the sensor's service cgroup: the very cgroup (by id), or one of the
+ * same name below the same parent (systemd removes a stopped unit's cgroup and creates a new one, with a
+ * new id, when it starts the unit again: a restart's successor must be exempt from its predecessor's
+ * bpf() rule, or taking over would need a gap).
+ */
+static __always_inline bool endura_in_sensor_cgroup(const struct endura_config *cfg)
+{
+	struct task_struct *task;
+	struct cgroup *cgrp;
+	char name[ENDURA_CGROUP_NAME_LEN];
+	__u64 id = bpf_get_current_cgroup_id();
+	int i;
+
+	if (!cfg->sensor_cgroup_id)
+		return false;
+	if (id == cfg->sensor_cgroup_id)
+		return true;
+	if (!cfg->sensor_cgroup_parent_id || !cfg->sensor_cgroup_name[0])
+		return false;
+	task = (struct task_struct *)bpf_get_current_task();
+	cgrp = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	if (!cgrp || BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id) != cfg->sensor_cgroup_parent_id)
+		return false;
+	if (bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cgrp, kn, name)) < 0)
+		return false;
+	for (i = 0; i < ENDURA_CGROUP_NAME_LEN; i++) {
+		if (name[i] != cfg->sensor_cgroup_name[i])
+			return false;
+		if (!name[i])
+			break;
+	}
+	return true;
+}
+
 /* index: enum endura_tamper_index; detail: module how / bpf cmd; name may be NULL */
 static __always_inline int endura_tamper_policy(__u32 index, __u32 detail, const char *name, bool user_name,
 						__u32 tier, bool can_block)
@@ -338,7 +373,7 @@ static __always_inline int endura_tamper_policy(__u32 index, __u32 detail, const
 		cfg = endura_cfg();
 		if (cfg && cfg->sensor_tgid == (__u32)(bpf_get_current_pid_tgid() >> 32))
 			return 0; /* the sensor itself */
-		if (cfg && cfg->sensor_cgroup_id && cfg->sensor_cgroup_id == bpf_get_current_cgroup_id())
+		if (cfg && endura_in_sensor_cgroup(cfg))
 			return 0; /* its service's cgroup: a restarted sensor */
 	}
 	/* request_module(): autoload on behalf of a process that did not ask for a module: refuse, never kill */

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, daemon, probe
+from . import __version__, daemon, handoff, probe
 from . import bpf_dir as default_bpf_dir
 from . import config as config_mod
 from . import policy as policy_mod
@@ -51,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--bpf-dir", type=Path, help="directory of the .bpf.o files")
     run.add_argument("--pin-dir", type=Path, help="BPF filesystem directory for the pinned programs "
                      "(default: bpf_pin_dir from the config; '' = do not pin)")
+
+    run.add_argument("--handoff", action="store_true",
+                     help="on SIGTERM/SIGINT leave the programs attached (pinned) for the next sensor to take over; "
+                     "'endura-sensor release --unless-restarting' (the service's stop hook) detaches them when "
+                     "the service really stops")
+
+    rel = sub.add_parser("release", help="detach the programs a stopped sensor left pinned (fail_closed, --handoff, "
+                         "a crash)", description=handoff.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rel.add_argument("--config", type=Path, default=config_mod.DEFAULT_PATH, help="default: %(default)s")
+    rel.add_argument("--pin-dir", type=Path, help="default: bpf_pin_dir from the config")
+    rel.add_argument("--log-dir", type=Path, help="default: log_dir from the config")
+    rel.add_argument("--unless-restarting", action="store_true",
+                     help="keep them when the service is restarting, crashed, or fail_closed = true (the service's "
+                     "ExecStopPost=/stop_post hook)")
+    rel.add_argument("--unit", default=handoff.UNIT, help="the systemd unit whose jobs tell a restart (default: %(default)s)")
 
     status = sub.add_parser("status", help="the running sensor: tier, policy, event counts, dropped events "
                             "(exit 0 running, 3 not running)")
@@ -139,7 +154,26 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return daemon.run(cfg, duration=ns.duration, policy_dir=ns.policy_dir or Path(cfg.policy_dir),
                       bpf_dir=ns.bpf_dir or default_bpf_dir(), deny=ns.deny, tier=ns.tier, log_dir=ns.log_dir,
                       reload_interval=ns.reload_interval, resolve_interval=ns.resolve_interval,
-                      pin_dir=_pin_dir(ns.pin_dir, cfg))
+                      pin_dir=_pin_dir(ns.pin_dir, cfg), handoff=ns.handoff)
+
+
+def cmd_release(ns: argparse.Namespace) -> int:
+    """Detach what a stopped sensor left pinned; with --unless-restarting, only after a real stop."""
+    if ns.config.exists() or ns.config != config_mod.DEFAULT_PATH:
+        try:
+            cfg = config_mod.load(ns.config)
+        except config_mod.ConfigError as exc:  # a broken config must not stop a release: use the defaults
+            print(f"endura-sensor: warning: {exc.problems[0]}; using the default bpf_pin_dir and fail_closed",
+                  file=sys.stderr)
+            cfg = config_mod.Config()
+    else:
+        cfg = config_mod.Config()
+    if daemon.read_status(ns.log_dir or Path(cfg.log_dir)) is not None:
+        raise SensorError("a sensor is running (endura-sensor status); stop it first: it owns the pinned programs")
+    decision = handoff.run_release(_pin_dir(ns.pin_dir, cfg), ns.log_dir or Path(cfg.log_dir),
+                                   unless_restarting=ns.unless_restarting, fail_closed=cfg.fail_closed, unit=ns.unit)
+    print(f"endura-sensor: {decision.reason}", file=sys.stderr)
+    return 0
 
 
 EXIT_NOT_RUNNING = 3  # LSB: program is not running
@@ -187,11 +221,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if not ns.command:
         parser.print_usage(sys.stderr)
-        print("endura-sensor: error: a command is required (check, check-config, run, status)", file=sys.stderr)
+        print("endura-sensor: error: a command is required (check, check-config, run, status, release)", file=sys.stderr)
         return EXIT_USAGE
     try:
         return {"check": cmd_check, "check-config": cmd_check_config, "run": cmd_run,
-                "status": cmd_status}[ns.command](ns)
+                "status": cmd_status, "release": cmd_release}[ns.command](ns)
     except SensorError as exc:
         if exc.detail:
             print(exc.detail.rstrip(), file=sys.stderr)

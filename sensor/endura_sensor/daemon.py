@@ -66,8 +66,9 @@ def log(message: str) -> None:
 class Sensor:
     def __init__(self, cfg: config_mod.Config, *, policy_dir: Path, bpf_dir: Path, deny: Sequence[str] = (),
                  tier: str = "auto", log_dir: Path | None = None, reload_interval: float = 1.0,
-                 resolve_interval: float = 5.0, pin_dir: Path | None = None) -> None:
+                 resolve_interval: float = 5.0, pin_dir: Path | None = None, handoff: bool = False) -> None:
         self.cfg = cfg
+        self.handoff = handoff  # a clean stop leaves the programs pinned: `release --unless-restarting` decides
         self.pin_dir = pin_dir  # None: not pinned (enforcement ends with this process)
         self.policy_dir = Path(policy_dir)
         self.bpf_dir = Path(bpf_dir)
@@ -175,25 +176,30 @@ class Sensor:
     # ------------------------------------------------------------ start / loop
 
     def remove_pins_that_would_kill_us(self) -> List[str]:
-        """An earlier sensor's pinned programs may enforce a bpf() rule, with that sensor's pid exempt, not
-        ours: our first bpf() call would be killed. Unless we run in the service's own cgroup (exempt too:
-        the systemd unit, OpenRC), detach those programs before loading: a short gap, logged."""
-        if self.pin_dir is None or not self.pin_dir.is_dir() or enforce_mod.own_service_cgroup()[0]:
+        """An earlier sensor's pinned programs may enforce a bpf() rule that exempts that sensor's pid and
+        service cgroup, not this process: our first bpf() call would be killed. Only then, and only outside
+        a cgroup of its own (the systemd unit, OpenRC: exempt by name below the same parent), detach them
+        before loading: a short gap, logged. Every other takeover is gapless (ours attach first)."""
+        if self.pin_dir is None or not self.pin_dir.is_dir():
             return []
-        risky = [p for p in sorted(self.pin_dir.glob("endura_*"))
-                 if p.name.rsplit("-", 1)[0] in ("endura_lsm_bpf", "endura_fentry_bpf", "endura_tp_sys_enter")]
-        if not risky:
+        pins = sorted(self.pin_dir.glob("endura_*"))
+        names = {p.name.rsplit("-", 1)[0] for p in pins}
+        if enforce_mod.CONFIG_MARKER in names:  # the predecessor says whether it enforces a bpf rule
+            risky = enforce_mod.BPF_GUARD_MARKER in names
+        else:  # a sensor before the markers (<= ABI 2): any program that may hold a bpf rule
+            risky = bool(names & {"endura_lsm_bpf", "endura_fentry_bpf", "endura_tp_sys_enter"})
+        if not risky or enforce_mod.own_service_cgroup()[0]:
             return []
         removed = []
-        for path in sorted(self.pin_dir.glob("endura_*")):
+        for path in pins:
             try:
                 path.unlink()
                 removed.append(path.name)
             except OSError:
                 pass
-        log(f"removed the programs an earlier sensor left pinned in {self.pin_dir} before loading: they may deny "
-            "bpf() to any other process, this one included, and this sensor does not run in a cgroup of its own "
-            "(e.g. endura-sensor.service); nothing is enforced until this sensor is attached")
+        log(f"removed the programs an earlier sensor left pinned in {self.pin_dir} before loading: they enforce "
+            "a bpf rule that denies bpf() to any other process, this one included, and this sensor does not run "
+            "in a cgroup of its own (e.g. endura-sensor.service); nothing is enforced until this sensor is attached")
         # the kernel releases an unpinned link after an RCU grace period: wait until a child may call bpf()
         deadline = time.monotonic() + 10
         while not bpf_allowed_for_a_child() and time.monotonic() < deadline:
@@ -362,16 +368,21 @@ class Sensor:
             except SensorError:
                 pass
             kept = self.enforcer.pinned if keep_pinned else []
-            stopped = {"type": "stopped", "events_dropped": self.reported_drops, "still_enforcing": kept}
+            stopped = {"type": "stopped", "events_dropped": self.reported_drops, "still_enforcing": kept,
+                       "handoff": bool(kept) and self.handoff and not self.cfg.fail_closed}
             if self.forwarders:
                 self.forwarders.drain(1.0)  # deliver what is queued, then report what was lost
                 self.forwarders.close_stalled()  # a receiver that is down does not get `stopped`: counted here
                 self.check_forward_drops()
                 stopped["forward_dropped"] = self.forwarders.dropped()
             self.emit(stopped)
-            if kept:
+            if kept and stopped["handoff"]:
+                log(f"exiting; the programs stay attached and enforce the last policy for the next sensor to take "
+                    f"over (pinned: {', '.join(kept)}); 'endura-sensor release' detaches them (the service runs "
+                    "'endura-sensor release --unless-restarting' after every stop)")
+            elif kept:
                 log(f"exiting; the programs stay attached and enforce the last policy (pinned: {', '.join(kept)}); "
-                    f"the next start takes over, or 'rm {self.pin_dir}/endura_*' detaches them")
+                    f"the next start takes over, or 'endura-sensor release' detaches them")
             self.enforcer.close(keep_pinned=keep_pinned)
             self.enforcer = None
             try:
@@ -406,5 +417,5 @@ def run(cfg: config_mod.Config, *, duration: float | None = None, **kwargs) -> i
     except BaseException:
         sensor.close(keep_pinned=True)  # a crash: stay fail-closed until the restarted sensor takes over
         raise
-    sensor.close(keep_pinned=cfg.fail_closed)
+    sensor.close(keep_pinned=cfg.fail_closed or sensor.handoff)
     return 0

@@ -47,24 +47,49 @@ TIERS = (
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net")
+CONFIG_MARKER = "endura_config"  # pinned config map: the sensor that left these pins marks its bpf rule
+BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf rule is enforced
 ZERO = b"\0\0\0\0"
 
 
-def own_service_cgroup(proc: Path = Path("/proc/self")) -> Tuple[int, str]:
-    """(cgroup v2 id, path) of this process when it runs in a cgroup of its own (a path whose last
-    component names endura: endura-sensor.service, OpenRC's openrc.endura-sensor), else (0, path)."""
+@dataclass(frozen=True)
+class ServiceCgroup:
+    """The cgroup (v2) the sensor runs in, when it is a cgroup of its own (a last path component naming
+    endura: endura-sensor.service, OpenRC's openrc.endura-sensor); id 0 otherwise."""
+    id: int = 0
+    path: str = ""
+    parent_id: int = 0  # the parent's id: a restart's successor runs in a new cgroup of the same name there
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1] if self.id else ""
+
+
+def service_cgroup(proc: Path = Path("/proc/self")) -> ServiceCgroup:
     try:
         path = next(line[3:] for line in (proc / "cgroup").read_text().splitlines() if line.startswith("0::"))
         mount = next(fields[4] for fields in (line.split() for line in (proc / "mountinfo").read_text().splitlines())
                      if "cgroup2" in fields[fields.index("-") + 1:][:1])
     except (OSError, StopIteration, ValueError):
-        return 0, ""
-    if "endura" not in path.rstrip("/").rsplit("/", 1)[-1]:
-        return 0, path
+        return ServiceCgroup()
+    leaf = path.rstrip("/").rsplit("/", 1)[-1]
+    if "endura" not in leaf or len(leaf.encode()) >= events.CGROUP_NAME_LEN:
+        return ServiceCgroup(path=path)
     try:
-        return os.stat(mount + path).st_ino, path
+        own = os.stat(mount + path).st_ino
     except OSError:
-        return 0, path
+        return ServiceCgroup(path=path)
+    try:
+        parent = os.stat(os.path.dirname(mount + path.rstrip("/"))).st_ino
+    except OSError:
+        parent = 0
+    return ServiceCgroup(own, path, parent)
+
+
+def own_service_cgroup(proc: Path = Path("/proc/self")) -> Tuple[int, str]:
+    """(cgroup v2 id, path) of this process when it runs in a cgroup of its own, else (0, path)."""
+    cg = service_cgroup(proc)
+    return cg.id, cg.path
 
 
 @dataclass
@@ -95,8 +120,9 @@ class Enforcer:
         self._ring: libbpf.RingBuffer | None = None
         self._entries: Dict[str, Dict[bytes, bytes]] = {name: {} for name in MAPS}
         self._tamper: Dict[int, bytes] = {}
-        self._config = events.CONFIG.pack(0, 0, 0, 0, 0, 0, 0, 0, 0)
-        self.cgroup_id, self.cgroup_path = own_service_cgroup()
+        self._config = events.CONFIG.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b"")
+        self.cgroup = service_cgroup()
+        self.cgroup_id, self.cgroup_path = self.cgroup.id, self.cgroup.path
         self._ids: Dict[Tuple, int] = {}
         self.rule_by_id: Dict[int, policy_mod.Rule] = {}
         self.rules: List[str] = []  # the --deny paths (kept for the CLI's "started" record)
@@ -105,6 +131,7 @@ class Enforcer:
         self.pin_problem = ""  # why pinning is off, when it failed
         self._attach = False
         self._kinds: set = set()
+        self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
         try:
             self._obj.load()
             self._fds = {name: self._obj.map_fd(name) for name in MAPS + ("endura_tamper", "endura_config")}
@@ -114,6 +141,7 @@ class Enforcer:
             if attach_all:
                 self._kinds = {kind for program in tier.programs for kind in program.kinds}
             self._sync_programs(detach=False)
+            self._sync_markers()
         except BaseException:
             self.close()
             raise
@@ -186,6 +214,27 @@ class Enforcer:
                                 "Mount the BPF filesystem: mount -t bpf bpf /sys/fs/bpf")
             self.pin_dir = None
 
+    def _sync_markers(self) -> None:
+        """Pins that tell a successor what this sensor left enforcing, readable without a bpf() call (a call
+        its bpf rule could kill): `endura_config-<pid>` always, `endura_guard_bpf-<pid>` (the tamper map)
+        while a bpf rule is enforced."""
+        if self.pin_dir is None or not self._attach:
+            return
+        for name, map_name, wanted in ((CONFIG_MARKER, "endura_config", True),
+                                       (BPF_GUARD_MARKER, "endura_tamper", self._bpf_guard)):
+            path = self._pin_path(name)
+            if wanted and not path.exists():
+                try:
+                    self.pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    libbpf.obj_pin(self._fds[map_name], path)
+                except (OSError, libbpf.BpfError):
+                    pass  # reported by the program pins, which fail the same way
+            elif not wanted:
+                try:
+                    path.unlink()
+                except OSError:
+                    pass
+
     def _unpin(self, program: str) -> None:
         if self.pin_dir is not None:
             try:
@@ -202,7 +251,7 @@ class Enforcer:
         instance is attached, so the old programs go only after the new ones enforce."""
         if self.pin_dir is None:
             return []
-        mine = {p.name for p in map(Path, self.pinned)}
+        mine = {p.name for p in map(Path, self.pinned)} | {self._pin_path(m).name for m in (CONFIG_MARKER, BPF_GUARD_MARKER)}
         removed = []
         for path in sorted(self.pin_dir.glob("endura_*")):
             if path.name not in mine:
@@ -219,7 +268,8 @@ class Enforcer:
                                   os.getpid(), subtree(want["endura_exec"]), len(want["endura_files"]),
                                   subtree(want["endura_files"]), len(want["endura_net"]),
                                   sum(1 for v in want["endura_files"].values()
-                                      if events.RULE.unpack(v)[2] & events.RULE_READ), self.cgroup_id)
+                                      if events.RULE.unpack(v)[2] & events.RULE_READ), self.cgroup.id,
+                                  self.cgroup.parent_id, self.cgroup.name.encode())
 
     def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
               extra_exec: Sequence[str] = ()) -> Applied:
@@ -270,6 +320,9 @@ class Enforcer:
         self._config = final_config
         self._kinds = kinds
         self._sync_programs(detach=True)
+        bpf_rule = tamper.get(events.TAMPER_BPF)
+        self._bpf_guard = bool(enforce and bpf_rule and events.RULE.unpack(bpf_rule)[1] != events.RULE_ACTIONS["audit"])
+        self._sync_markers()
         self.rules = [os.path.abspath(p) for p in extra_exec]
         counts = {"exec": len(want["endura_exec"]), "files": len(want["endura_files"]),
                   "net": len(want["endura_net"]), "tamper": len(tamper)}
@@ -308,7 +361,7 @@ class Enforcer:
             self._ring.free()
             self._ring = None
         if not keep_pinned:
-            for name in list(self._links):
+            for name in [*self._links, CONFIG_MARKER, BPF_GUARD_MARKER]:
                 self._unpin(name)
         self._obj.close()
 

@@ -10,7 +10,7 @@ import struct
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Tuple
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 COMM_LEN = 16
 PATH_LEN = 256
 
@@ -48,8 +48,9 @@ FILE_KEY = struct.Struct("<QQ")  # struct endura_file_key {dev, ino}
 RULE = struct.Struct("<IIII")  # struct endura_rule {rule_id, action, flags, reserved}
 NET_KEY = struct.Struct("<I2s16s2x")  # struct endura_net_key {prefixlen, port[2] (big-endian), addr[16], reserved[2]}
 #: struct endura_config {enforcement, terminate_process, sensor_tgid, exec_subtree_rules, file_rules,
-#: file_subtree_rules, net_rules, file_read_rules, sensor_cgroup_id}
-CONFIG = struct.Struct("<IIIIIIIIQ")
+#: file_subtree_rules, net_rules, file_read_rules, sensor_cgroup_id, sensor_cgroup_parent_id, sensor_cgroup_name}
+CGROUP_NAME_LEN = 64
+CONFIG = struct.Struct(f"<IIIIIIIIQQ{CGROUP_NAME_LEN}s")
 
 
 def event_layout() -> List[Tuple[str, int, int]]:

@@ -147,6 +147,7 @@ def library(names=LIBRARY_NAMES) -> ctypes.CDLL:
         _proto(lib, "bpf_program__attach", vp, vp)
         _proto(lib, "bpf_link__destroy", i, vp)
         _proto(lib, "bpf_link__pin", i, vp, cp)
+        _proto(lib, "bpf_obj_pin", i, i, cp)
         _proto(lib, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
         _proto(lib, "bpf_map_lookup_elem", i, i, vp, vp)
         _proto(lib, "bpf_map_delete_elem", i, i, vp)
@@ -254,6 +255,14 @@ class BpfObject:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def obj_pin(fd: int, path: Path) -> None:
+    """Pin a map (or any BPF object fd) in a BPF filesystem."""
+    ctypes.set_errno(0)
+    rc = library().bpf_obj_pin(fd, os.fsencode(str(path)))
+    if rc < 0:
+        raise BpfError(f"pinning {path}", ctypes.get_errno() or -rc)
 
 
 def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:

@@ -146,7 +146,8 @@ def test_event_struct_in_btf_matches_the_python_decoder(built, arch, name):
     names = ["enforcement", "terminate_process", "sensor_tgid", "exec_subtree_rules", "file_rules",
              "file_subtree_rules", "net_rules", "file_read_rules"]
     assert struct_layout(types, "endura_config") == (events.CONFIG.size, [(n, 4 * i, 4) for i, n in enumerate(names)]
-                                                     + [("sensor_cgroup_id", 32, 8)])
+                                                     + [("sensor_cgroup_id", 32, 8), ("sensor_cgroup_parent_id", 40, 8),
+                                                        ("sensor_cgroup_name", 48, events.CGROUP_NAME_LEN)])
 
 
 def test_header_constants_match_the_python_decoder():

@@ -56,6 +56,8 @@ on_remove() {
 		rc-service "$SERVICE" stop >/dev/null 2>&1 || :
 		rc-update del "$SERVICE" default >/dev/null 2>&1 || :
 	fi
+	# no sensor will take over what a stopped (fail_closed) or crashed one left attached: detach it
+	/usr/bin/endura-sensor release >/dev/null 2>&1 || :
 }
 
 on_removed() {

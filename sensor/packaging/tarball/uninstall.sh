@@ -26,6 +26,8 @@ if [ "$root" = "" ]; then
 		rc-service endura-sensor stop 2>/dev/null || :
 		rc-update del endura-sensor default 2>/dev/null || :
 	fi
+	# no sensor will take over what a stopped (fail_closed) or crashed one left attached: detach it
+	/usr/bin/endura-sensor release >/dev/null 2>&1 || :
 fi
 while read -r f; do
 	rm -f "$root$f"

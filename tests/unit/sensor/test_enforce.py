@@ -21,6 +21,15 @@ def test_a_service_cgroup_named_endura_is_exempt_by_its_inode(tmp_path):
     proc = fake_proc(tmp_path, "/system.slice/endura-sensor.service", root)
     ino = os.stat(root / "system.slice" / "endura-sensor.service").st_ino
     assert enforce.own_service_cgroup(proc) == (ino, "/system.slice/endura-sensor.service")
+    cg = enforce.service_cgroup(proc)  # and by name below the same parent: a restart's new cgroup
+    assert (cg.name, cg.parent_id) == ("endura-sensor.service", os.stat(root / "system.slice").st_ino)
+
+
+def test_a_cgroup_name_too_long_for_the_kernel_check_is_not_exempt(tmp_path):
+    name = "endura-" + "x" * 60 + ".service"
+    root = tmp_path / "cg"
+    (root / name).mkdir(parents=True)
+    assert enforce.service_cgroup(fake_proc(tmp_path, f"/{name}", root)).id == 0
 
 
 def test_other_cgroups_are_not_exempt(tmp_path):
