@@ -14,8 +14,7 @@ import subprocess
 import sys
 import time
 
-from .test_sensor_policy import (KILLED, REPO, bpf_dir, bpffs, copy_true, rule, run, service_cgroup,  # noqa: F401
-                                 start)
+from .test_sensor_policy import KILLED, REPO, bpf_dir, bpffs, copy_true, rule, run, service_cgroup, start  # noqa: F401
 
 LOOP = REPO / "tests" / "integration" / "denied_loop.py"
 DENIED_PORT = 40471
