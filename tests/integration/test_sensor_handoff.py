@@ -16,7 +16,7 @@ import time
 
 from .test_sensor_policy import KILLED, REPO, bpf_dir, bpffs, copy_true, rule, run, service_cgroup, start  # noqa: F401
 
-LOOP = REPO / "tests" / "integration" / "denied_loop.py"
+LOOP = REPO / "vmtest" / "denied_loop.py"  # also copied into the upgrade VM
 DENIED_PORT = 40471
 CONTENT = b"protected: the original content\n"
 

@@ -63,5 +63,24 @@ if [ "$root" = "" ] && [ "$enable" = yes ]; then
 		rc-update add endura-sensor default
 	fi
 fi
+# An upgrade over a running sensor restarts it, like the packages do: only when the new configuration
+# validates; the stopping sensor hands its programs over to the new one (no gap in enforcement).
+if [ "$root" = "" ]; then
+	running=no
+	if [ "$init" = systemd ] && [ -d /run/systemd/system ]; then
+		systemctl daemon-reload
+		systemctl is-active --quiet endura-sensor.service && running=yes
+	elif [ "$init" = openrc ] && rc-service endura-sensor status >/dev/null 2>&1; then
+		running=yes
+	fi
+	if [ "$running" = yes ]; then
+		if /usr/bin/endura-sensor check-config; then
+			if [ "$init" = systemd ]; then systemctl restart endura-sensor.service; else rc-service endura-sensor restart; fi
+			echo "install.sh: restarted the running sensor with the new version"
+		else
+			echo "install.sh: the configuration does not validate: the running sensor was NOT restarted and keeps enforcing; fix it and restart" >&2
+		fi
+	fi
+fi
 echo "Endura Runtime Sensor $(cat "$here/VERSION") installed into ${root:-/} ($init)."
 echo "Review /etc/endura/sensor.conf and /etc/endura/policies, run 'endura-sensor check', then start the service."
