@@ -182,10 +182,12 @@ def test_load_dir_refuses_missing_empty_and_ruleless(tmp_path):
     (tmp_path / "a.toml").write_text('enforcement = "audit"\n')
     with pytest.raises(PolicyError, match=r"contain no \[\[rule\]\]; nothing to enforce"):
         policy.load_dir(tmp_path)
-    assert policy.load_dir(tmp_path, require_rules=False) == Policy(enforcement="audit", files=(str(tmp_path / "a.toml"),))
+    assert policy.load_dir(tmp_path, require_rules=False) == Policy(
+        enforcement="audit", files=(str(tmp_path / "a.toml"),), sources=(("enforcement", f"{tmp_path}/a.toml:1"),))
     (tmp_path / "b.toml").write_bytes(b"\xff\xfe")
-    with pytest.raises(PolicyError, match="b.toml: cannot read"):
+    with pytest.raises(PolicyError) as info:
         policy.load_dir(tmp_path)
+    assert info.value.problems == [f"{tmp_path}/b.toml:1: not valid UTF-8 (byte 0xff at column 1); save the file as UTF-8"]
 
 
 def test_dir_signature_changes_on_edit_add_remove(tmp_path):
