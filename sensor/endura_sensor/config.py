@@ -176,13 +176,22 @@ def parse_int(token: str) -> int:
 
 class Problems(list):
     """The problems found in the configuration or policy: the first MAX_PROBLEMS are kept (a file of
-    garbage has one per line: millions), the others counted; close() adds a line saying how many more."""
+    garbage has one per line: millions), the others counted; close() adds a line saying how many more.
+    Parsers stop at the line where it is `full` (stop()): reading on would only cost time."""
 
     MAX_PROBLEMS = 100
 
     def __init__(self) -> None:
         super().__init__()
         self.not_listed = 0
+        self.stopped = ""
+
+    @property
+    def full(self) -> bool:
+        return len(self) >= self.MAX_PROBLEMS
+
+    def stop(self, where: str) -> None:
+        self.stopped = self.stopped or where
 
     def append(self, problem: str) -> None:
         if len(self) < self.MAX_PROBLEMS:
@@ -191,6 +200,9 @@ class Problems(list):
             self.not_listed += 1
 
     def close(self) -> List[str]:
+        if self.stopped:
+            return list(self) + [f"{self.stopped}: stopped reading here after {len(self)} problems; fix the ones "
+                                 "above and run 'endura-sensor check-config' again"]
         if self.not_listed:
             return list(self) + [f"... and {self.not_listed} more problem(s) not listed; fix the ones above and "
                                  "run 'endura-sensor check-config' again"]
@@ -211,6 +223,9 @@ def parse(text: str, filename: str = "<config>") -> Config:
     values: Dict[str, Value] = {}
     seen: Dict[str, int] = {}
     for lineno, where, line in numbered_lines(text, filename, problems):
+        if problems.full:
+            problems.stop(where)
+            break
         if line.startswith("["):
             problems.append(f"{where}: tables ({line.split(']')[0]}]) are not supported; use top-level keys")
             continue
@@ -296,11 +311,17 @@ def numbered_lines(text: str, filename: str, problems: list):
 
     Lines end at LF (a CR before it is dropped: CRLF files read like LF ones); a line longer than
     MAX_LINE_CHARS is reported in problems and skipped."""
-    for lineno, raw in enumerate(text.split("\n"), start=1):
-        if len(raw) > MAX_LINE_CHARS:
+    start, lineno = 0, 0
+    while start <= len(text):  # not text.split(): a file of millions of short lines would cost a string each
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        lineno += 1
+        if end - start > MAX_LINE_CHARS:
             problems.append(f"{filename}:{lineno}: line longer than {MAX_LINE_CHARS} characters "
-                            f"({len(raw)}); split it (every value fits in far less)")
+                            f"({end - start}); split it (every value fits in far less)")
+            start = end + 1
             continue
+        raw, start = text[start:end], end + 1
         line = raw.strip()
         if line and not line.startswith("#"):
             yield lineno, f"{filename}:{lineno}", line

@@ -54,8 +54,10 @@ from .config import (
 MAX_RULES = 16384  # = ENDURA_MAX_RULES in bpf/include/endura_events.h (per map and in total)
 #: 16384 rules with names, sha256 and comments take ~3 MiB; the bounds keep a hostile or mistaken file
 #: from costing more memory than the sensor's unit allows (peak RSS measured in the README)
-MAX_FILE_BYTES = 8 * 1024 * 1024
-MAX_TOTAL_BYTES = 16 * 1024 * 1024
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_TOTAL_BYTES = 8 * 1024 * 1024
+MAX_KEYS_PER_RULE = 32
+MAX_ARRAY_ITEMS = 64  # e.g. `search` directories of a sha256 rule
 RULE_TYPES = ("exec", "file", "connect", "module_load", "bpf")
 ACTIONS = ("block", "kill", "audit")
 ACCESS = ("write", "read-write", "read")
@@ -161,6 +163,8 @@ def _parse_array(text: str) -> Tuple[List[Union[str, int]], str]:
                 raise ValueError("arrays hold \"strings\" or integers and must close on the same line with ]")
             items.append(parse_int(m.group(0)))
             rest = rest[m.end():]
+        if len(items) > MAX_ARRAY_ITEMS:
+            raise ValueError(f"more than {MAX_ARRAY_ITEMS} items in one array; split the rule")
         rest = rest.lstrip()
         if rest.startswith(","):
             rest = rest[1:].lstrip()
@@ -320,21 +324,27 @@ class _Bad(Exception):
         self.where, self.message = where, message
 
 
-def parse_file(text: str, filename: str, problems: List[str], max_rules: int = MAX_RULES
+def parse_file(text: str, filename: str, problems: Problems, max_rules: int = MAX_RULES, rules_before: int = 0
                ) -> Tuple[List[Rule], Dict[str, Tuple[Value, str]]]:
-    """Parse one policy file; append problems; return (rules, {global key: (value, "file:line")})."""
+    """Parse one policy file; append problems; return (rules, {global key: (value, "file:line")}).
+    rules_before: the rules of the files before it (together they may hold max_rules)."""
     rules: List[Rule] = []
     globals_: Dict[str, Tuple[Value, str]] = {}
     current: _Builder | None = None
     headers = 0
 
     def finish() -> None:
+        if problems.full:
+            return
         if current is not None and not current.failed:
             rule = _build_rule(current, filename, problems)
             if rule is not None:
                 rules.append(rule)
 
     for lineno, where, line in numbered_lines(text, filename, problems):
+        if problems.full:  # a file of garbage: say where reading stopped
+            problems.stop(where)
+            return rules, globals_
         if line.startswith("["):
             m = _HEADER.match(line)
             if not m or m.group(1) != "rule":
@@ -350,8 +360,9 @@ def parse_file(text: str, filename: str, problems: List[str], max_rules: int = M
                 problems.append(f"{where}: {exc}")
             finish()
             headers += 1
-            if headers > max_rules:
-                problems.append(f"{where}: too many rules: more than {max_rules} in this file "
+            if headers + rules_before > max_rules:
+                in_ = "in this file" if not rules_before else f"in this file and the files before it ({rules_before})"
+                problems.append(f"{where}: too many rules: more than {max_rules} {in_} "
                                 f"(the kernel maps hold {max_rules}); merge rules into a directory rule or CIDR")
                 current = None
                 return rules, globals_
@@ -385,6 +396,12 @@ def parse_file(text: str, filename: str, problems: List[str], max_rules: int = M
             continue
         if key in current.values:
             problems.append(f"{where}: duplicate key '{key}' in this rule (first set on line {current.lines[key]})")
+            continue
+        if len(current.values) >= MAX_KEYS_PER_RULE:  # a file of a million unknown keys costs no memory
+            if not current.failed:
+                problems.append(f"{where}: more than {MAX_KEYS_PER_RULE} keys in one rule; a rule has name, "
+                                "type, action and the keys of its type")
+            current.failed = True
             continue
         current.values[key] = value
         current.lines[key] = lineno
@@ -443,9 +460,9 @@ def parse(texts: Iterable[Tuple[str, str]], max_rules: int = MAX_RULES) -> Polic
     parsed = []
     total_rules = 0
     for filename, text in texts:
-        if total_rules > max_rules:  # combine() reports it; parsing more files would only cost memory
+        if total_rules > max_rules or problems.full:  # combine() reports it; reading on would only cost memory
             break
-        rules, globals_ = parse_file(text, filename, problems, max_rules)
+        rules, globals_ = parse_file(text, filename, problems, max_rules, total_rules)
         parsed.append((filename, rules, globals_))
         total_rules += len(rules)
     policy = combine(parsed, problems, max_rules)

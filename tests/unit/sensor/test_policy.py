@@ -161,7 +161,8 @@ def test_rule_limit_counts_all_files():
     two = "".join(rule(f'type = "connect"\nport = {i}\n') for i in range(4, 7))
     with pytest.raises(PolicyError) as info:
         parse([("a", one), ("b", two)], max_rules=4)
-    assert info.value.problems == ["b:4: too many rules: more than 4 in 2 file(s) (the kernel maps hold 4)"]
+    assert info.value.problems == ["b:4: too many rules: more than 4 in this file and the files before it (3) "
+                                   "(the kernel maps hold 4); merge rules into a directory rule or CIDR"]
 
 
 def test_load_dir_reads_toml_files_in_name_order(tmp_path):
