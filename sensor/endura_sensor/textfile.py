@@ -144,9 +144,10 @@ def decode(data: bytes, path) -> str:
                                             "save the file as UTF-8") from None
     if text.startswith(BOM):
         text = text[1:]
-    lone_cr = text.replace("\r\n", "\n").find("\r")
+    normalized = text.replace("\r\n", "\n") if "\r" in text else text
+    lone_cr = normalized.find("\r")
     if lone_cr >= 0:
-        line = text.replace("\r\n", "\n").count("\n", 0, lone_cr) + 1
+        line = normalized.count("\n", 0, lone_cr) + 1
         raise FileProblem(f"{path}:{line}", "carriage return without a line feed (old Mac line endings); save "
                                             "the file with LF or CRLF line endings")
     return text
