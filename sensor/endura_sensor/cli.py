@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, daemon, handoff, probe
+from . import __version__, daemon, forward, handoff, probe
 from . import bpf_dir as default_bpf_dir
 from . import config as config_mod
 from . import policy as policy_mod
@@ -106,6 +106,14 @@ def cmd_check_config(ns: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
+    try:
+        downgrades = policy_mod.check_downgrades(pol, cfg)
+    except policy_mod.PolicyError as exc:  # policy_may_downgrade = false
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    for downgrade in downgrades:  # allowed (the default), but never quietly
+        print(f"warning: {downgrade.warning()}", file=sys.stderr)
     for warning in policy_mod.resolve(pol).warnings:  # valid, but inactive until the file exists
         print(f"warning: {warning}", file=sys.stderr)
     counts = ", ".join(f"{n} {t}" for t, n in sorted(pol.summary().items()))
@@ -125,10 +133,9 @@ def _token_file_warnings(cfg: config_mod.Config) -> list:
         return [f"{cfg.path}: collector_token_file is set but collector_url is not: it is not used"] if path else []
     try:
         st = os.stat(path)
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        return [f"collector_token_file {path}: cannot read: {getattr(exc, 'strerror', None) or exc}; the sensor "
+        token = forward.read_token(path)
+    except OSError as exc:  # textfile.FileProblem: a FIFO, a device, too large, not UTF-8, ...
+        return [f"collector_token_file {path}: cannot read: {exc.strerror or exc}; the sensor "
                 "will run, and count the records it cannot forward as forward_dropped"]
     problems = []
     if not token:
@@ -146,7 +153,7 @@ def _pin_dir(option: Path | None, cfg: config_mod.Config) -> Path | None:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    if ns.config.exists() or ns.config != config_mod.DEFAULT_PATH:
+    if os.path.lexists(ns.config) or ns.config != config_mod.DEFAULT_PATH:  # a dangling symlink is an error
         cfg = config_mod.load(ns.config)
     else:
         cfg = config_mod.Config()
@@ -159,7 +166,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 def cmd_release(ns: argparse.Namespace) -> int:
     """Detach what a stopped sensor left pinned; with --unless-restarting, only after a real stop."""
-    if ns.config.exists() or ns.config != config_mod.DEFAULT_PATH:
+    if os.path.lexists(ns.config) or ns.config != config_mod.DEFAULT_PATH:
         try:
             cfg = config_mod.load(ns.config)
         except config_mod.ConfigError as exc:  # a broken config must not stop a release: use the defaults
@@ -180,7 +187,8 @@ EXIT_NOT_RUNNING = 3  # LSB: program is not running
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
-    cfg = config_mod.load(ns.config) if ns.config.exists() or ns.config != config_mod.DEFAULT_PATH else config_mod.Config()
+    cfg = (config_mod.load(ns.config) if os.path.lexists(ns.config) or ns.config != config_mod.DEFAULT_PATH
+           else config_mod.Config())
     log_dir = ns.log_dir or Path(cfg.log_dir)
     status = daemon.read_status(log_dir)
     if status is None:
@@ -195,11 +203,29 @@ def cmd_status(ns: argparse.Namespace) -> int:
           f"enforcement: {status['enforcement']}, terminate_process {str(status['terminate_process']).lower()}\n"
           f"policy:      {status['rules']} rules from {', '.join(status['policy_files']) or '--deny'} in "
           f"{status['policy_dir']}\n"
-          f"last reload: {status['last_reload'] or 'none'}\n"
+          f"last reload: {_format_reload(status['last_reload'])}\n"
+          f"downgraded:  {_format_downgrades(status.get('downgrades') or [])}\n"
           f"events:      {counts}\n"
           f"dropped:     {status['events_dropped']} event(s) lost because the ring buffer was full\n"
           f"forwarding:  {_format_forwarding(status.get('forwarding') or {})}")
     return 0
+
+
+def _format_reload(reload: dict) -> str:
+    if not reload:
+        return "none"
+    line = f"{reload['result']} at {reload['time']} ({reload['reason']})"
+    if reload.get("problems"):  # rejected: the last good policy is kept
+        line += ", the last good policy is kept:" + "".join(f"\n             {p}" for p in reload["problems"])
+    return line
+
+
+def _format_downgrades(downgrades: list) -> str:
+    if not downgrades:
+        return "no (the policy keeps sensor.conf's enforcement and terminate_process)"
+    return "\n             ".join(
+        f"{d['setting']} = {json.dumps(d['value'])} at {d['source']} (sensor.conf: {json.dumps(d['sensor_conf'])})"
+        for d in downgrades)
 
 
 def _format_forwarding(forwarding: dict) -> str:

@@ -22,6 +22,11 @@ No tables, arrays, multi-line strings, or dotted keys. Every problem is reported
     collector_flush_ms = 1000      # a record waits at most this long for its batch to fill (10..60000)
     collector_timeout_ms = 5000    # connect/send/response timeout (100..60000)
     forward_queue_max = 10000      # records held in memory per destination; beyond: dropped, counted (1..1000000)
+    policy_may_downgrade = true    # false: refuse a policy file that sets enforcement/terminate_process below this
+
+The file is read like every file the sensor reads (textfile.py): a regular file (or a symlink to
+one) of at most MAX_CONFIG_BYTES, UTF-8 with an optional byte-order mark, LF or CRLF line endings,
+lines of at most MAX_LINE_CHARS characters.
 """
 from __future__ import annotations
 
@@ -30,10 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
-from . import forward
+from . import forward, textfile
 from .errors import SensorError
 
 DEFAULT_PATH = Path("/etc/endura/sensor.conf")
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_LINE_CHARS = 64 * 1024  # sensor.conf and policy files: a longer line is an error (and is not parsed)
+MAX_INT_DIGITS = 20  # any integer the sensor accepts fits in 64 bits
 Value = Union[str, bool, int]
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
@@ -61,6 +69,7 @@ class Config:
     collector_flush_ms: int = 1000
     collector_timeout_ms: int = 5000
     forward_queue_max: int = 10000
+    policy_may_downgrade: bool = True
     path: str = ""  # where it was read from ("" = built-in defaults)
 
 
@@ -84,10 +93,14 @@ KEYS: Dict[str, Tuple[type, Tuple[str, ...] | None, bool]] = {
     "collector_flush_ms": (int, None, False),
     "collector_timeout_ms": (int, None, False),
     "forward_queue_max": (int, None, False),
+    "policy_may_downgrade": (bool, None, False),
 }
 #: integer keys with a range: key -> (min, max)
 RANGES = {"collector_batch": (1, 10000), "collector_flush_ms": (10, 60000), "collector_timeout_ms": (100, 60000),
           "forward_queue_max": (1, 1000000)}
+#: what each integer key accepts, for the message about an integer too long to be read
+INT_HINTS = {"log_max_bytes": "from 4096 to 2^40", "log_keep": "from 1 to 100",
+             **{key: f"from {lo} to {hi}" for key, (lo, hi) in RANGES.items()}}
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
 
 
@@ -142,10 +155,58 @@ def parse_value(text: str) -> Value:
     if token in ("true", "false"):
         return token == "true"
     if _INT.fullmatch(token):
-        return int(token.replace("_", ""))
+        return parse_int(token)
     if token.startswith(("[", "{")):
         raise ValueError("arrays and inline tables are not supported")
     raise ValueError(f"invalid value {token!r} (expected a \"string\", true/false or an integer)")
+
+
+class IntegerTooLong(ValueError):
+    """An integer with more digits than any value the sensor accepts; callers add the allowed range."""
+
+
+def parse_int(token: str) -> int:
+    """A decimal integer (digits, optional sign and _); one with more digits than any 64-bit value is an
+    error (Python would refuse beyond 4300 digits with a message about its own internals)."""
+    digits = token.lstrip("+-").replace("_", "")
+    if len(digits.lstrip("0")) > MAX_INT_DIGITS:
+        raise IntegerTooLong(f"integer of {len(digits)} digits is far out of range")
+    return int(token.replace("_", ""))
+
+
+class Problems(list):
+    """The problems found in the configuration or policy: the first MAX_PROBLEMS are kept (a file of
+    garbage has one per line: millions), the others counted; close() adds a line saying how many more.
+    Parsers stop at the line where it is `full` (stop()): reading on would only cost time."""
+
+    MAX_PROBLEMS = 100
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.not_listed = 0
+        self.stopped = ""
+
+    @property
+    def full(self) -> bool:
+        return len(self) >= self.MAX_PROBLEMS
+
+    def stop(self, where: str) -> None:
+        self.stopped = self.stopped or where
+
+    def append(self, problem: str) -> None:
+        if len(self) < self.MAX_PROBLEMS:
+            super().append(problem)
+        else:
+            self.not_listed += 1
+
+    def close(self) -> List[str]:
+        if self.stopped:
+            return list(self) + [f"{self.stopped}: stopped reading here after {len(self)} problems; fix the ones "
+                                 "above and run 'endura-sensor check-config' again"]
+        if self.not_listed:
+            return list(self) + [f"... and {self.not_listed} more problem(s) not listed; fix the ones above and "
+                                 "run 'endura-sensor check-config' again"]
+        return list(self)
 
 
 def _target_problem(parse_target, value: str) -> str:
@@ -157,11 +218,14 @@ def _target_problem(parse_target, value: str) -> str:
 
 
 def parse(text: str, filename: str = "<config>") -> Config:
-    """Parse and validate; raise ConfigError listing every problem."""
-    problems: List[str] = []
+    """Parse and validate; raise ConfigError listing every problem (the first Problems.MAX_PROBLEMS)."""
+    problems = Problems()
     values: Dict[str, Value] = {}
     seen: Dict[str, int] = {}
-    for lineno, where, line in numbered_lines(text, filename):
+    for lineno, where, line in numbered_lines(text, filename, problems):
+        if problems.full:
+            problems.stop(where)
+            break
         if line.startswith("["):
             problems.append(f"{where}: tables ({line.split(']')[0]}]) are not supported; use top-level keys")
             continue
@@ -178,7 +242,11 @@ def parse(text: str, filename: str = "<config>") -> Config:
         try:
             value = parse_value(rest)
         except ValueError as exc:
-            problems.append(f"{where}: {key}: {exc}")
+            hint = ""
+            if isinstance(exc, IntegerTooLong):
+                hint = (f"; {key} must be an integer {INT_HINTS[key]}" if key in INT_HINTS
+                        else f"; {key} must be {_TYPE_NAMES[KEYS[key][0]]}")
+            problems.append(f"{where}: {key}: {exc}{hint}")
             continue
         kind, choices, is_path = KEYS[key]
         if type(value) is not kind:
@@ -209,17 +277,19 @@ def parse(text: str, filename: str = "<config>") -> Config:
     if not problems and values.get("mode") == "team-server" and not values.get("team_server_url"):
         problems.append(f"{filename}:{seen['mode']}: mode = \"team-server\" needs team_server_url = \"https://...\"")
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems.close())
     return Config(path=filename, **values)  # type: ignore[arg-type]
 
 
 def load(path: Path = DEFAULT_PATH) -> Config:
+    """Read and parse sensor.conf (a regular file, or a symlink to one, of at most MAX_CONFIG_BYTES)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: not found (the package installs one; or pass --config PATH)"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+        text = textfile.read_text(path, MAX_CONFIG_BYTES, "sensor.conf holds a few short settings: is this the "
+                                                          "right file?")
+    except textfile.FileProblem as exc:
+        if str(exc) == f"{path}: not found":
+            raise ConfigError([f"{path}: not found (the package installs one; or pass --config PATH)"]) from None
+        raise ConfigError([str(exc)]) from None
     return parse(text, str(path))
 
 
@@ -236,9 +306,22 @@ def split_key_value(line: str, where: str, problems: list, expected: str = "'key
     return key, rest
 
 
-def numbered_lines(text: str, filename: str):
-    """(line number, `file:line`, stripped line) for every line that is neither blank nor a comment."""
-    for lineno, raw in enumerate(text.splitlines(), start=1):
+def numbered_lines(text: str, filename: str, problems: list):
+    """(line number, `file:line`, stripped line) for every line that is neither blank nor a comment.
+
+    Lines end at LF (a CR before it is dropped: CRLF files read like LF ones); a line longer than
+    MAX_LINE_CHARS is reported in problems and skipped."""
+    start, lineno = 0, 0
+    while start <= len(text):  # not text.split(): a file of millions of short lines would cost a string each
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        lineno += 1
+        if end - start > MAX_LINE_CHARS:
+            problems.append(f"{filename}:{lineno}: line longer than {MAX_LINE_CHARS} characters "
+                            f"({end - start}); split it (every value fits in far less)")
+            start = end + 1
+            continue
+        raw, start = text[start:end], end + 1
         line = raw.strip()
         if line and not line.startswith("#"):
             yield lineno, f"{filename}:{lineno}", line

@@ -2,14 +2,19 @@
 
 Records (JSON lines) go to stdout and to `<log_dir>/events.log`: `started`, one per kernel event
 (`exec_denied`, `file_open_denied`, `connect_denied`, `module_load_denied`, `bpf_denied`),
-`policy_loaded`, `policy_rejected`, `policy_warning`, `events_dropped`, `forward_dropped`, `stopped`.
+`policy_loaded`, `policy_rejected`, `policy_warning`, `enforcement_downgraded`, `events_dropped`,
+`forward_dropped`, `stopped`.
 Messages for people go to stderr. With `syslog` / `collector_url` set in sensor.conf, every record is also
 forwarded, from threads of their own (forward.py): a receiver that is down or slow costs counted drops
 (`forward_dropped`), never a stalled event loop.
 
 Reload: on SIGHUP, when a file in policy_dir changes (checked every `reload_interval` seconds), and
 every `resolve_interval` seconds the rules are resolved again (a replaced binary has a new inode).
-A policy that does not parse is rejected and the last good one stays in the kernel.
+A policy that does not parse (or cannot be read: a FIFO, a device, a dangling symlink, a loop; or
+downgrades sensor.conf's settings while `policy_may_downgrade = false`) is rejected and the last good
+one stays in the kernel; a start refuses the same policy with the same problems.
+A policy file that sets enforcement or terminate_process below sensor.conf is reported at start and
+at each reload that introduces it: a warning on stderr, an `enforcement_downgraded` record, `status`.
 """
 from __future__ import annotations
 
@@ -89,6 +94,8 @@ class Sensor:
         self.counts: dict = {}
         self.started_at = time.time()
         self.last_reload: dict = {}
+        self.downgrades: List[policy_mod.Downgrade] = []  # of the policy in force
+        self._new_downgrades: List[policy_mod.Downgrade] = []  # of the policy read last
 
     # ------------------------------------------------------------ output
 
@@ -105,11 +112,26 @@ class Sensor:
 
     # ------------------------------------------------------------ policy
 
+    def read_policy(self) -> policy_mod.Policy:
+        """The policy on disk, checked against sensor.conf (downgrades); PolicyError when it is not acceptable."""
+        new = policy_mod.load_dir(self.policy_dir, require_rules=not self.deny)
+        self._new_downgrades = policy_mod.check_downgrades(new, self.cfg)
+        return new
+
+    def report_downgrades(self, found: List[policy_mod.Downgrade], reason: str) -> None:
+        """A warning and an `enforcement_downgraded` record for each downgrade not in force before."""
+        before, self.downgrades = self.downgrades, list(found)
+        for downgrade in found:
+            if downgrade not in before:
+                log(f"warning: {downgrade.warning()}")
+                self.emit({"type": "enforcement_downgraded", **downgrade.to_dict(), "sensor_conf_path":
+                           downgrade.conf_path, "reason": reason})
+
     def load_policy(self) -> policy_mod.Policy:
         """The policy at start: a valid one, or (with --deny only) an empty one; else SensorError."""
         self._signature = policy_mod.dir_signature(self.policy_dir)
         try:
-            return policy_mod.load_dir(self.policy_dir, require_rules=not self.deny)
+            return self.read_policy()
         except policy_mod.PolicyError as exc:
             if self.deny and (not self.policy_dir.is_dir() or not policy_mod.policy_files(self.policy_dir)):
                 log(f"no policy files in {self.policy_dir}; enforcing the --deny rules only")
@@ -123,7 +145,7 @@ class Sensor:
         assert self.enforcer is not None
         self._signature = policy_mod.dir_signature(self.policy_dir)
         try:
-            new = policy_mod.load_dir(self.policy_dir, require_rules=not self.deny)
+            new = self.read_policy()
         except policy_mod.PolicyError as exc:
             for problem in exc.problems:
                 log(f"policy rejected: {problem}")
@@ -142,6 +164,8 @@ class Sensor:
             self.emit({"type": "policy_rejected", "reason": reason, "problems": [str(exc)],
                        "kept_rules": len(self.policy.rules)})
             return False
+        self.report_downgrades(self._new_downgrades, reason)
+        self.write_status()
         return True
 
     def _apply(self, new: policy_mod.Policy, reason: str) -> None:
@@ -261,6 +285,7 @@ class Sensor:
                    "start_to_enforcing_ms": None if since_exec is None else round(since_exec * 1000),
                    "rss_bytes": eventlog.rss_bytes(), "log": str(self.events.path),
                    "forwarding": {d.kind: d.target for d in self.forwarders.destinations}})
+        self.report_downgrades(self._new_downgrades, "start")
         self.events.flush()
         self.write_status()
         eventlog.sd_notify(f"READY=1\nSTATUS=enforcing with tier {self.enforcer.tier.name}")
@@ -276,6 +301,7 @@ class Sensor:
                   "policy_files": [Path(f).name for f in self.policy.files], "rules": len(self.policy.rules),
                   "by_type": self.policy.summary(), "programs": self.enforcer.attached, "events": self.counts,
                   "events_dropped": self.reported_drops, "last_reload": self.last_reload,
+                  "downgrades": [dict(d.to_dict(), sensor_conf_path=d.conf_path) for d in self.downgrades],
                   "forwarding": self.forwarders.stats(), "forward_dropped": sum(self.forwarders.reported.values()),
                   "rss_bytes": eventlog.rss_bytes()}
         path = self.log_dir / STATUS_NAME

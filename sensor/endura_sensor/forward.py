@@ -27,7 +27,7 @@ from collections import deque
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
-from . import __version__
+from . import __version__, textfile
 
 LOCAL_SOCKET = "/dev/log"
 FACILITIES = {"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
@@ -37,6 +37,13 @@ APP_NAME = "endura-sensor"
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 #: a record of these types lost on the way is not counted: it is itself a report, the next one has the totals
 UNCOUNTED = frozenset({"forward_dropped"})
+MAX_TOKEN_BYTES = 64 * 1024
+
+
+def read_token(path: str) -> str:
+    """The collector token: a regular file (or a symlink to one) of at most MAX_TOKEN_BYTES, UTF-8, stripped.
+    textfile.FileProblem (an OSError) for a FIFO, a device, a bigger file, ... (never blocks, never reads more)."""
+    return textfile.read_text(path, MAX_TOKEN_BYTES, "a bearer token is one short line").strip()
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 5.0
 
 
@@ -344,11 +351,10 @@ class CollectorDestination(Destination):
         """The bearer token (re-read when the file changes); "" without a token file. OSError when unreadable."""
         if not self.token_file:
             return ""
-        st = os.stat(self.token_file)
+        st = textfile.check_regular(self.token_file)
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if self._token[0] != key:
-            with open(self.token_file, encoding="utf-8") as f:
-                self._token = (key, f.read().strip())
+            self._token = (key, read_token(self.token_file))
         return self._token[1]
 
     def _connection(self) -> http.client.HTTPConnection:

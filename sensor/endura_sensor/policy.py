@@ -16,6 +16,15 @@ and single-line arrays of strings (`search = ["/usr/bin", "/opt"]`). Every probl
 Files are applied in name order and together form one policy. A key set to different values in
 two files (enforcement, terminate_process), the same match twice (duplicate) or with a different
 action or access (contradictory), and more than MAX_RULES rules are errors.
+
+Files are read by textfile.py: regular files (or symlinks to them) only, at most MAX_FILE_BYTES each
+and MAX_TOTAL_BYTES together, UTF-8 (an optional byte-order mark), LF or CRLF line endings. A file
+that cannot be read (a FIFO, a device, a dangling symlink, a loop) is an error like a syntax error,
+both at start and on reload; dir_signature() notices such entries so that a running sensor and a
+restarted one judge the same directory the same way.
+
+A policy file setting `enforcement` or `terminate_process` below sensor.conf (a *downgrade*) is
+reported by downgrades(); with `policy_may_downgrade = false` in sensor.conf it is an error.
 """
 from __future__ import annotations
 
@@ -24,14 +33,31 @@ import ipaddress
 import os
 import re
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple, Union
 
-from .config import ConfigError, _parse_string, _strip_comment, numbered_lines, parse_value, split_key_value
+from . import textfile
+from .config import (
+    Config,
+    ConfigError,
+    IntegerTooLong,
+    Problems,
+    _parse_string,
+    _strip_comment,
+    numbered_lines,
+    parse_int,
+    parse_value,
+    split_key_value,
+)
 
 MAX_RULES = 16384  # = ENDURA_MAX_RULES in bpf/include/endura_events.h (per map and in total)
-MAX_FILE_BYTES = 64 * 1024 * 1024
+#: 16384 rules with names, sha256 and comments take ~3 MiB; the bounds keep a hostile or mistaken file
+#: from costing more memory than the sensor's unit allows (peak RSS measured in the README)
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_TOTAL_BYTES = 8 * 1024 * 1024
+MAX_KEYS_PER_RULE = 32
+MAX_ARRAY_ITEMS = 64  # e.g. `search` directories of a sha256 rule
 RULE_TYPES = ("exec", "file", "connect", "module_load", "bpf")
 ACTIONS = ("block", "kill", "audit")
 ACCESS = ("write", "read-write", "read")
@@ -107,6 +133,10 @@ class Policy:
     enforcement: str | None = None  # None: not set by any file (sensor.conf decides)
     terminate_process: bool | None = None
     files: Tuple[str, ...] = ()
+    sources: Tuple[Tuple[str, str], ...] = ()  # (global key, "file:line" that set it)
+
+    def source_of(self, key: str) -> str:
+        return dict(self.sources).get(key, "")
 
     def summary(self) -> Dict[str, int]:
         counts: Dict[str, int] = {}
@@ -131,8 +161,10 @@ def _parse_array(text: str) -> Tuple[List[Union[str, int]], str]:
             m = re.match(r"[+-]?[0-9][0-9_]*", rest)
             if not m:
                 raise ValueError("arrays hold \"strings\" or integers and must close on the same line with ]")
-            items.append(int(m.group(0).replace("_", "")))
+            items.append(parse_int(m.group(0)))
             rest = rest[m.end():]
+        if len(items) > MAX_ARRAY_ITEMS:
+            raise ValueError(f"more than {MAX_ARRAY_ITEMS} items in one array; split the rule")
         rest = rest.lstrip()
         if rest.startswith(","):
             rest = rest[1:].lstrip()
@@ -292,21 +324,27 @@ class _Bad(Exception):
         self.where, self.message = where, message
 
 
-def parse_file(text: str, filename: str, problems: List[str], max_rules: int = MAX_RULES
+def parse_file(text: str, filename: str, problems: Problems, max_rules: int = MAX_RULES, rules_before: int = 0
                ) -> Tuple[List[Rule], Dict[str, Tuple[Value, str]]]:
-    """Parse one policy file; append problems; return (rules, {global key: (value, "file:line")})."""
+    """Parse one policy file; append problems; return (rules, {global key: (value, "file:line")}).
+    rules_before: the rules of the files before it (together they may hold max_rules)."""
     rules: List[Rule] = []
     globals_: Dict[str, Tuple[Value, str]] = {}
     current: _Builder | None = None
     headers = 0
 
     def finish() -> None:
+        if problems.full:
+            return
         if current is not None and not current.failed:
             rule = _build_rule(current, filename, problems)
             if rule is not None:
                 rules.append(rule)
 
-    for lineno, where, line in numbered_lines(text, filename):
+    for lineno, where, line in numbered_lines(text, filename, problems):
+        if problems.full:  # a file of garbage: say where reading stopped
+            problems.stop(where)
+            return rules, globals_
         if line.startswith("["):
             m = _HEADER.match(line)
             if not m or m.group(1) != "rule":
@@ -322,8 +360,9 @@ def parse_file(text: str, filename: str, problems: List[str], max_rules: int = M
                 problems.append(f"{where}: {exc}")
             finish()
             headers += 1
-            if headers > max_rules:
-                problems.append(f"{where}: too many rules: more than {max_rules} in this file "
+            if headers + rules_before > max_rules:
+                in_ = "in this file" if not rules_before else f"in this file and the files before it ({rules_before})"
+                problems.append(f"{where}: too many rules: more than {max_rules} {in_} "
                                 f"(the kernel maps hold {max_rules}); merge rules into a directory rule or CIDR")
                 current = None
                 return rules, globals_
@@ -335,7 +374,10 @@ def parse_file(text: str, filename: str, problems: List[str], max_rules: int = M
         try:
             value = _value(rest)
         except ValueError as exc:
-            problems.append(f"{where}: {key}: {exc}")
+            hint = ""
+            if isinstance(exc, IntegerTooLong):
+                hint = "; port must be an integer from 1 to 65535" if key == "port" else f"; {key} takes no such integer"
+            problems.append(f"{where}: {key}: {exc}{hint}")
             if current is not None:
                 current.failed = True
             continue
@@ -354,6 +396,12 @@ def parse_file(text: str, filename: str, problems: List[str], max_rules: int = M
             continue
         if key in current.values:
             problems.append(f"{where}: duplicate key '{key}' in this rule (first set on line {current.lines[key]})")
+            continue
+        if len(current.values) >= MAX_KEYS_PER_RULE:  # a file of a million unknown keys costs no memory
+            if not current.failed:
+                problems.append(f"{where}: more than {MAX_KEYS_PER_RULE} keys in one rule; a rule has name, "
+                                "type, action and the keys of its type")
+            current.failed = True
             continue
         current.values[key] = value
         current.lines[key] = lineno
@@ -406,16 +454,30 @@ def _show(value: Value) -> str:
 
 
 def parse(texts: Iterable[Tuple[str, str]], max_rules: int = MAX_RULES) -> Policy:
-    """Parse (filename, text) pairs as one policy; raise PolicyError listing every problem."""
-    problems: List[str] = []
+    """Parse (filename, text) pairs as one policy; raise PolicyError listing every problem (the first
+    Problems.MAX_PROBLEMS of them and how many more)."""
+    problems = Problems()
     parsed = []
+    total_rules = 0
     for filename, text in texts:
-        rules, globals_ = parse_file(text, filename, problems, max_rules)
+        if total_rules > max_rules or problems.full:  # combine() reports it; reading on would only cost memory
+            break
+        rules, globals_ = parse_file(text, filename, problems, max_rules, total_rules)
         parsed.append((filename, rules, globals_))
+        total_rules += len(rules)
     policy = combine(parsed, problems, max_rules)
-    if problems:
-        raise PolicyError(problems)
-    return policy
+    if problems or problems.not_listed:
+        raise PolicyError(problems.close())
+    sources: Dict[str, str] = {}
+    for _filename, _rules, globals_ in parsed:
+        for key, value_and_where in globals_.items():
+            sources.setdefault(key, value_and_where[1])
+    return replace(policy, sources=tuple(sorted(sources.items())))
+
+
+_SIZE_HINT = (f"policy files are at most {textfile.show_size(MAX_FILE_BYTES)} each and "
+              f"{textfile.show_size(MAX_TOTAL_BYTES)} together ({MAX_RULES} rules fit in about 3 MiB); split it, "
+              "or merge rules into directory rules or CIDRs")
 
 
 def policy_files(directory: Path) -> List[Path]:
@@ -428,15 +490,22 @@ def load_dir(directory: Path, require_rules: bool = True) -> Policy:
     if not directory.is_dir():
         raise PolicyError([f"{directory}: policy directory not found (create it and add a *.toml policy; "
                            "see sensor/packaging/policies/example.toml)"])
-    texts, problems = [], []
+    texts, problems, total = [], [], 0
     for path in policy_files(directory):
         try:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                problems.append(f"{path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-                continue
-            texts.append((str(path), path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{path}: cannot read: {exc}")
+            data = textfile.read_bytes(path, MAX_FILE_BYTES, _SIZE_HINT)
+        except textfile.FileProblem as exc:
+            problems.append(str(exc))
+            continue
+        total += len(data)
+        if total > MAX_TOTAL_BYTES:
+            problems.append(f"{directory}: the policy files are larger than {textfile.show_size(MAX_TOTAL_BYTES)} "
+                            f"together (at {path.name}); {_SIZE_HINT}")
+            break
+        try:
+            texts.append((str(path), textfile.decode(data, path)))
+        except textfile.FileProblem as exc:
+            problems.append(str(exc))
     if problems:
         raise PolicyError(problems)
     if not texts:
@@ -450,18 +519,74 @@ def load_dir(directory: Path, require_rules: bool = True) -> Policy:
 
 
 def dir_signature(directory: Path) -> Tuple:
-    """Changes whenever a policy file is added, removed or modified (name, size, mtime, inode)."""
+    """Changes whenever a policy file is added, removed or modified (name, size, mtime, inode, type), and
+    when an entry that cannot be read appears or changes (a dangling symlink or a loop: its errno and
+    the symlink itself), so that the running sensor reloads and reports what a restart would refuse."""
     sig = []
     try:
         for path in policy_files(directory):
             try:
                 st = path.stat()
-            except OSError:
-                continue
-            sig.append((path.name, st.st_size, st.st_mtime_ns, st.st_ino))
-    except OSError:
-        pass
+                sig.append((path.name, st.st_size, st.st_mtime_ns, st.st_ino, stat.S_IFMT(st.st_mode)))
+            except OSError as exc:
+                try:
+                    lst = path.lstat()
+                    sig.append((path.name, "unreadable", exc.errno, lst.st_ino, lst.st_mtime_ns))
+                except OSError:
+                    continue  # removed meanwhile
+    except OSError as exc:
+        sig.append(("", "directory unreadable", exc.errno))
     return tuple(sig)
+
+
+# ---------------------------------------------------------------- downgrades
+
+@dataclass(frozen=True)
+class Downgrade:
+    """A setting a policy file puts below what sensor.conf says (enforcement audit, terminate_process false)."""
+    setting: str
+    value: Value
+    source: str  # "file:line"
+    sensor_conf: Value
+    conf_path: str
+
+    def effect(self) -> str:
+        if self.setting == "enforcement":
+            return "no rule blocks or kills any more, every rule only reports"
+        return ("on the fentry and tracepoint tiers 'block' rules only report (only 'kill' rules kill); "
+                "the lsm tier still refuses with EPERM")
+
+    def warning(self) -> str:
+        return (f"{self.source}: {self.setting} = {_show(self.value)} overrides {self.setting} = "
+                f"{_show(self.sensor_conf)} of {self.conf_path}: {self.effect()}; to forbid this, set "
+                f"policy_may_downgrade = false in {self.conf_path}")
+
+    def error(self) -> str:
+        return (f"{self.source}: {self.setting} = {_show(self.value)} would override {self.setting} = "
+                f"{_show(self.sensor_conf)} of {self.conf_path}, and policy_may_downgrade = false there forbids "
+                f"it; remove the line (or change {self.setting} in {self.conf_path})")
+
+    def to_dict(self) -> dict:
+        return {"setting": self.setting, "value": self.value, "source": self.source, "sensor_conf": self.sensor_conf}
+
+
+def downgrades(policy: Policy, cfg: Config) -> List[Downgrade]:
+    """The global settings of the policy files that are weaker than sensor.conf's."""
+    conf_path = cfg.path or "sensor.conf (built-in defaults)"
+    found = []
+    if cfg.enforcement == "enforce" and policy.enforcement == "audit":
+        found.append(Downgrade("enforcement", "audit", policy.source_of("enforcement"), "enforce", conf_path))
+    if cfg.terminate_process and policy.terminate_process is False:
+        found.append(Downgrade("terminate_process", False, policy.source_of("terminate_process"), True, conf_path))
+    return found
+
+
+def check_downgrades(policy: Policy, cfg: Config) -> List[Downgrade]:
+    """downgrades(); PolicyError when sensor.conf forbids them (policy_may_downgrade = false)."""
+    found = downgrades(policy, cfg)
+    if found and not cfg.policy_may_downgrade:
+        raise PolicyError([d.error() for d in found])
+    return found
 
 
 # ---------------------------------------------------------------- resolving rules to kernel keys

@@ -161,7 +161,8 @@ def test_rule_limit_counts_all_files():
     two = "".join(rule(f'type = "connect"\nport = {i}\n') for i in range(4, 7))
     with pytest.raises(PolicyError) as info:
         parse([("a", one), ("b", two)], max_rules=4)
-    assert info.value.problems == ["b:4: too many rules: more than 4 in 2 file(s) (the kernel maps hold 4)"]
+    assert info.value.problems == ["b:4: too many rules: more than 4 in this file and the files before it (3) "
+                                   "(the kernel maps hold 4); merge rules into a directory rule or CIDR"]
 
 
 def test_load_dir_reads_toml_files_in_name_order(tmp_path):
@@ -182,10 +183,12 @@ def test_load_dir_refuses_missing_empty_and_ruleless(tmp_path):
     (tmp_path / "a.toml").write_text('enforcement = "audit"\n')
     with pytest.raises(PolicyError, match=r"contain no \[\[rule\]\]; nothing to enforce"):
         policy.load_dir(tmp_path)
-    assert policy.load_dir(tmp_path, require_rules=False) == Policy(enforcement="audit", files=(str(tmp_path / "a.toml"),))
+    assert policy.load_dir(tmp_path, require_rules=False) == Policy(
+        enforcement="audit", files=(str(tmp_path / "a.toml"),), sources=(("enforcement", f"{tmp_path}/a.toml:1"),))
     (tmp_path / "b.toml").write_bytes(b"\xff\xfe")
-    with pytest.raises(PolicyError, match="b.toml: cannot read"):
+    with pytest.raises(PolicyError) as info:
         policy.load_dir(tmp_path)
+    assert info.value.problems == [f"{tmp_path}/b.toml:1: not valid UTF-8 (byte 0xff at column 1); save the file as UTF-8"]
 
 
 def test_dir_signature_changes_on_edit_add_remove(tmp_path):
