@@ -22,6 +22,9 @@ No tables, arrays, multi-line strings, or dotted keys. Every problem is reported
     collector_flush_ms = 1000      # a record waits at most this long for its batch to fill (10..60000)
     collector_timeout_ms = 5000    # connect/send/response timeout (100..60000)
     forward_queue_max = 10000      # records held in memory per destination; beyond: dropped, counted (1..1000000)
+    flood_burst = 100              # events per (type, rule) logged in full before a flood is summarized (0 = off)
+    flood_quiet_s = 10             # a flood ends after this many seconds without its events (1..86400)
+    flood_summary_max_s = 300      # summaries of a flood: after 1 s, then doubling up to this interval (1..86400)
 """
 from __future__ import annotations
 
@@ -61,6 +64,9 @@ class Config:
     collector_flush_ms: int = 1000
     collector_timeout_ms: int = 5000
     forward_queue_max: int = 10000
+    flood_burst: int = 100
+    flood_quiet_s: int = 10
+    flood_summary_max_s: int = 300
     path: str = ""  # where it was read from ("" = built-in defaults)
 
 
@@ -84,10 +90,14 @@ KEYS: Dict[str, Tuple[type, Tuple[str, ...] | None, bool]] = {
     "collector_flush_ms": (int, None, False),
     "collector_timeout_ms": (int, None, False),
     "forward_queue_max": (int, None, False),
+    "flood_burst": (int, None, False),
+    "flood_quiet_s": (int, None, False),
+    "flood_summary_max_s": (int, None, False),
 }
 #: integer keys with a range: key -> (min, max)
 RANGES = {"collector_batch": (1, 10000), "collector_flush_ms": (10, 60000), "collector_timeout_ms": (100, 60000),
-          "forward_queue_max": (1, 1000000)}
+          "forward_queue_max": (1, 1000000), "flood_burst": (0, 1000000), "flood_quiet_s": (1, 86400),
+          "flood_summary_max_s": (1, 86400)}
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer"}
 
 
