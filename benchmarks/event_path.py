@@ -1,9 +1,12 @@
 """Benchmark: the sensor's CPU per event during a real flood, and the per-event Python work.
 
-    python3 benchmarks/event_path.py [--opens 100000] [--runs 3] [--micro 20000] [--json]
+    python3 benchmarks/event_path.py [--opens 100000] [--runs 3] [--micro 20000] [--json] [--sensor DIR]
+
+--sensor DIR measures another checkout's sensor (e.g. `git worktree add /tmp/before <commit>` and
+`--sensor /tmp/before/sensor`), with this checkout's BPF objects and C loop.
 
 Flood (needs root, kernel BTF and a C compiler; tracepoint tier): a real sensor with one `audit`
-file rule; a C loop opens the protected file --opens times (audit rules never kill). The sensor's
+file rule; a C loop opens the protected file for writing --opens times (audit rules never kill). The sensor's
 CPU (utime + stime of /proc/<pid>/stat) is read before the loop and after the sensor has handled
 every event (`status`: events in full + summarized + dropped == produced). Figures: CPU seconds per
 10,000 events the sensor handled (read from the ring buffer; dropped ones cost the sensor nothing),
@@ -31,12 +34,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "sensor")]
+SENSOR = Path(os.environ.get("ENDURA_BENCH_SENSOR", REPO / "sensor"))  # set by --sensor (re-exec)
+sys.path[:0] = [str(REPO), str(SENSOR)]
 
 OPEN_LOOP = r"""#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
-int main(int c, char **v) { int n = atoi(v[2]); for (int i = 0; i < n; i++) { int fd = open(v[1], O_RDONLY);
+int main(int c, char **v) { int n = atoi(v[2]); for (int i = 0; i < n; i++) { int fd = open(v[1], O_WRONLY);
   if (fd < 0) return 1; close(fd); } return 0; }
 """
 
@@ -79,7 +83,7 @@ def flood_once(bpf_dir: Path, loop: Path, work: Path, opens: int, conf: str) -> 
         f'[[rule]]\nname = "bench"\ntype = "file"\npath = "{protected}"\naction = "audit"\n')
     (run_dir / "sensor.conf").write_text(conf)
     log_dir = run_dir / "log"
-    env = dict(os.environ, PYTHONPATH=str(REPO / "sensor"), ENDURA_BPF_DIR=str(bpf_dir))
+    env = dict(os.environ, PYTHONPATH=str(SENSOR), ENDURA_BPF_DIR=str(bpf_dir))
     proc = subprocess.Popen([sys.executable, "-m", "endura_sensor", "run", "--config", str(run_dir / "sensor.conf"),
                              "--policy-dir", str(run_dir / "policies"), "--log-dir", str(log_dir),
                              "--tier", "tracepoint", "--pin-dir", ""],
@@ -202,12 +206,11 @@ def micro(n: int) -> dict:
         out["EventLog.write (one record)"] = per_event_us(lambda: [log.write(sample) for _ in range(n)], n)
         log.close()
         for name, conf in (("flood control off", "flood_burst = 0\n"), ("flood control on", "")):
-            try:
-                cfg = config_mod.parse(conf)
-            except config_mod.ConfigError:
+            if "flood_burst" not in config_mod.KEYS:  # a sensor from before flood control
                 if conf:
-                    continue  # before flood control
-                raise
+                    continue
+                name = "no flood control"
+            cfg = config_mod.parse(conf)
             log_dir = Path(tmp) / name.replace(" ", "-")
             sensor = daemon.Sensor(cfg, policy_dir=Path(tmp), bpf_dir=Path(tmp), log_dir=log_dir)
             sensor.events = eventlog.EventLog(log_dir, 1 << 40, 1)
@@ -246,7 +249,12 @@ def main(argv=None) -> int:
     parser.add_argument("--micro", type=int, default=20_000, help="synthetic records for the micro-benchmark")
     parser.add_argument("--no-flood", action="store_true", help="only the micro-benchmark (no root needed)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--sensor", type=Path, help="the sensor source tree to measure (default: this checkout's)")
     args = parser.parse_args(argv)
+    if args.sensor and args.sensor.resolve() != SENSOR.resolve():
+        env = dict(os.environ, ENDURA_BENCH_SENSOR=str(args.sensor.resolve()))
+        return subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])],
+                              env=env).returncode
     result = {"micro_us_per_event": micro(args.micro)}
     print(table(list(result["micro_us_per_event"].items()), ["per-event Python work", "µs/event"]))
     if not args.no_flood:

@@ -340,6 +340,8 @@ class Sensor:
                     record["path"] = rule.path or f"{rule.dir}/.../{record['filename']}"
             record["time"] = iso_time(v[4] / 1e9 + offset)
             emit(record, flush=False)
+            if control is not None:
+                control.keep_first((kind, rule_id), record)
 
     def write_summaries(self, pending) -> None:
         """`events_summarized` records for what flood control counted (see flood.py)."""

@@ -12,8 +12,10 @@ Events are grouped by key = (event type, rule id). For each key:
 - the burst ends when the key has had no event for `quiet_s` seconds: the last summary is written
   (`"final": true`) and the next event is logged in full again, with a whole budget.
 
-So the first events of a flood are always in the log in full, and the flood itself writes too little
-afterwards to rotate them out (sensor/README.md, "Floods", has the figures). Everything is counted:
+So the first events of a flood are in the log in full, and the flood itself writes too little afterwards
+to rotate them out (sensor/README.md, "Floods", has the figures); each summary also repeats the
+flood's first record (`first_event`), so the newest record of a flood holds its start even in a
+rotation too small for the rest. Everything is counted:
 `in_full` + `summarized` = events read from the ring buffer.
 
 The summarized path is kept cheap: no record dict, no JSON; a few dict increments per event.
@@ -41,7 +43,7 @@ def effective_burst(burst: int, log_max_bytes: int, log_keep: int) -> int:
 
 class _Burst:
     __slots__ = ("full", "last_seen", "total", "count", "first_ns", "last_ns", "actions", "who", "other",
-                 "due", "interval", "summaries")
+                 "due", "interval", "summaries", "first")
 
     def __init__(self) -> None:
         self.full = 0  # events of this burst logged in full
@@ -50,6 +52,7 @@ class _Burst:
         self.due: Optional[float] = None  # when the next summary is due (None: nothing summarized yet)
         self.interval = FIRST_SUMMARY_S
         self.summaries = 0
+        self.first: Optional[dict] = None  # the burst's first record, as logged
         self._reset_summary()
 
     def _reset_summary(self) -> None:
@@ -102,6 +105,13 @@ class FloodControl:
         self.summarized += 1
         return False
 
+    def keep_first(self, key: Key, record: dict) -> None:
+        """Remember the record of a burst's first event: every summary repeats it (`first_event`), so the
+        newest record of a flood always holds its start, however small the log rotation."""
+        state = self.bursts[key]
+        if state.first is None or state.full == 1:
+            state.first = record
+
     def due(self, now: float) -> List[Tuple[Key, dict]]:
         """Summaries due now, as (key, fields); bursts that ended get their final summary and are forgotten."""
         out: List[Tuple[Key, dict]] = []
@@ -137,6 +147,8 @@ class FloodControl:
         if state.other:
             fields["untracked"] = state.other  # events beyond TRACKED distinct (comm, pid, uid): not in the tops
         fields.update(burst_in_full=state.full, burst_summarized=state.total, final=final)
+        if state.first is not None:
+            fields["first_event"] = state.first
         state.summaries += 1
         state._reset_summary()
         return fields
