@@ -2,7 +2,8 @@
 
 Records (JSON lines) go to stdout and to `<log_dir>/events.log`: `started`, one per kernel event
 (`exec_denied`, `file_open_denied`, `connect_denied`, `module_load_denied`, `bpf_denied`),
-`policy_loaded`, `policy_rejected`, `policy_warning`, `events_dropped`, `forward_dropped`, `stopped`.
+`policy_loaded`, `policy_rejected`, `policy_warning`, `events_dropped`, `events_summarized` (flood
+control, flood.py: beyond the first events of a burst), `forward_dropped`, `stopped`.
 Messages for people go to stderr. With `syslog` / `collector_url` set in sensor.conf, every record is also
 forwarded, from threads of their own (forward.py): a receiver that is down or slow costs counted drops
 (`forward_dropped`), never a stalled event loop.
