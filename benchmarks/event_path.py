@@ -266,6 +266,9 @@ def main(argv=None) -> int:
         print()
         print(table(rows, ["real flood (open loop)", "produced", "in full", "summarized", "dropped", "complete",
                            "CPU s", "CPU s/10k read", "log bytes"]))
+    out = REPO / "build" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "event_path.json").write_text(json.dumps(result, indent=1) + "\n")
     if args.json:
         print(json.dumps(result, indent=1))
     return 0

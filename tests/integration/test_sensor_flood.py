@@ -57,6 +57,8 @@ def test_a_flood_of_100000_audited_opens_keeps_its_first_events_exact_counts_and
     records = sensor.stop()
     stopped = records[-1]
     assert stopped["type"] == "stopped"
+    print(f"\n{produced} produced ({len(kills)} killed execs): {stopped['events_in_full']} in full, "
+          f"{stopped['events_summarized']} summarized, {stopped['events_dropped']} dropped")
     # every event is counted exactly once: logged in full, summarized, or dropped by the full ring buffer
     assert stopped["events_in_full"] + stopped["events_summarized"] + stopped["events_dropped"] == produced, stopped
     assert status["events_in_full"] + status["events_summarized"] + status["events_dropped"] == produced, status
