@@ -23,6 +23,9 @@ No tables, arrays, multi-line strings, or dotted keys. Every problem is reported
     collector_timeout_ms = 5000    # connect/send/response timeout (100..60000)
     forward_queue_max = 10000      # records held in memory per destination; beyond: dropped, counted (1..1000000)
     policy_may_downgrade = true    # false: refuse a policy file that sets enforcement/terminate_process below this
+    flood_burst = 100              # events per (type, rule) logged in full before a flood is summarized (0 = off)
+    flood_quiet_s = 10             # a flood ends after this many seconds without its events (1..86400)
+    flood_summary_max_s = 300      # summaries of a flood: after 1 s, then doubling up to this interval (1..86400)
 
 The file is read like every file the sensor reads (textfile.py): a regular file (or a symlink to
 one) of at most MAX_CONFIG_BYTES, UTF-8 with an optional byte-order mark, LF or CRLF line endings,
@@ -70,6 +73,9 @@ class Config:
     collector_timeout_ms: int = 5000
     forward_queue_max: int = 10000
     policy_may_downgrade: bool = True
+    flood_burst: int = 100
+    flood_quiet_s: int = 10
+    flood_summary_max_s: int = 300
     path: str = ""  # where it was read from ("" = built-in defaults)
 
 
@@ -94,10 +100,14 @@ KEYS: Dict[str, Tuple[type, Tuple[str, ...] | None, bool]] = {
     "collector_timeout_ms": (int, None, False),
     "forward_queue_max": (int, None, False),
     "policy_may_downgrade": (bool, None, False),
+    "flood_burst": (int, None, False),
+    "flood_quiet_s": (int, None, False),
+    "flood_summary_max_s": (int, None, False),
 }
 #: integer keys with a range: key -> (min, max)
 RANGES = {"collector_batch": (1, 10000), "collector_flush_ms": (10, 60000), "collector_timeout_ms": (100, 60000),
-          "forward_queue_max": (1, 1000000)}
+          "forward_queue_max": (1, 1000000), "flood_burst": (0, 1000000), "flood_quiet_s": (1, 86400),
+          "flood_summary_max_s": (1, 86400)}
 #: what each integer key accepts, for the message about an integer too long to be read
 INT_HINTS = {"log_max_bytes": "from 4096 to 2^40", "log_keep": "from 1 to 100",
              **{key: f"from {lo} to {hi}" for key, (lo, hi) in RANGES.items()}}

@@ -3,7 +3,7 @@
 Records (JSON lines) go to stdout and to `<log_dir>/events.log`: `started`, one per kernel event
 (`exec_denied`, `file_open_denied`, `connect_denied`, `module_load_denied`, `bpf_denied`),
 `policy_loaded`, `policy_rejected`, `policy_warning`, `enforcement_downgraded`, `events_dropped`,
-`forward_dropped`, `stopped`.
+`events_summarized` (flood control, flood.py: beyond the first events of a burst), `forward_dropped`, `stopped`.
 Messages for people go to stderr. With `syslog` / `collector_url` set in sensor.conf, every record is also
 forwarded, from threads of their own (forward.py): a receiver that is down or slow costs counted drops
 (`forward_dropped`), never a stalled event loop.
@@ -29,7 +29,7 @@ from typing import List, Sequence
 
 from . import config as config_mod
 from . import enforce as enforce_mod
-from . import eventlog, forward, libbpf, probe
+from . import eventlog, events, flood, forward, libbpf, probe
 from . import policy as policy_mod
 from .enforce import TIER_BY_NAME, TIERS, Enforcer
 from .errors import SensorError
@@ -91,7 +91,9 @@ class Sensor:
         self.stop_requested = False
         self._signature: tuple = ()
         self._offset = eventlog.boot_to_wall_offset()
-        self.counts: dict = {}
+        self.counts: dict = {}  # events read from the ring buffer, by type (in full + summarized)
+        self.in_full = 0  # events logged in full
+        self.flood: flood.FloodControl | None = None  # set in start() unless flood_burst = 0
         self.started_at = time.time()
         self.last_reload: dict = {}
         self.downgrades: List[policy_mod.Downgrade] = []  # of the policy in force
@@ -99,11 +101,20 @@ class Sensor:
 
     # ------------------------------------------------------------ output
 
-    def emit(self, record: dict) -> None:
-        print(json.dumps(record), flush=True)
+    def emit(self, record: dict, flush: bool = True) -> None:
+        """One record to stdout, events.log and the forwarders; the event path flushes once per batch."""
+        line = eventlog.encode(record) + "\n"
+        sys.stdout.write(line)
         if self.events is not None:
-            self.events.write(record)
+            self.events.write_line(line)
         self.forwarders.submit(record)
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+        if self.events is not None:
+            self.events.flush()
 
     def _settings(self, policy: policy_mod.Policy):
         enforcement = policy.enforcement or self.cfg.enforcement
@@ -252,6 +263,7 @@ class Sensor:
     def start(self) -> None:
         policy = self.load_policy()
         self.events = eventlog.EventLog(self.log_dir, self.cfg.log_max_bytes, self.cfg.log_keep)
+        self.flood = self.flood_control(self.cfg)
         early = self.remove_pins_that_would_kill_us()
         self.enforcer = self._load_tier(policy)
         self.policy = policy
@@ -284,7 +296,8 @@ class Sensor:
                    "cgroup": self.enforcer.cgroup_path, "cgroup_exempt_from_bpf_rules": bool(self.enforcer.cgroup_id), "fail_closed": self.cfg.fail_closed,
                    "start_to_enforcing_ms": None if since_exec is None else round(since_exec * 1000),
                    "rss_bytes": eventlog.rss_bytes(), "log": str(self.events.path),
-                   "forwarding": {d.kind: d.target for d in self.forwarders.destinations}})
+                   "forwarding": {d.kind: d.target for d in self.forwarders.destinations},
+                   "flood_control": self.flood_settings()})
         self.report_downgrades(self._new_downgrades, "start")
         self.events.flush()
         self.write_status()
@@ -300,7 +313,9 @@ class Sensor:
                   "updated": eventlog.iso_time(time.time()), "policy_dir": str(self.policy_dir),
                   "policy_files": [Path(f).name for f in self.policy.files], "rules": len(self.policy.rules),
                   "by_type": self.policy.summary(), "programs": self.enforcer.attached, "events": self.counts,
-                  "events_dropped": self.reported_drops, "last_reload": self.last_reload,
+                  "events_in_full": self.in_full, "events_summarized": self.flood.summarized if self.flood else 0,
+                  "events_dropped": self.reported_drops, "flood_control": self.flood_settings(),
+                  "floods": self.flood.floods if self.flood else 0, "last_reload": self.last_reload,
                   "downgrades": [dict(d.to_dict(), sensor_conf_path=d.conf_path) for d in self.downgrades],
                   "forwarding": self.forwarders.stats(), "forward_dropped": sum(self.forwarders.reported.values()),
                   "rss_bytes": eventlog.rss_bytes()}
@@ -312,17 +327,74 @@ class Sensor:
         except OSError as exc:
             log(f"cannot write {path}: {exc.strerror}")
 
-    def on_event(self, event) -> None:
-        record = event.to_dict()
-        self.counts[event.type] = self.counts.get(event.type, 0) + 1
-        rule = self.enforcer.rule_by_id.get(event.rule_id) if self.enforcer else None
-        if rule is not None:
-            record["rule"] = rule.name
-            record["rule_source"] = rule.source
-            if event.type == "file_open_denied":  # the kernel reports the dentry name only
-                record["path"] = rule.path or f"{rule.dir}/.../{event.filename}"
-        record["time"] = eventlog.iso_time(event.timestamp_ns / 1e9 + self._offset)
-        self.emit(record)
+    # ------------------------------------------------------------ events
+
+    @staticmethod
+    def flood_control(cfg: config_mod.Config) -> flood.FloodControl | None:
+        burst = flood.effective_burst(cfg.flood_burst, cfg.log_max_bytes, cfg.log_keep)
+        if not burst:
+            return None
+        if burst < cfg.flood_burst:
+            log(f"flood_burst lowered from {cfg.flood_burst} to {burst}: the full records of one flood must fit in "
+                f"half of what the log rotation keeps (log_keep {cfg.log_keep} x log_max_bytes {cfg.log_max_bytes})")
+        return flood.FloodControl(burst, cfg.flood_quiet_s, cfg.flood_summary_max_s)
+
+    def flood_settings(self) -> dict:
+        if self.flood is None:
+            return {"burst": 0}
+        return {"burst": self.flood.burst, "quiet_s": self.flood.quiet_s, "summary_max_s": self.flood.summary_max_s}
+
+    def on_records(self, records: List[bytes]) -> None:
+        """The records one poll read from the ring buffer: each is logged in full, or (beyond a flood's
+        first events) counted by flood control. The hot path: keep it lean."""
+        unpack, to_record, names = events.unpack, events.to_record, events.EVENT_TYPES
+        counts, control, emit = self.counts, self.flood, self.emit
+        rules = self.enforcer.rule_by_id if self.enforcer else {}
+        offset, iso_time = self._offset, eventlog.iso_time
+        now = time.monotonic()
+        for data in records:
+            if len(data) < events.EVENT.size:
+                raise ValueError(f"event record of {len(data)} bytes is shorter than struct endura_event "
+                                 f"({events.EVENT.size})")
+            v = unpack(data)
+            kind, rule_id = v[0], v[3]
+            name = names.get(kind) or f"unknown({kind})"
+            counts[name] = counts.get(name, 0) + 1
+            if control is not None and not control.admit((kind, rule_id), now, v[4], v[1], v[6], v[9], v[14]):
+                continue
+            self.in_full += 1
+            record = to_record(v)
+            rule = rules.get(rule_id)
+            if rule is not None:
+                record["rule"] = rule.name
+                record["rule_source"] = rule.source
+                if kind == events.EVENT_FILE_OPEN_DENIED:  # the kernel reports the dentry name only
+                    record["path"] = rule.path or f"{rule.dir}/.../{record['filename']}"
+            record["time"] = iso_time(v[4] / 1e9 + offset)
+            emit(record, flush=False)
+            if control is not None:
+                control.keep_first((kind, rule_id), record)
+
+    def write_summaries(self, pending) -> None:
+        """`events_summarized` records for what flood control counted (see flood.py)."""
+        rules = self.enforcer.rule_by_id if self.enforcer else {}
+        for (kind, rule_id), fields in pending:
+            record = {"type": "events_summarized", "event_type": events.EVENT_TYPES.get(kind) or f"unknown({kind})",
+                      "rule_id": rule_id}
+            rule = rules.get(rule_id)
+            if rule is not None:
+                record["rule"] = rule.name
+                record["rule_source"] = rule.source
+            first_ns, last_ns = fields.pop("first_ns"), fields.pop("last_ns")
+            record["count"] = fields.pop("count")
+            if record["count"]:
+                record["first_time"] = eventlog.iso_time(first_ns / 1e9 + self._offset)
+                record["last_time"] = eventlog.iso_time(last_ns / 1e9 + self._offset)
+            fields["actions"] = {"+".join(events.action_names(bits)) or str(bits): n
+                                 for bits, n in sorted(fields["actions"].items())}
+            record.update(fields)
+            record["time"] = eventlog.iso_time(time.time())
+            self.emit(record, flush=False)
 
     def check_drops(self) -> None:
         assert self.enforcer is not None
@@ -365,9 +437,11 @@ class Sensor:
         next_check, next_resolve = now + self.reload_interval, now + self.resolve_interval
         next_forward_check = now + self.forward_check_interval
         while not self.stop_requested and (deadline is None or time.monotonic() < deadline):
-            self.enforcer.poll(self.on_event, 100)
-            self.check_drops()
+            self.enforcer.poll_records(self.on_records, 100)
             now = time.monotonic()
+            if self.flood is not None:
+                self.write_summaries(self.flood.due(now))
+            self.check_drops()
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload("SIGHUP")
@@ -384,18 +458,21 @@ class Sensor:
                 next_resolve = now + self.resolve_interval
                 self.resolve_again()
                 self.write_status()
-            self.events.flush()
+            self.flush()
 
     def close(self, keep_pinned: bool = False) -> None:
         if self.enforcer is not None:
             try:
-                self.enforcer.poll(self.on_event, 0)
+                self.enforcer.poll_records(self.on_records, 0)
                 self.check_drops()
             except SensorError:
                 pass
+            if self.flood is not None:
+                self.write_summaries(self.flood.finish())
             kept = self.enforcer.pinned if keep_pinned else []
             stopped = {"type": "stopped", "events_dropped": self.reported_drops, "still_enforcing": kept,
                        "handoff": bool(kept) and self.handoff and not self.cfg.fail_closed}
+            stopped.update(events_in_full=self.in_full, events_summarized=self.flood.summarized if self.flood else 0)
             if self.forwarders:
                 self.forwarders.drain(1.0)  # deliver what is queued, then report what was lost
                 self.forwarders.close_stalled()  # a receiver that is down does not get `stopped`: counted here

@@ -350,9 +350,15 @@ class Enforcer:
         return sum(int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8))
 
     def poll(self, callback: Callable[[events.Event], None], timeout_ms: int) -> int:
+        """`callback(Event)` for each event record (`check`, tests)."""
+        return self.poll_records(lambda records: [callback(events.decode(data)) for data in records], timeout_ms)
+
+    def poll_records(self, callback: Callable[[List[bytes]], None], timeout_ms: int) -> int:
+        """`callback([raw record, ...])` once per poll with what the ring buffer held (the daemon's path)."""
+        self._on_records = callback
         if self._ring is None:
             self._ring = libbpf.RingBuffer(self._obj.map_fd("endura_events"),
-                                           lambda data: callback(events.decode(data)))
+                                           lambda records: self._on_records(records), batch=True)
         return self._ring.poll(timeout_ms)
 
     def close(self, keep_pinned: bool = False) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 from .errors import SensorError
 
 LOG_NAME = "events.log"
+#: records as compact JSON (ASCII: ensure_ascii escapes the rest), one encoder for the log, stdout and forwarding
+encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 class EventLog:
@@ -19,18 +21,22 @@ class EventLog:
         self.max_bytes, self.keep = max_bytes, keep
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o750)
-            self._file = open(self.path, "a", encoding="utf-8")
+            self._file = open(self.path, "a", encoding="ascii", buffering=1 << 16)
         except OSError as exc:
             raise SensorError(f"cannot write the event log {self.path}: {exc.strerror}; create {self.directory} "
                               "(the package does) or set log_dir in sensor.conf") from None
         self._size = self._file.tell()
 
     def write(self, record: dict) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
+        self.write_line(encode(record) + "\n")
+
+    def write_line(self, line: str) -> None:
+        """One JSON line from `encode` (ASCII: its length is its size in bytes), newline included.
+        Buffered: `flush()` once per batch of records."""
         if self._size + len(line) > self.max_bytes and self._size:
             self.rotate()
         self._file.write(line)
-        self._size += len(line.encode())
+        self._size += len(line)
 
     def flush(self) -> None:
         self._file.flush()
@@ -42,7 +48,7 @@ class EventLog:
             if older.exists():
                 os.replace(older, self.path.with_name(f"{LOG_NAME}.{n + 1}"))
         os.replace(self.path, self.path.with_name(f"{LOG_NAME}.1"))
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "a", encoding="ascii", buffering=1 << 16)
         self._size = 0
 
     def close(self) -> None:

@@ -141,6 +141,54 @@ def decode(data: bytes) -> Event:
     return Event(**values)
 
 
+# ------------------------------------------------------------------ the fast path (daemon): tuples -> records
+
+#: indexes into EVENT.unpack_from(...) (the order of EVENT_FIELDS)
+I_TYPE, I_ACTION, I_TIER, I_RULE_ID, I_TIMESTAMP_NS, I_PID, I_UID, I_COMM = 0, 1, 2, 3, 4, 6, 9, 14
+unpack = EVENT.unpack_from  # one record -> tuple (struct.error when it is too short)
+_ACTION_NAMES = tuple(tuple(action_names(bits)) for bits in range(8))
+_DEV_INO_TYPES = (EVENT_EXEC_DENIED, EVENT_FILE_OPEN_DENIED)
+_ACCESS = (["read"], ["write"], ["read", "write"])
+
+
+def _cstring(raw: bytes) -> str:
+    end = raw.find(b"\0")
+    raw = raw if end < 0 else raw[:end]
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", errors="replace")
+
+
+def to_record(v: tuple) -> dict:
+    """A tuple from `unpack` as the JSON-ready dict `decode(data).to_dict()` gives, without the Event and
+    ipaddress detours (the daemon's per-event path)."""
+    kind, action, tier, detail = v[0], v[1], v[2], v[19]
+    record = {"type": EVENT_TYPES.get(kind) or f"unknown({kind})",
+              "action": list(_ACTION_NAMES[action]) if action < 8 else action_names(action),
+              "tier": TIERS.get(tier) or f"unknown({tier})", "rule_id": v[3], "timestamp_ns": v[4],
+              "cgroup_id": v[5], "pid": v[6], "tid": v[7], "ppid": v[8], "uid": v[9], "gid": v[10],
+              "kill_result": v[11]}
+    if kind not in (EVENT_CONNECT_DENIED, EVENT_MODULE_LOAD_DENIED, EVENT_BPF_DENIED):
+        record["dev"], record["ino"] = v[12], v[13]
+    record["comm"] = _cstring(v[14])
+    record["filename"] = _cstring(v[15])
+    if kind == EVENT_CONNECT_DENIED:
+        raw = v[16]
+        if v[18] == AF_INET or raw[:12] == b"\0" * 10 + b"\xff\xff":
+            record["addr"] = str(ipaddress.IPv4Address(raw[12:]))
+        else:
+            record["addr"] = str(ipaddress.IPv6Address(raw))
+        record["port"], record["family"] = v[17], v[18]
+    elif kind == EVENT_FILE_OPEN_DENIED:
+        record["access"] = list(_ACCESS[(detail & 3) - 1]) if detail & 3 else []
+    elif kind == EVENT_MODULE_LOAD_DENIED:
+        record["how"] = MODULE_HOW.get(detail, str(detail))
+    elif kind == EVENT_BPF_DENIED:
+        record["bpf_cmd"] = detail
+    return record
+
+
 def net_key(network: str, port: int) -> bytes:
     """The LPM-trie key of a connect rule: port (0 = any) then the address, IPv4 as ::ffff:a.b.c.d."""
     net = ipaddress.ip_network(network or "::/0")

@@ -23,6 +23,7 @@ ENOTSUPP = 524  # kernel-internal "operation not supported" (e.g. fentry on arm6
 LIBBPF_ERRNO_START, LIBBPF_ERRNO_END = 4000, 4013
 _MAX_ERRNO = 4095
 _PTR_MASK = (1 << (8 * ctypes.sizeof(ctypes.c_void_p))) - 1
+_BATCH_FULL = -8191  # returned by our batching sample callback: libbpf stops consuming and returns it
 
 
 class LibbpfMissing(SensorError):
@@ -306,19 +307,35 @@ def possible_cpus() -> int:
 
 
 class RingBuffer:
-    """Consume a BPF ring buffer map: `callback(bytes)` for each record, from `poll()`."""
+    """Consume a BPF ring buffer map from `poll()`.
 
-    def __init__(self, map_fd: int, callback: Callable[[bytes], None]) -> None:
+    Default: `callback(bytes)` for each record, from libbpf's sample callback. With `batch=True` the
+    sample callback only copies the record (a ctypes callback per record is the expensive part; the
+    less Python it runs the better) and `poll()` hands them over at once: `callback([bytes, ...])`, at
+    most `batch_max` records per call (libbpf stops consuming when the callback says so; the rest stay
+    in the ring for the next poll).
+    """
+
+    def __init__(self, map_fd: int, callback: Callable, *, batch: bool = False, batch_max: int = 4096) -> None:
         self._callback = callback
         self.error: BaseException | None = None
+        self._batch: List[bytes] | None = None
+        if batch:
+            pending: List[bytes] = []
+            self._batch = pending
+            append, string_at = pending.append, ctypes.string_at
 
-        def _sample(_ctx, data, size):
-            try:
-                callback(ctypes.string_at(data, size))
-                return 0
-            except BaseException as exc:  # noqa: BLE001 - re-raised from poll()
-                self.error = exc
-                return -1
+            def _sample(_ctx, data, size):
+                append(string_at(data, size))  # this record is consumed whatever we return
+                return _BATCH_FULL if len(pending) >= batch_max else 0
+        else:
+            def _sample(_ctx, data, size):
+                try:
+                    callback(ctypes.string_at(data, size))
+                    return 0
+                except BaseException as exc:  # noqa: BLE001 - re-raised from poll()
+                    self.error = exc
+                    return -1
 
         self._sample = SAMPLE_FN(_sample)  # keep a reference: libbpf calls it later
         ctypes.set_errno(0)
@@ -331,6 +348,12 @@ class RingBuffer:
     def poll(self, timeout_ms: int) -> int:
         """Wait up to timeout_ms; return the number of records consumed."""
         rc = library().ring_buffer__poll(self._ptr, timeout_ms)
+        if self._batch:
+            records = self._batch[:]
+            self._batch.clear()
+            self._callback(records)
+            if rc == _BATCH_FULL or rc >= 0:
+                return len(records)
         if self.error is not None:
             error, self.error = self.error, None
             raise error

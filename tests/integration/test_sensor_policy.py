@@ -381,7 +381,7 @@ def test_event_flood_counts_every_dropped_event_and_rotates_the_log(start, tmp_p
     watched = tmp_path / "watched"
     watched.write_text("")
     sensor = start(rule(name="flood", type="file", path=str(watched), action="audit"),
-                   conf="log_max_bytes = 65536\nlog_keep = 3\n")
+                   conf="log_max_bytes = 65536\nlog_keep = 3\nflood_burst = 0\n")  # every event in full
     opens = 20000
     sensor.proc.send_signal(signal.SIGSTOP)  # the ring buffer (256 KiB, ~700 events) fills up
     try:
@@ -403,7 +403,7 @@ def test_event_flood_counts_every_dropped_event_and_rotates_the_log(start, tmp_p
     assert dropped["total"] == dropped["new"] > opens / 2
     assert received + dropped["total"] == opens  # every event is either delivered or counted
     assert records[-1] == {"type": "stopped", "events_dropped": dropped["total"], "still_enforcing": [],
-                          "handoff": False}
+                          "handoff": False, "events_in_full": received, "events_summarized": 0}
     assert "event(s) dropped: the ring buffer was full" in sensor.stderr
     rotated = sorted(p.name for p in sensor.log_dir.iterdir())  # status.json is removed at exit
     assert rotated == ["events.log", "events.log.1", "events.log.2", "events.log.3"]

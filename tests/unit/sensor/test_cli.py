@@ -30,7 +30,8 @@ def test_check_config_ok_and_errors(tmp_path, sensor_env):
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         f"{bad}:2: unknown key 'foo'; known keys: bpf_pin_dir, collector_batch, collector_flush_ms, "
-        "collector_timeout_ms, collector_token_file, collector_url, enforcement, fail_closed, forward_queue_max, "
+        "collector_timeout_ms, collector_token_file, collector_url, enforcement, fail_closed, flood_burst, "
+        "flood_quiet_s, flood_summary_max_s, forward_queue_max, "
         "log_dir, log_keep, log_max_bytes, mode, policy_dir, policy_may_downgrade, syslog, syslog_facility, team_server_url, "
         "terminate_process",
         f"{bad}:3: terminate_process: invalid value 'maybe' (expected a \"string\", true/false or an integer)",
