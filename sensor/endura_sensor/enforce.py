@@ -48,6 +48,31 @@ TIERS = (
 TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net")
 ZERO = b"\0\0\0\0"
+NO_RULE = events.RULE.pack(0, events.RULE_NONE)
+#: access -> struct endura_file_rule slot, per map
+SLOTS = {"endura_exec": {"exec": events.SLOT_EXEC},
+         "endura_files": {"read": events.SLOT_READ, "write": events.SLOT_WRITE}}
+
+
+def file_rule_value(entry: policy_mod.Entry, slots: Dict[str, int],
+                    rule_id: Callable[[policy_mod.Rule], int]) -> bytes:
+    """The struct endura_file_rule of one inode: per slot, the strictest of the rules that match it."""
+    verdicts: Dict[str, List[events.Verdict]] = {}
+    for scope in ("self", "below"):
+        verdicts[scope] = [(0, events.RULE_NONE)] * events.SLOTS
+        for access, slot in slots.items():
+            rule = entry.verdict(scope, access)
+            if rule is not None:
+                verdicts[scope][slot] = (rule_id(rule), events.RULE_ACTIONS[rule.action])
+    return events.pack_file_rule(verdicts["self"], verdicts["below"])
+
+
+def file_map_values(resolved: policy_mod.Resolved, rule_id: Callable[[policy_mod.Rule], int]
+                    ) -> Dict[str, Dict[bytes, bytes]]:
+    """The entries of the exec and files maps: key (dev, ino) -> merged verdicts (never "first rule wins")."""
+    return {name: {events.FILE_KEY.pack(dev, ino): file_rule_value(entry, SLOTS[name], rule_id)
+                   for (dev, ino), entry in table.items()}
+            for name, table in (("endura_exec", resolved.exec_files), ("endura_files", resolved.protected_files))}
 
 
 def own_service_cgroup(proc: Path = Path("/proc/self")) -> Tuple[int, str]:
@@ -73,6 +98,7 @@ class Applied:
     counts: Dict[str, int]  # map entries: exec, files, net, tamper
     warnings: List[str] = field(default_factory=list)
     changed: int = 0  # entries added, changed or removed
+    new_collisions: List[str] = field(default_factory=list)  # rules naming one file, not seen at the last apply()
 
 
 class Enforcer:
@@ -98,6 +124,7 @@ class Enforcer:
         self._config = events.CONFIG.pack(0, 0, 0, 0, 0, 0, 0, 0, 0)
         self.cgroup_id, self.cgroup_path = own_service_cgroup()
         self._ids: Dict[Tuple, int] = {}
+        self.collisions: List[str] = []  # contradictory rules that resolve to one file (strictest enforced)
         self.rule_by_id: Dict[int, policy_mod.Rule] = {}
         self.rules: List[str] = []  # the --deny paths (kept for the CLI's "started" record)
         self._links: Dict[str, libbpf.BpfLink] = {}
@@ -128,20 +155,15 @@ class Enforcer:
         self.rule_by_id[rule_id] = rule
         return rule_id
 
-    def _value(self, rule: policy_mod.Rule, flags: int = 0) -> bytes:
-        return events.RULE.pack(self._rule_id(rule), events.RULE_ACTIONS[rule.action], flags, 0)
+    def _value(self, rule: policy_mod.Rule) -> bytes:
+        return events.RULE.pack(self._rule_id(rule), events.RULE_ACTIONS[rule.action])
 
     def desired(self, policy: policy_mod.Policy, extra_exec: Sequence[str] = ()
-                ) -> Tuple[Dict[str, Dict[bytes, bytes]], Dict[int, bytes], List[str]]:
+                ) -> Tuple[Dict[str, Dict[bytes, bytes]], Dict[int, bytes], List[str], List[str]]:
+        """(map entries, tamper entries, warnings, collisions) for the policy as the files are now."""
         resolved = policy_mod.resolve(policy, extra_exec)
         want: Dict[str, Dict[bytes, bytes]] = {name: {} for name in MAPS}
-        for (dev, ino), (rule, subtree) in resolved.exec_files.items():
-            want["endura_exec"][events.FILE_KEY.pack(dev, ino)] = self._value(rule, events.RULE_SUBTREE * subtree)
-        for (dev, ino), (rule, subtree) in resolved.protected_files.items():
-            access = {"write": events.RULE_WRITE, "read": events.RULE_READ,
-                      "read-write": events.RULE_READ | events.RULE_WRITE}[rule.access]
-            want["endura_files"][events.FILE_KEY.pack(dev, ino)] = self._value(
-                rule, access | events.RULE_SUBTREE * subtree)
+        want.update(file_map_values(resolved, self._rule_id))
         for rule in resolved.networks:
             want["endura_net"][events.net_key(rule.network, rule.port)] = self._value(rule)
         tamper = {index: self._value(resolved.tamper[name]) for name, index in
@@ -150,7 +172,9 @@ class Enforcer:
             if len(entries) > events.MAX_RULES:
                 raise SensorError(f"the policy needs {len(entries)} entries in {name} (limit {events.MAX_RULES}); "
                                   "use directory rules or CIDRs")
-        return want, tamper, resolved.warnings
+        # load_dir() refuses these; they appear when the files change later (a hard link, a new copy of a hash)
+        collisions = [f"{c} (meanwhile the strictest of them is enforced)" for c in resolved.collisions]
+        return want, tamper, resolved.warnings + collisions, resolved.collisions
 
     @property
     def attached(self) -> List[str]:
@@ -214,17 +238,22 @@ class Enforcer:
         return removed
 
     def _config_bytes(self, enforce: bool, terminate: bool, want: Dict[str, Dict[bytes, bytes]]) -> bytes:
-        subtree = lambda entries: sum(1 for v in entries.values() if events.RULE.unpack(v)[2] & events.RULE_SUBTREE)  # noqa: E731
+        def count(name: str, scopes: Tuple[int, ...], slot: int | None = None) -> int:
+            """Entries of a map with a rule in one of the scopes (0 self, 1 below), in `slot` or in any."""
+            return sum(1 for value in want[name].values()
+                       if any(action for scope in scopes
+                              for i, (_, action) in enumerate(events.unpack_file_rule(value)[scope])
+                              if slot is None or i == slot))
+
         return events.CONFIG.pack(events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate),
-                                  os.getpid(), subtree(want["endura_exec"]), len(want["endura_files"]),
-                                  subtree(want["endura_files"]), len(want["endura_net"]),
-                                  sum(1 for v in want["endura_files"].values()
-                                      if events.RULE.unpack(v)[2] & events.RULE_READ), self.cgroup_id)
+                                  os.getpid(), count("endura_exec", (1,)), len(want["endura_files"]),
+                                  count("endura_files", (1,)), len(want["endura_net"]),
+                                  count("endura_files", (0, 1), events.SLOT_READ), self.cgroup_id)
 
     def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
               extra_exec: Sequence[str] = ()) -> Applied:
         """Make the maps hold exactly `policy` (+ exec denials of extra_exec), never enforcing less meanwhile."""
-        want, tamper, warnings = self.desired(policy, extra_exec)
+        want, tamper, warnings, collisions = self.desired(policy, extra_exec)
         final_config = self._config_bytes(enforce, terminate, want)
         union = {name: {**self._entries[name], **want[name]} for name in MAPS}
         changed = 0
@@ -247,8 +276,8 @@ class Enforcer:
                     current[key] = value
                     changed += 1
         for index in (events.TAMPER_MODULE_LOAD, events.TAMPER_BPF):
-            value = tamper.get(index, events.RULE.pack(0, 0, 0, 0))
-            if self._tamper.get(index, events.RULE.pack(0, 0, 0, 0)) != value:
+            value = tamper.get(index, NO_RULE)
+            if self._tamper.get(index, NO_RULE) != value:
                 libbpf.map_update(self._fds["endura_tamper"], index.to_bytes(4, "little"), value)
                 self._tamper[index] = value
                 changed += 1
@@ -273,20 +302,29 @@ class Enforcer:
         self.rules = [os.path.abspath(p) for p in extra_exec]
         counts = {"exec": len(want["endura_exec"]), "files": len(want["endura_files"]),
                   "net": len(want["endura_net"]), "tamper": len(tamper)}
-        return Applied(counts, warnings, changed)
+        new_collisions = [c for c in collisions if c not in self.collisions]
+        self.collisions = collisions
+        return Applied(counts, warnings, changed, new_collisions)
 
     def deny(self, path: str) -> int:
-        """Deny executing `path` (by device and inode) on top of what is loaded; return its rule id."""
+        """Deny executing `path` (by device and inode) on top of what is loaded; return its rule id.
+        A stricter rule already on that inode stays in force."""
         try:
             key = events.file_key(path)
         except OSError as exc:
             raise SensorError(f"cannot deny {path}: {exc.strerror}") from None
         rule = policy_mod.Rule("exec", "block", "--deny", f"--deny {os.path.abspath(path)}", path=os.path.abspath(path))
-        value = self._value(rule)
+        rule_id = self._rule_id(rule)
+        current = self._entries["endura_exec"].get(key)
+        own, below = (events.unpack_file_rule(current) if current
+                      else ([(0, events.RULE_NONE)] * events.SLOTS, [(0, events.RULE_NONE)] * events.SLOTS))
+        if own[events.SLOT_EXEC][1] < events.RULE_BLOCK:
+            own[events.SLOT_EXEC] = (rule_id, events.RULE_BLOCK)
+        value = events.pack_file_rule(own, below)
         libbpf.map_update(self._fds["endura_exec"], key, value)
         self._entries["endura_exec"][key] = value
         self.rules.append(os.path.abspath(path))
-        return events.RULE.unpack(value)[0]
+        return rule_id
 
     # ------------------------------------------------------------ events
 
