@@ -238,17 +238,13 @@ class Enforcer:
         return removed
 
     def _config_bytes(self, enforce: bool, terminate: bool, want: Dict[str, Dict[bytes, bytes]]) -> bytes:
-        def count(name: str, scopes: Tuple[int, ...], slot: int | None = None) -> int:
-            """Entries of a map with a rule in one of the scopes (0 self, 1 below), in `slot` or in any."""
-            return sum(1 for value in want[name].values()
-                       if any(action for scope in scopes
-                              for i, (_, action) in enumerate(events.unpack_file_rule(value)[scope])
-                              if slot is None or i == slot))
-
+        exec_, files = ([events.unpack_file_rule(v) for v in want[name].values()]
+                        for name in ("endura_exec", "endura_files"))
+        below = lambda entries: sum(1 for _, under in entries if any(action for _, action in under))  # noqa: E731
+        reads = sum(1 for own, under in files if own[events.SLOT_READ][1] or under[events.SLOT_READ][1])
         return events.CONFIG.pack(events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate),
-                                  os.getpid(), count("endura_exec", (1,)), len(want["endura_files"]),
-                                  count("endura_files", (1,)), len(want["endura_net"]),
-                                  count("endura_files", (0, 1), events.SLOT_READ), self.cgroup_id)
+                                  os.getpid(), below(exec_), len(files), below(files), len(want["endura_net"]), reads,
+                                  self.cgroup_id)
 
     def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
               extra_exec: Sequence[str] = ()) -> Applied:
