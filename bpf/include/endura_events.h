@@ -147,7 +147,7 @@ struct endura_event {
 	__u32 uid;
 	__u32 gid;
 	__s32 kill_result; /* bpf_send_signal() return value when KILLED was attempted, else 0 */
-	__u64 dev;         /* exec/file: the file */
+	__u64 dev;         /* exec/file: the file itself (also when a directory's rule matched) */
 	__u64 ino;
 	char comm[ENDURA_COMM_LEN];     /* task comm at the hook (the old image's name for fentry/LSM) */
 	char filename[ENDURA_PATH_LEN]; /* exec: bprm->filename; file: the dentry name; module: the name */

@@ -84,6 +84,8 @@ static __always_inline int endura_key_of_dentry(struct dentry *dentry, struct en
 	return 0;
 }
 
+_Static_assert(ENDURA_SLOTS == 2, "endura_stricter() looks at slots 0 and 1");
+
 /* Keep the stricter: bit i of `wanted` selects v[i] (enum endura_slot); the first of equals stays. */
 static __always_inline void endura_stricter(const struct endura_verdict *v, __u32 wanted, struct endura_verdict *best)
 {

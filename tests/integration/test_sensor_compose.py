@@ -66,6 +66,8 @@ def test_a_file_with_its_own_read_rule_inside_a_write_protected_dir_cannot_be_wr
         "app.conf": [("dir-write", ["killed"], ["write"]), ("own-read", ["audited"], ["read"]),
                      ("dir-write", ["killed"], ["read", "write"])],
         "other.conf": [("dir-write", ["killed"], ["write"])]}
+    (other_event,) = [r for r in records if r.get("filename") == "other.conf"]
+    assert other_event["ino"] == other.stat().st_ino  # the file's own inode, not its directory's
 
 
 def test_the_strictest_rule_wins_wherever_it_is_and_ties_go_to_the_nearest(start, tmp_path):
