@@ -50,18 +50,23 @@ enum endura_enforcement {
 	ENDURA_ENFORCEMENT_ENFORCE = 1,
 };
 
-/* struct endura_rule.action: the policy file's per-rule action */
+/*
+ * struct endura_verdict.action and struct endura_rule.action: the policy file's per-rule action,
+ * numbered by strictness (audit < block < kill), so the stricter of two is the larger.
+ */
 enum endura_rule_action {
-	ENDURA_RULE_BLOCK = 0, /* what the tier can do: -EPERM (LSM), + SIGKILL when terminate_process */
-	ENDURA_RULE_KILL = 1,  /* always SIGKILL (and -EPERM on the LSM tier) */
-	ENDURA_RULE_AUDIT = 2, /* report only */
+	ENDURA_RULE_NONE = 0,  /* no rule (an empty slot of struct endura_file_rule) */
+	ENDURA_RULE_AUDIT = 1, /* report only */
+	ENDURA_RULE_BLOCK = 2, /* what the tier can do: -EPERM (LSM), + SIGKILL when terminate_process */
+	ENDURA_RULE_KILL = 3,  /* always SIGKILL (and -EPERM on the LSM tier) */
 };
 
-/* struct endura_rule.flags */
-enum endura_rule_flags {
-	ENDURA_RULE_SUBTREE = 1, /* the key is a directory: the rule covers everything below it */
-	ENDURA_RULE_READ = 2,    /* file rules: deny open for reading */
-	ENDURA_RULE_WRITE = 4,   /* file rules: deny open for writing */
+/* index into struct endura_file_rule.self and .below: the access */
+enum endura_slot {
+	ENDURA_SLOT_EXEC = 0,  /* endura_exec: executing the file */
+	ENDURA_SLOT_READ = 0,  /* endura_files: opening it for reading */
+	ENDURA_SLOT_WRITE = 1, /* endura_files: opening it for writing */
+	ENDURA_SLOTS = 2,
 };
 
 /* index into the endura_tamper array */
@@ -84,12 +89,27 @@ struct endura_file_key {
 	__u64 ino;
 };
 
-/* value of the exec, files and net maps and of the tamper array (rule_id 0 = no rule) */
+/* what applies to one access: the strictest of the rules that match it (merged by userspace) */
+struct endura_verdict {
+	__u32 rule_id; /* the rule reported in events (the first of equally strict ones); 0 = no rule */
+	__u32 action;  /* enum endura_rule_action; ENDURA_RULE_NONE = no rule */
+};
+
+/*
+ * value of the exec and files maps: the verdicts for the inode itself (path and sha256 rules) and,
+ * separately, for everything below it when it is a directory (dir rules). The kernel takes the
+ * strictest of the file's own `self` verdict and every ancestor directory's `below` verdict.
+ */
+struct endura_file_rule {
+	struct endura_verdict self[ENDURA_SLOTS];  /* indexed by enum endura_slot */
+	struct endura_verdict below[ENDURA_SLOTS];
+};
+
+/* value of the net map and of the tamper array (rule_id 0 = no rule) */
 struct endura_rule {
 	__u32 rule_id; /* reported back in events */
 	__u32 action;  /* enum endura_rule_action */
-	__u32 flags;   /* enum endura_rule_flags */
-	__u32 reserved;
+	__u32 reserved[2];
 };
 
 /* key of the net LPM trie: port (big-endian, 0 = any port) then the IPv6 address (IPv4 as ::ffff:a.b.c.d) */
@@ -105,11 +125,11 @@ struct endura_config {
 	__u32 enforcement;        /* enum endura_enforcement */
 	__u32 terminate_process;  /* 1: SIGKILL on `block` rules too (fentry/tracepoint can do nothing else) */
 	__u32 sensor_tgid;        /* the sensor itself: exempt from bpf() rules */
-	__u32 exec_subtree_rules; /* > 0: walk ancestors of exec'd files */
+	__u32 exec_subtree_rules; /* > 0: walk ancestors of exec'd files (entries with a `below` verdict) */
 	__u32 file_rules;         /* > 0: check opens */
 	__u32 file_subtree_rules; /* > 0: walk ancestors of opened files */
 	__u32 net_rules;          /* > 0: check connects */
-	__u32 file_read_rules;    /* > 0: file rules deny reading too (else read-only opens are skipped early) */
+	__u32 file_read_rules;    /* > 0: some entry has a read verdict (else read-only opens are skipped early) */
 	__u64 sensor_cgroup_id;   /* != 0: the sensor's own cgroup (v2 id; e.g. endura-sensor.service) is exempt
 				     from bpf() rules too, so a restarted sensor can replace pinned programs */
 	__u64 sensor_cgroup_parent_id; /* != 0: a cgroup named sensor_cgroup_name directly below this one (v2 id) is
@@ -132,7 +152,7 @@ struct endura_event {
 	__u32 uid;
 	__u32 gid;
 	__s32 kill_result; /* bpf_send_signal() return value when KILLED was attempted, else 0 */
-	__u64 dev;         /* exec/file: the file */
+	__u64 dev;         /* exec/file: the file itself (also when a directory's rule matched) */
 	__u64 ino;
 	char comm[ENDURA_COMM_LEN];     /* task comm at the hook (the old image's name for fentry/LSM) */
 	char filename[ENDURA_PATH_LEN]; /* exec: bprm->filename; file: the dentry name; module: the name */
@@ -149,14 +169,14 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ENDURA_MAX_RULES);
 	__type(key, struct endura_file_key);
-	__type(value, struct endura_rule);
+	__type(value, struct endura_file_rule);
 } endura_exec SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ENDURA_MAX_RULES);
 	__type(key, struct endura_file_key);
-	__type(value, struct endura_rule);
+	__type(value, struct endura_file_rule);
 } endura_files SEC(".maps");
 
 struct {

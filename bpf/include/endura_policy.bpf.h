@@ -84,31 +84,50 @@ static __always_inline int endura_key_of_dentry(struct dentry *dentry, struct en
 	return 0;
 }
 
-/*
- * The rule for `file` in `map`: its own (dev, ino), then with `subtree`, each ancestor directory
- * (up to ENDURA_MAX_DEPTH, crossing mount points) whose entry has ENDURA_RULE_SUBTREE. Paths,
- * symlinks and relative names do not matter: the kernel's dentry tree is walked.
- */
-static __always_inline struct endura_rule *endura_lookup_file(void *map, struct file *file, bool subtree,
-							       struct endura_file_key *key)
+_Static_assert(ENDURA_SLOTS == 2, "endura_stricter() looks at slots 0 and 1");
+
+/* Keep the stricter: bit i of `wanted` selects v[i] (enum endura_slot); the first of equals stays. */
+static __always_inline void endura_stricter(const struct endura_verdict *v, __u32 wanted, struct endura_verdict *best)
 {
-	struct endura_rule *rule;
+	if ((wanted & (1 << 0)) && v[0].action > best->action)
+		*best = v[0];
+	if ((wanted & (1 << 1)) && v[1].action > best->action)
+		*best = v[1];
+}
+
+/*
+ * The strictest verdict for `file` in `map` over the `wanted` slots, merged into *best: the file's
+ * own entry (its `self` verdicts), then with `subtree` the `below` verdicts of every ancestor
+ * directory up to ENDURA_MAX_DEPTH, crossing mount points. Every rule that matches counts, not the
+ * first found; on equal strictness the one found first stays (own entry, then the nearest ancestor).
+ * Paths, symlinks and relative names do not matter: the kernel's dentry tree is walked.
+ * *key gets the file's own (device, inode).
+ */
+static __always_inline void endura_lookup_file(void *map, struct file *file, bool subtree, __u32 wanted,
+					       struct endura_file_key *key, struct endura_verdict *best)
+{
+	struct endura_file_rule *rule;
+	struct endura_file_key up_key;
 	struct dentry *d, *parent, *root;
 	struct vfsmount *vmnt;
 	struct mount *mnt, *up;
 	int i;
 
 	if (!file)
-		return NULL;
+		return;
 	d = BPF_CORE_READ(file, f_path.dentry);
 	if (endura_key_of_dentry(d, key) != 0)
-		return NULL;
+		return;
 	rule = bpf_map_lookup_elem(map, key);
-	if (rule || !subtree)
-		return rule;
+	if (rule)
+		endura_stricter(rule->self, wanted, best);
+	if (!subtree)
+		return;
 	vmnt = BPF_CORE_READ(file, f_path.mnt);
 	mnt = (struct mount *)((void *)vmnt - bpf_core_field_offset(struct mount, mnt));
 	for (i = 0; i < ENDURA_MAX_DEPTH; i++) {
+		if (best->action == ENDURA_RULE_KILL)
+			break; /* nothing is stricter */
 		root = BPF_CORE_READ(mnt, mnt.mnt_root);
 		if (d == root) {
 			up = BPF_CORE_READ(mnt, mnt_parent);
@@ -122,33 +141,33 @@ static __always_inline struct endura_rule *endura_lookup_file(void *map, struct 
 				break;
 			d = parent;
 		}
-		if (endura_key_of_dentry(d, key) != 0)
+		if (endura_key_of_dentry(d, &up_key) != 0)
 			break;
-		rule = bpf_map_lookup_elem(map, key);
-		if (rule && (rule->flags & ENDURA_RULE_SUBTREE))
-			return rule;
+		rule = bpf_map_lookup_elem(map, &up_key);
+		if (rule)
+			endura_stricter(rule->below, wanted, best);
 	}
-	return NULL;
 }
 
 /*
- * Decide for one matched rule: returns -EPERM when the operation must be refused (can_block only),
- * else 0; *action gets the enum endura_action flags, *kill_result bpf_send_signal()'s result.
+ * Decide for the winning rule action (enum endura_rule_action): returns -EPERM when the operation
+ * must be refused (can_block only), else 0; *action gets the enum endura_action flags, *kill_result
+ * bpf_send_signal()'s result.
  */
-static __always_inline int endura_decide(const struct endura_rule *rule, bool can_block, bool may_kill,
-					 __u32 *action, int *kill_result)
+static __always_inline int endura_decide(__u32 rule_action, bool can_block, bool may_kill, __u32 *action,
+					 int *kill_result)
 {
 	struct endura_config *cfg = endura_cfg();
 	int ret = 0;
 
 	*action = 0;
 	*kill_result = 0;
-	if (cfg && cfg->enforcement == ENDURA_ENFORCEMENT_ENFORCE && rule->action != ENDURA_RULE_AUDIT) {
+	if (cfg && cfg->enforcement == ENDURA_ENFORCEMENT_ENFORCE && rule_action >= ENDURA_RULE_BLOCK) {
 		if (can_block) {
 			*action |= ENDURA_ACTION_BLOCKED;
 			ret = -ENDURA_EPERM;
 		}
-		if (may_kill && (rule->action == ENDURA_RULE_KILL || cfg->terminate_process)) {
+		if (may_kill && (rule_action == ENDURA_RULE_KILL || cfg->terminate_process)) {
 			*kill_result = bpf_send_signal(ENDURA_SIGKILL);
 			if (*kill_result == 0)
 				*action |= ENDURA_ACTION_KILLED;
@@ -160,8 +179,8 @@ static __always_inline int endura_decide(const struct endura_rule *rule, bool ca
 }
 
 /* Reserve and fill the common part of an event; NULL (and a counted drop) when the ring is full. */
-static __always_inline struct endura_event *endura_event_begin(__u32 type, __u32 tier, const struct endura_rule *rule,
-								__u32 action, int kill_result)
+static __always_inline struct endura_event *endura_event_begin(__u32 type, __u32 tier, __u32 rule_id, __u32 action,
+								int kill_result)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct endura_event *e;
@@ -181,7 +200,7 @@ static __always_inline struct endura_event *endura_event_begin(__u32 type, __u32
 	e->type = type;
 	e->action = action;
 	e->tier = tier;
-	e->rule_id = rule->rule_id;
+	e->rule_id = rule_id;
 	e->timestamp_ns = bpf_ktime_get_boot_ns();
 	e->cgroup_id = bpf_get_current_cgroup_id();
 	e->pid = id >> 32;
@@ -196,11 +215,14 @@ static __always_inline struct endura_event *endura_event_begin(__u32 type, __u32
 
 /* ---------------------------------------------------------------- exec */
 
-static __always_inline struct endura_rule *endura_match_exec(struct linux_binprm *bprm, struct endura_file_key *key)
+/* The strictest exec verdict for bprm into *best (action NONE: no rule); *key: the file it is for. */
+static __always_inline void endura_match_exec(struct linux_binprm *bprm, struct endura_file_key *key,
+					      struct endura_verdict *best)
 {
 	struct endura_config *cfg = endura_cfg();
 	bool subtree = cfg && cfg->exec_subtree_rules;
-	struct endura_rule *rule;
+	struct endura_file_key other_key = {};
+	struct endura_verdict other;
 	struct file *file;
 
 	/*
@@ -208,28 +230,33 @@ static __always_inline struct endura_rule *endura_match_exec(struct linux_binprm
 	 * then its interpreter; at tp_btf/sched_process_exec only the final file (the interpreter) is
 	 * left, plus bprm->executable for binfmt_misc 'O' (execfd) handlers.
 	 */
-	rule = endura_lookup_file(&endura_exec, BPF_CORE_READ(bprm, file), subtree, key);
-	if (!rule && bpf_core_field_exists(bprm->executable)) {
+	endura_lookup_file(&endura_exec, BPF_CORE_READ(bprm, file), subtree, 1 << ENDURA_SLOT_EXEC, key, best);
+	if (best->action != ENDURA_RULE_KILL && bpf_core_field_exists(bprm->executable)) {
 		file = BPF_CORE_READ(bprm, executable);
-		if (file)
-			rule = endura_lookup_file(&endura_exec, file, subtree, key);
+		if (file) {
+			other = *best;
+			endura_lookup_file(&endura_exec, file, subtree, 1 << ENDURA_SLOT_EXEC, &other_key, &other);
+			if (other.action > best->action) {
+				*best = other;
+				*key = other_key;
+			}
+		}
 	}
-	return rule;
 }
 
 static __always_inline int endura_exec_policy(struct linux_binprm *bprm, __u32 tier, bool can_block)
 {
 	struct endura_file_key key = {};
-	struct endura_rule *rule;
+	struct endura_verdict best = {};
 	struct endura_event *e;
 	__u32 action;
 	int kill_result, ret;
 
-	rule = endura_match_exec(bprm, &key);
-	if (!rule)
+	endura_match_exec(bprm, &key, &best);
+	if (best.action == ENDURA_RULE_NONE)
 		return 0;
-	ret = endura_decide(rule, can_block, true, &action, &kill_result);
-	e = endura_event_begin(ENDURA_EVENT_EXEC_DENIED, tier, rule, action, kill_result);
+	ret = endura_decide(best.action, can_block, true, &action, &kill_result);
+	e = endura_event_begin(ENDURA_EVENT_EXEC_DENIED, tier, best.rule_id, action, kill_result);
 	if (e) {
 		e->dev = key.dev;
 		e->ino = key.ino;
@@ -246,25 +273,25 @@ static __always_inline int endura_file_policy(struct file *file, __u32 tier, boo
 {
 	struct endura_config *cfg = endura_cfg();
 	struct endura_file_key key = {};
-	struct endura_rule *rule;
+	struct endura_verdict best = {};
 	struct endura_event *e;
 	__u32 action, fmode, wanted = 0;
 	int kill_result, ret;
 
 	if (!cfg || !cfg->file_rules || !file)
 		return 0;
-	rule = endura_lookup_file(&endura_files, file, cfg->file_subtree_rules != 0, &key);
-	if (!rule)
-		return 0;
 	fmode = BPF_CORE_READ(file, f_mode);
-	if (fmode & ENDURA_FMODE_READ)
-		wanted |= ENDURA_RULE_READ;
+	if ((fmode & ENDURA_FMODE_READ) && cfg->file_read_rules)
+		wanted |= 1 << ENDURA_SLOT_READ;
 	if (fmode & ENDURA_FMODE_WRITE)
-		wanted |= ENDURA_RULE_WRITE;
-	if (!(rule->flags & wanted))
+		wanted |= 1 << ENDURA_SLOT_WRITE;
+	if (!wanted)
+		return 0; /* e.g. a read-only open while no rule denies reading: no lookup at all */
+	endura_lookup_file(&endura_files, file, cfg->file_subtree_rules != 0, wanted, &key, &best);
+	if (best.action == ENDURA_RULE_NONE)
 		return 0;
-	ret = endura_decide(rule, can_block, true, &action, &kill_result);
-	e = endura_event_begin(ENDURA_EVENT_FILE_OPEN_DENIED, tier, rule, action, kill_result);
+	ret = endura_decide(best.action, can_block, true, &action, &kill_result);
+	e = endura_event_begin(ENDURA_EVENT_FILE_OPEN_DENIED, tier, best.rule_id, action, kill_result);
 	if (e) {
 		e->dev = key.dev;
 		e->ino = key.ino;
@@ -309,8 +336,8 @@ static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, boo
 	}
 	if (!rule)
 		return 0;
-	ret = endura_decide(rule, can_block, true, &action, &kill_result);
-	e = endura_event_begin(ENDURA_EVENT_CONNECT_DENIED, tier, rule, action, kill_result);
+	ret = endura_decide(rule->action, can_block, true, &action, &kill_result);
+	e = endura_event_begin(ENDURA_EVENT_CONNECT_DENIED, tier, rule->rule_id, action, kill_result);
 	if (e) {
 		__builtin_memcpy(e->addr, key.addr, 16);
 		e->port = ((__u16)sa[2] << 8) | sa[3];
@@ -377,9 +404,9 @@ static __always_inline int endura_tamper_policy(__u32 index, __u32 detail, const
 			return 0; /* its service's cgroup: a restarted sensor */
 	}
 	/* request_module(): autoload on behalf of a process that did not ask for a module: refuse, never kill */
-	ret = endura_decide(rule, can_block, detail != ENDURA_MODULE_REQUEST, &action, &kill_result);
+	ret = endura_decide(rule->action, can_block, detail != ENDURA_MODULE_REQUEST, &action, &kill_result);
 	e = endura_event_begin(index == ENDURA_TAMPER_BPF ? ENDURA_EVENT_BPF_DENIED : ENDURA_EVENT_MODULE_LOAD_DENIED,
-			       tier, rule, action, kill_result);
+			       tier, rule->rule_id, action, kill_result);
 	if (e) {
 		e->detail = detail;
 		if (name) {

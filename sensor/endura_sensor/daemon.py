@@ -204,7 +204,9 @@ class Sensor:
         except SensorError as exc:
             log(f"warning: re-resolving the policy failed: {exc}; the maps keep what they hold")
             return
-        if applied.changed:
+        for collision in applied.new_collisions:  # e.g. a hard link made between two files with different rules
+            log(f"warning: {collision}; the kernel enforces the strictest of them")
+        if applied.changed or applied.new_collisions:
             self.emit({"type": "policy_loaded", "reason": "files changed", "rules": len(self.policy.rules),
                        "entries": applied.counts, "changed": applied.changed, "warnings": applied.warnings})
 

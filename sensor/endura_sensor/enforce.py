@@ -50,6 +50,31 @@ MAPS = ("endura_exec", "endura_files", "endura_net")
 CONFIG_MARKER = "endura_config"  # pinned config map: the sensor that left these pins marks its bpf rule
 BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf rule is enforced
 ZERO = b"\0\0\0\0"
+NO_RULE = events.RULE.pack(0, events.RULE_NONE)
+#: access -> struct endura_file_rule slot, per map
+SLOTS = {"endura_exec": {"exec": events.SLOT_EXEC},
+         "endura_files": {"read": events.SLOT_READ, "write": events.SLOT_WRITE}}
+
+
+def file_rule_value(entry: policy_mod.Entry, slots: Dict[str, int],
+                    rule_id: Callable[[policy_mod.Rule], int]) -> bytes:
+    """The struct endura_file_rule of one inode: per slot, the strictest of the rules that match it."""
+    verdicts: Dict[str, List[events.Verdict]] = {}
+    for scope in ("self", "below"):
+        verdicts[scope] = [(0, events.RULE_NONE)] * events.SLOTS
+        for access, slot in slots.items():
+            rule = entry.verdict(scope, access)
+            if rule is not None:
+                verdicts[scope][slot] = (rule_id(rule), events.RULE_ACTIONS[rule.action])
+    return events.pack_file_rule(verdicts["self"], verdicts["below"])
+
+
+def file_map_values(resolved: policy_mod.Resolved, rule_id: Callable[[policy_mod.Rule], int]
+                    ) -> Dict[str, Dict[bytes, bytes]]:
+    """The entries of the exec and files maps: key (dev, ino) -> merged verdicts (never "first rule wins")."""
+    return {name: {events.FILE_KEY.pack(dev, ino): file_rule_value(entry, SLOTS[name], rule_id)
+                   for (dev, ino), entry in table.items()}
+            for name, table in (("endura_exec", resolved.exec_files), ("endura_files", resolved.protected_files))}
 
 
 @dataclass(frozen=True)
@@ -98,6 +123,7 @@ class Applied:
     counts: Dict[str, int]  # map entries: exec, files, net, tamper
     warnings: List[str] = field(default_factory=list)
     changed: int = 0  # entries added, changed or removed
+    new_collisions: List[str] = field(default_factory=list)  # rules naming one file, not seen at the last apply()
 
 
 class Enforcer:
@@ -124,6 +150,7 @@ class Enforcer:
         self.cgroup = service_cgroup()
         self.cgroup_id, self.cgroup_path = self.cgroup.id, self.cgroup.path
         self._ids: Dict[Tuple, int] = {}
+        self.collisions: List[str] = []  # contradictory rules that resolve to one file (strictest enforced)
         self.rule_by_id: Dict[int, policy_mod.Rule] = {}
         self.rules: List[str] = []  # the --deny paths (kept for the CLI's "started" record)
         self._links: Dict[str, libbpf.BpfLink] = {}
@@ -156,20 +183,15 @@ class Enforcer:
         self.rule_by_id[rule_id] = rule
         return rule_id
 
-    def _value(self, rule: policy_mod.Rule, flags: int = 0) -> bytes:
-        return events.RULE.pack(self._rule_id(rule), events.RULE_ACTIONS[rule.action], flags, 0)
+    def _value(self, rule: policy_mod.Rule) -> bytes:
+        return events.RULE.pack(self._rule_id(rule), events.RULE_ACTIONS[rule.action])
 
     def desired(self, policy: policy_mod.Policy, extra_exec: Sequence[str] = ()
-                ) -> Tuple[Dict[str, Dict[bytes, bytes]], Dict[int, bytes], List[str]]:
+                ) -> Tuple[Dict[str, Dict[bytes, bytes]], Dict[int, bytes], List[str], List[str]]:
+        """(map entries, tamper entries, warnings, collisions) for the policy as the files are now."""
         resolved = policy_mod.resolve(policy, extra_exec)
         want: Dict[str, Dict[bytes, bytes]] = {name: {} for name in MAPS}
-        for (dev, ino), (rule, subtree) in resolved.exec_files.items():
-            want["endura_exec"][events.FILE_KEY.pack(dev, ino)] = self._value(rule, events.RULE_SUBTREE * subtree)
-        for (dev, ino), (rule, subtree) in resolved.protected_files.items():
-            access = {"write": events.RULE_WRITE, "read": events.RULE_READ,
-                      "read-write": events.RULE_READ | events.RULE_WRITE}[rule.access]
-            want["endura_files"][events.FILE_KEY.pack(dev, ino)] = self._value(
-                rule, access | events.RULE_SUBTREE * subtree)
+        want.update(file_map_values(resolved, self._rule_id))
         for rule in resolved.networks:
             want["endura_net"][events.net_key(rule.network, rule.port)] = self._value(rule)
         tamper = {index: self._value(resolved.tamper[name]) for name, index in
@@ -178,7 +200,9 @@ class Enforcer:
             if len(entries) > events.MAX_RULES:
                 raise SensorError(f"the policy needs {len(entries)} entries in {name} (limit {events.MAX_RULES}); "
                                   "use directory rules or CIDRs")
-        return want, tamper, resolved.warnings
+        # load_dir() refuses these; they appear when the files change later (a hard link, a new copy of a hash)
+        collisions = [f"{c} (meanwhile the strictest of them is enforced)" for c in resolved.collisions]
+        return want, tamper, resolved.warnings + collisions, resolved.collisions
 
     @property
     def attached(self) -> List[str]:
@@ -263,18 +287,18 @@ class Enforcer:
         return removed
 
     def _config_bytes(self, enforce: bool, terminate: bool, want: Dict[str, Dict[bytes, bytes]]) -> bytes:
-        subtree = lambda entries: sum(1 for v in entries.values() if events.RULE.unpack(v)[2] & events.RULE_SUBTREE)  # noqa: E731
+        exec_, files = ([events.unpack_file_rule(v) for v in want[name].values()]
+                        for name in ("endura_exec", "endura_files"))
+        below = lambda entries: sum(1 for _, under in entries if any(action for _, action in under))  # noqa: E731
+        reads = sum(1 for own, under in files if own[events.SLOT_READ][1] or under[events.SLOT_READ][1])
         return events.CONFIG.pack(events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate),
-                                  os.getpid(), subtree(want["endura_exec"]), len(want["endura_files"]),
-                                  subtree(want["endura_files"]), len(want["endura_net"]),
-                                  sum(1 for v in want["endura_files"].values()
-                                      if events.RULE.unpack(v)[2] & events.RULE_READ), self.cgroup.id,
-                                  self.cgroup.parent_id, self.cgroup.name.encode())
+                                  os.getpid(), below(exec_), len(files), below(files), len(want["endura_net"]), reads,
+                                  self.cgroup.id, self.cgroup.parent_id, self.cgroup.name.encode())
 
     def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
               extra_exec: Sequence[str] = ()) -> Applied:
         """Make the maps hold exactly `policy` (+ exec denials of extra_exec), never enforcing less meanwhile."""
-        want, tamper, warnings = self.desired(policy, extra_exec)
+        want, tamper, warnings, collisions = self.desired(policy, extra_exec)
         final_config = self._config_bytes(enforce, terminate, want)
         union = {name: {**self._entries[name], **want[name]} for name in MAPS}
         changed = 0
@@ -297,8 +321,8 @@ class Enforcer:
                     current[key] = value
                     changed += 1
         for index in (events.TAMPER_MODULE_LOAD, events.TAMPER_BPF):
-            value = tamper.get(index, events.RULE.pack(0, 0, 0, 0))
-            if self._tamper.get(index, events.RULE.pack(0, 0, 0, 0)) != value:
+            value = tamper.get(index, NO_RULE)
+            if self._tamper.get(index, NO_RULE) != value:
                 libbpf.map_update(self._fds["endura_tamper"], index.to_bytes(4, "little"), value)
                 self._tamper[index] = value
                 changed += 1
@@ -326,20 +350,29 @@ class Enforcer:
         self.rules = [os.path.abspath(p) for p in extra_exec]
         counts = {"exec": len(want["endura_exec"]), "files": len(want["endura_files"]),
                   "net": len(want["endura_net"]), "tamper": len(tamper)}
-        return Applied(counts, warnings, changed)
+        new_collisions = [c for c in collisions if c not in self.collisions]
+        self.collisions = collisions
+        return Applied(counts, warnings, changed, new_collisions)
 
     def deny(self, path: str) -> int:
-        """Deny executing `path` (by device and inode) on top of what is loaded; return its rule id."""
+        """Deny executing `path` (by device and inode) on top of what is loaded; return its rule id.
+        A stricter rule already on that inode stays in force."""
         try:
             key = events.file_key(path)
         except OSError as exc:
             raise SensorError(f"cannot deny {path}: {exc.strerror}") from None
         rule = policy_mod.Rule("exec", "block", "--deny", f"--deny {os.path.abspath(path)}", path=os.path.abspath(path))
-        value = self._value(rule)
+        rule_id = self._rule_id(rule)
+        current = self._entries["endura_exec"].get(key)
+        own, below = (events.unpack_file_rule(current) if current
+                      else ([(0, events.RULE_NONE)] * events.SLOTS, [(0, events.RULE_NONE)] * events.SLOTS))
+        if own[events.SLOT_EXEC][1] < events.RULE_BLOCK:
+            own[events.SLOT_EXEC] = (rule_id, events.RULE_BLOCK)
+        value = events.pack_file_rule(own, below)
         libbpf.map_update(self._fds["endura_exec"], key, value)
         self._entries["endura_exec"][key] = value
         self.rules.append(os.path.abspath(path))
-        return events.RULE.unpack(value)[0]
+        return rule_id
 
     # ------------------------------------------------------------ events
 

@@ -8,7 +8,7 @@ import ipaddress
 import os
 import struct
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 ABI_VERSION = 3
 COMM_LEN = 16
@@ -26,9 +26,9 @@ TIER_LSM, TIER_FENTRY, TIER_TRACEPOINT = 1, 2, 3
 TIERS: Dict[int, str] = {TIER_LSM: "lsm", TIER_FENTRY: "fentry", TIER_TRACEPOINT: "tracepoint"}
 
 ENFORCEMENT_AUDIT, ENFORCEMENT_ENFORCE = 0, 1
-RULE_BLOCK, RULE_KILL, RULE_AUDIT = 0, 1, 2  # enum endura_rule_action
-RULE_ACTIONS: Dict[str, int] = {"block": RULE_BLOCK, "kill": RULE_KILL, "audit": RULE_AUDIT}
-RULE_SUBTREE, RULE_READ, RULE_WRITE = 1, 2, 4  # enum endura_rule_flags
+RULE_NONE, RULE_AUDIT, RULE_BLOCK, RULE_KILL = 0, 1, 2, 3  # enum endura_rule_action: by strictness
+RULE_ACTIONS: Dict[str, int] = {"audit": RULE_AUDIT, "block": RULE_BLOCK, "kill": RULE_KILL}
+SLOT_EXEC, SLOT_READ, SLOT_WRITE, SLOTS = 0, 0, 1, 2  # enum endura_slot
 TAMPER_MODULE_LOAD, TAMPER_BPF = 0, 1  # enum endura_tamper_index
 MODULE_HOW: Dict[int, str] = {1: "init_module", 2: "finit_module", 3: "request_module"}
 MAX_RULES = 16384
@@ -45,12 +45,31 @@ EVENT_FIELDS: Tuple[Tuple[str, str], ...] = (
 )
 EVENT = struct.Struct("<" + "".join(fmt for _, fmt in EVENT_FIELDS))
 FILE_KEY = struct.Struct("<QQ")  # struct endura_file_key {dev, ino}
-RULE = struct.Struct("<IIII")  # struct endura_rule {rule_id, action, flags, reserved}
+RULE = struct.Struct("<II8x")  # struct endura_rule {rule_id, action, reserved[2]} (net, tamper)
+VERDICT = struct.Struct("<II")  # struct endura_verdict {rule_id, action}
+#: struct endura_file_rule {self[SLOTS], below[SLOTS]} (exec, files): (rule_id, action) per slot
+FILE_RULE = struct.Struct("<" + "II" * 2 * SLOTS)
 NET_KEY = struct.Struct("<I2s16s2x")  # struct endura_net_key {prefixlen, port[2] (big-endian), addr[16], reserved[2]}
 #: struct endura_config {enforcement, terminate_process, sensor_tgid, exec_subtree_rules, file_rules,
 #: file_subtree_rules, net_rules, file_read_rules, sensor_cgroup_id, sensor_cgroup_parent_id, sensor_cgroup_name}
 CGROUP_NAME_LEN = 64
 CONFIG = struct.Struct(f"<IIIIIIIIQQ{CGROUP_NAME_LEN}s")
+
+
+Verdict = Tuple[int, int]  # (rule_id, action); (0, RULE_NONE) = no rule
+
+
+def pack_file_rule(self_: Sequence[Verdict], below: Sequence[Verdict]) -> bytes:
+    """struct endura_file_rule from SLOTS verdicts for the inode itself and SLOTS for below it."""
+    assert len(self_) == len(below) == SLOTS
+    return FILE_RULE.pack(*(n for verdict in (*self_, *below) for n in verdict))
+
+
+def unpack_file_rule(value: bytes) -> Tuple[List[Verdict], List[Verdict]]:
+    """(self verdicts, below verdicts) of a struct endura_file_rule."""
+    numbers = FILE_RULE.unpack(value)
+    verdicts = [(numbers[i], numbers[i + 1]) for i in range(0, len(numbers), 2)]
+    return verdicts[:SLOTS], verdicts[SLOTS:]
 
 
 def event_layout() -> List[Tuple[str, int, int]]:

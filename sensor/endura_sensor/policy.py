@@ -512,6 +512,9 @@ def load_dir(directory: Path, require_rules: bool = True) -> Policy:
         raise PolicyError([f"{directory}: no policy files (*.toml); add one (example: "
                            "/usr/share/doc/endura-sensor/example.toml or sensor/packaging/policies/example.toml)"])
     policy = parse(texts)
+    collisions = resolve(policy).collisions  # rules that differ in text but name one file
+    if collisions:
+        raise PolicyError(collisions)
     if require_rules and not policy.rules:
         raise PolicyError([f"{directory}: the policy files ({', '.join(Path(f).name for f in policy.files)}) "
                            "contain no [[rule]]; nothing to enforce"])
@@ -591,14 +594,55 @@ def check_downgrades(policy: Policy, cfg: Config) -> List[Downgrade]:
 
 # ---------------------------------------------------------------- resolving rules to kernel keys
 
+#: the stricter of two rules that match the same access wins (the kernel compares the same numbers)
+STRICTNESS = {"audit": 1, "block": 2, "kill": 3}
+Key = Tuple[int, int]  # (kernel dev, inode)
+Slot = Tuple[str, str]  # ("self" | "below", "exec" | "read" | "write")
+
+
+def accesses(rule: Rule) -> Tuple[str, ...]:
+    """The accesses an exec or file rule denies."""
+    if rule.type == "exec":
+        return ("exec",)
+    return {"write": ("write",), "read": ("read",), "read-write": ("read", "write")}[rule.access]
+
+
+@dataclass
+class Entry:
+    """Every rule that resolves to one inode of the exec or the files map, by slot ("self" | "below", access):
+    `self` holds the rules on the inode itself (path, sha256), `below` the dir rules (everything under it)."""
+    rules: Dict[Slot, List[Tuple[int, Rule]]] = field(default_factory=dict)  # slot -> [(policy order, rule)]
+    names: Dict[Rule, str] = field(default_factory=dict)  # rule -> the path it resolved through
+
+    def add(self, rule: Rule, order: int, scope: str, name: str) -> None:
+        if rule in self.names:  # e.g. a sha256 rule that finds one binary as /bin/x and as /usr/bin/x
+            return
+        self.names[rule] = name
+        for access in accesses(rule):
+            self.rules.setdefault((scope, access), []).append((order, rule))
+
+    def verdict(self, scope: str, access: str) -> Rule | None:
+        """The strictest rule of the slot (kill > block > audit); of equally strict ones, the first in the policy."""
+        ranked = sorted(self.rules.get((scope, access), ()), key=lambda item: (-STRICTNESS[item[1].action], item[0]))
+        return ranked[0][1] if ranked else None
+
+    def scope_rules(self, scope: str) -> List[Rule]:
+        """The rules of one scope, once each, in policy order."""
+        seen = {rule: order for (s, _), items in self.rules.items() if s == scope for order, rule in items}
+        return sorted(seen, key=seen.__getitem__)
+
+
 @dataclass
 class Resolved:
     """Kernel keys for the current state of the filesystem, plus what could not be resolved."""
-    exec_files: Dict[Tuple[int, int], Tuple[Rule, bool]] = field(default_factory=dict)  # (dev,ino) -> (rule, subtree)
-    protected_files: Dict[Tuple[int, int], Tuple[Rule, bool]] = field(default_factory=dict)
+    exec_files: Dict[Key, Entry] = field(default_factory=dict)
+    protected_files: Dict[Key, Entry] = field(default_factory=dict)
     networks: List[Rule] = field(default_factory=list)
     tamper: Dict[str, Rule] = field(default_factory=dict)  # "module_load" | "bpf" -> rule
     warnings: List[str] = field(default_factory=list)
+    #: textually different rules of one scope that name the same file with a different action or access
+    #: (`file:line: contradictory rules ...; keep one`): an error at load, a warning when it appears later
+    collisions: List[str] = field(default_factory=list)
 
 
 _hash_cache: Dict[Tuple[str, int, int, int, int], str] = {}
@@ -621,12 +665,13 @@ def kernel_dev(st_dev: int) -> int:
 
 
 def resolve(policy: Policy, extra_exec: Sequence[str] = ()) -> Resolved:
-    """Turn path/dir/sha256 rules into (dev, ino) keys as the files are now."""
+    """Turn path/dir/sha256 rules into (dev, ino) keys as the files are now. Rules that name the same inode
+    all stay (Entry.verdict() picks the strictest per slot); contradictory ones are listed in `collisions`."""
     out = Resolved()
     rules = list(policy.rules) + [Rule("exec", "block", "--deny", f"--deny {p}", path=os.path.abspath(p))
                                   for p in extra_exec]
-    by_hash: Dict[str, List[Rule]] = {}
-    for rule in rules:
+    by_hash: Dict[str, List[Tuple[int, Rule]]] = {}
+    for order, rule in enumerate(rules):
         if rule.type in ("exec", "file") and (rule.path or rule.dir):
             target = rule.path or rule.dir
             try:
@@ -639,35 +684,65 @@ def resolve(policy: Policy, extra_exec: Sequence[str] = ()) -> Resolved:
                 out.warnings.append(f"{rule.source}: dir {target} is not a directory; rule {rule.name!r} is inactive")
                 continue
             table = out.exec_files if rule.type == "exec" else out.protected_files
-            table.setdefault((kernel_dev(st.st_dev), st.st_ino), (rule, bool(rule.dir)))
+            entry = table.setdefault((kernel_dev(st.st_dev), st.st_ino), Entry())
+            entry.add(rule, order, "below" if rule.dir else "self", target)
         elif rule.type == "exec":
-            by_hash.setdefault(rule.sha256, []).append(rule)
+            by_hash.setdefault(rule.sha256, []).append((order, rule))
         elif rule.type == "connect":
             out.networks.append(rule)
         else:
             out.tamper[rule.type] = rule
     if by_hash:
-        dirs = sorted({d for rs in by_hash.values() for r in rs for d in r.search})
+        dirs = sorted({d for rs in by_hash.values() for _, r in rs for d in r.search})
         found = set()
         for directory in dirs:
             try:
                 entries = list(os.scandir(directory))
             except OSError:
                 continue
-            for entry in entries:
+            for dir_entry in entries:
                 try:
-                    st = os.stat(entry.path)
+                    st = os.stat(dir_entry.path)
                     if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
                         continue
-                    digest = sha256_of(entry.path, st)
+                    digest = sha256_of(dir_entry.path, st)
                 except OSError:
                     continue
-                for rule in by_hash.get(digest, ()):
+                for order, rule in by_hash.get(digest, ()):
                     if directory in rule.search:
-                        out.exec_files.setdefault((kernel_dev(st.st_dev), st.st_ino), (rule, False))
+                        entry = out.exec_files.setdefault((kernel_dev(st.st_dev), st.st_ino), Entry())
+                        entry.add(rule, order, "self", dir_entry.path)
                         found.add(rule.sha256)
         for digest, rs in by_hash.items():
             if digest not in found:
-                out.warnings.append(f"{rs[0].source}: no executable with sha256 {digest[:12]}... in "
-                                    f"{', '.join(rs[0].search)}; rule {rs[0].name!r} is inactive until one appears")
+                first = rs[0][1]
+                out.warnings.append(f"{first.source}: no executable with sha256 {digest[:12]}... in "
+                                    f"{', '.join(first.search)}; rule {first.name!r} is inactive until one appears")
+    for table in (out.exec_files, out.protected_files):
+        for entry in table.values():
+            out.collisions.extend(_collisions(entry))
     return out
+
+
+def _collisions(entry: Entry) -> List[str]:
+    """Rules of one scope of one inode whose action or access differs from the first one's (policy order)."""
+    problems = []
+    for scope in ("self", "below"):
+        rules = entry.scope_rules(scope)
+        first = rules[0] if rules else None
+        for rule in rules[1:]:
+            assert first is not None
+            if (rule.action, rule.access) == (first.action, first.access):
+                continue  # the same denial twice (e.g. /bin/x and /usr/bin/x for portability): harmless
+            what = (f"action {rule.action!r} vs {first.action!r}" if first.action != rule.action
+                    else f"access {rule.access!r} vs {first.access!r}")
+            mine, theirs = entry.names[rule], entry.names[first]
+            same = (f"{mine} and {theirs} are the same file (e.g. merged /usr or a hard link)" if mine != theirs
+                    else f"both match the same file {mine}")
+            problems.append(f"{rule.source}: contradictory rules for {_described(rule, mine)} and "
+                            f"{_described(first, theirs)}: {what} at {first.source}; {same}; keep one")
+    return problems
+
+
+def _described(rule: Rule, name: str) -> str:
+    return f"exec of sha256 {rule.sha256[:12]}... ({name})" if rule.sha256 else rule.describe()

@@ -131,6 +131,15 @@ def struct_layout(types, name):
     return int(attrs["size"]), layout
 
 
+def map_value_type(types, map_name):
+    """The struct name of a BTF-defined map's `value` (VAR -> anonymous STRUCT -> value PTR -> STRUCT)."""
+    var = next(attrs for kind, name, attrs, _ in types.values() if kind == "VAR" and name == map_name)
+    members = dict(types[int(var["type_id"].rstrip(","))][3])
+    pointer = types[int(members["value"]["type_id"])]
+    assert pointer[0] == "PTR"
+    return types[int(pointer[2]["type_id"])][1]
+
+
 @pytest.mark.parametrize("arch", ["amd64", "arm64"])
 @pytest.mark.parametrize("name", NAMES)
 def test_event_struct_in_btf_matches_the_python_decoder(built, arch, name):
@@ -140,7 +149,15 @@ def test_event_struct_in_btf_matches_the_python_decoder(built, arch, name):
     assert layout == events.event_layout()
     assert struct_layout(types, "endura_file_key") == (events.FILE_KEY.size, [("dev", 0, 8), ("ino", 8, 8)])
     assert struct_layout(types, "endura_rule") == (events.RULE.size, [
-        ("rule_id", 0, 4), ("action", 4, 4), ("flags", 8, 4), ("reserved", 12, 4)])
+        ("rule_id", 0, 4), ("action", 4, 4), ("reserved", 8, 8)])
+    assert struct_layout(types, "endura_verdict") == (events.VERDICT.size, [("rule_id", 0, 4), ("action", 4, 4)])
+    slots = events.SLOTS * events.VERDICT.size
+    assert struct_layout(types, "endura_file_rule") == (events.FILE_RULE.size, [
+        ("self", 0, slots), ("below", slots, slots)])
+    # the exec and files maps hold it; net and tamper keep struct endura_rule
+    assert {m: map_value_type(types, m) for m in ("endura_exec", "endura_files", "endura_net", "endura_tamper")} == {
+        "endura_exec": "endura_file_rule", "endura_files": "endura_file_rule", "endura_net": "endura_rule",
+        "endura_tamper": "endura_rule"}
     assert struct_layout(types, "endura_net_key") == (events.NET_KEY.size, [
         ("prefixlen", 0, 4), ("port", 4, 2), ("addr", 6, 16), ("reserved", 22, 2)])
     names = ["enforcement", "terminate_process", "sensor_tgid", "exec_subtree_rules", "file_rules",
@@ -155,8 +172,9 @@ def test_header_constants_match_the_python_decoder():
     consts = {k: int(v) for k, v in re.findall(r"\b(ENDURA_\w+) = (\d+)", header)}
     assert {consts[f"ENDURA_EVENT_{n.upper()}"]: n for n in events.EVENT_TYPES.values()} == events.EVENT_TYPES
     assert {n: consts[f"ENDURA_RULE_{n.upper()}"] for n in events.RULE_ACTIONS} == events.RULE_ACTIONS
-    assert (consts["ENDURA_RULE_SUBTREE"], consts["ENDURA_RULE_READ"], consts["ENDURA_RULE_WRITE"]) == (
-        events.RULE_SUBTREE, events.RULE_READ, events.RULE_WRITE)
+    assert consts["ENDURA_RULE_NONE"] == events.RULE_NONE
+    assert (consts["ENDURA_SLOT_EXEC"], consts["ENDURA_SLOT_READ"], consts["ENDURA_SLOT_WRITE"], consts["ENDURA_SLOTS"]) == (
+        events.SLOT_EXEC, events.SLOT_READ, events.SLOT_WRITE, events.SLOTS)
     assert (consts["ENDURA_TAMPER_MODULE_LOAD"], consts["ENDURA_TAMPER_BPF"]) == (events.TAMPER_MODULE_LOAD,
                                                                                   events.TAMPER_BPF)
     assert {consts[k]: v for k, v in (("ENDURA_MODULE_INIT", "init_module"), ("ENDURA_MODULE_FINIT", "finit_module"),

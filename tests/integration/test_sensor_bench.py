@@ -102,7 +102,7 @@ def test_benchmark_1000_rules(tmp_path):
         for kinds, directory in policies.items():
             proc = subprocess.Popen([sys.executable, "-m", "endura_sensor", "run", "--config", "/dev/null",
                                      "--policy-dir", str(directory), "--log-dir", str(tmp_path / "log"),
-                                     "--tier", "tracepoint"], env=env, stdout=subprocess.PIPE,
+                                     "--tier", "tracepoint", "--pin-dir", ""], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
             try:
                 started = json.loads(proc.stdout.readline())

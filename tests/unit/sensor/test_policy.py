@@ -224,12 +224,17 @@ def test_resolve_paths_dirs_hashes_and_warnings(tmp_path):
     res = policy.resolve(pol, extra_exec=[str(tmp_path / "data")])
     st = os.stat(exe)
     key = (policy.kernel_dev(st.st_dev), st.st_ino)
-    assert res.exec_files[key] == (pol.rules[0], False)  # the first rule for an inode wins
+    # the path rule and the hash rule name the same file: both stay, the strictest (kill) is its verdict
+    assert res.exec_files[key].scope_rules("self") == [pol.rules[0], pol.rules[2]]
+    assert res.exec_files[key].verdict("self", "exec") == pol.rules[0]
+    assert res.collisions == [f"a:3: contradictory rules for exec of sha256 {digest[:12]}... ({exe}) and exec of "
+                              f"path {exe}: action 'block' vs 'kill' at a:1; both match the same file {exe}; keep one"]
     dst = os.stat(tmp_path / "bin")
-    assert res.exec_files[(policy.kernel_dev(dst.st_dev), dst.st_ino)] == (pol.rules[1], True)
+    assert res.exec_files[(policy.kernel_dev(dst.st_dev), dst.st_ino)].verdict("below", "exec") == pol.rules[1]
+    assert res.exec_files[(policy.kernel_dev(dst.st_dev), dst.st_ino)].verdict("self", "exec") is None
     fst = os.stat(tmp_path / "data")
-    assert res.protected_files[(policy.kernel_dev(fst.st_dev), fst.st_ino)][0].name == "f"
-    assert res.exec_files[(policy.kernel_dev(fst.st_dev), fst.st_ino)][0].source == "--deny"
+    assert res.protected_files[(policy.kernel_dev(fst.st_dev), fst.st_ino)].verdict("self", "write").name == "f"
+    assert res.exec_files[(policy.kernel_dev(fst.st_dev), fst.st_ino)].verdict("self", "exec").source == "--deny"
     assert [r.name for r in res.networks] == ["c"] and res.tamper["module_load"].name == "m"
     assert len(res.warnings) == 3
     assert res.warnings[0].startswith(f"a:4: {tmp_path}/nope: No such file or directory; rule 'missing' is inactive")
