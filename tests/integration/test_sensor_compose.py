@@ -204,7 +204,8 @@ def test_a_merged_usr_contradiction_is_refused_by_check_config_at_start_and_at_r
     policies = tmp_path / "check"
     policies.mkdir()
     (policies / "50.toml").write_text(contradiction)
-    proc = subprocess.run([sys.executable, "-m", "endura_sensor", "check-config", "--config", "/dev/null",
+    (tmp_path / "empty.conf").write_text("")  # the defaults (a device such as /dev/null is refused as a config)
+    proc = subprocess.run([sys.executable, "-m", "endura_sensor", "check-config", "--config", str(tmp_path / "empty.conf"),
                            "--policy-dir", str(policies)], capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=str(REPO / "sensor")))
     assert proc.returncode == 1
