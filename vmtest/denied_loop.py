@@ -3,7 +3,7 @@
     python3 denied_loop.py STOP_FILE DENIED_EXEC PROTECTED_FILE DENIED_PORT
 
 Each operation runs in a forked child: the policy under test kills it (exec of DENIED_EXEC, open of
-PROTECTED_FILE for write, connect to 127.0.0.1:DENIED_PORT, bpf(), init_module()); a child that is not
+PROTECTED_FILE for write, connect to 127.0.0.1:DENIED_PORT, bpf(), finit_module()); a child that is not
 killed is a window in enforcement. Prints one JSON object at the end: per type, attempts and windows
 (children that were not killed), and the longest run of consecutive windows in milliseconds.
 """
@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 
-NR = {"x86_64": {"bpf": 321, "init_module": 175}, "aarch64": {"bpf": 280, "init_module": 105}}[os.uname().machine]
+NR = {"x86_64": {"bpf": 321, "finit_module": 313}, "aarch64": {"bpf": 280, "finit_module": 273}}[os.uname().machine]
 libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -36,8 +36,12 @@ def main(stop_file: str, denied: str, protected: str, port: int) -> None:
     def op_bpf():
         libc.syscall(NR["bpf"], 11, None, 0)  # BPF_PROG_GET_NEXT_ID: harmless
 
+    module = os.open(denied, os.O_RDONLY)  # not a module: the kernel would refuse it after reading it
+
     def op_module():
-        libc.syscall(NR["init_module"], None, 0, b"")  # fails (EFAULT/EINVAL) but is attempted
+        # finit_module: the LSM hook (kernel_read_file) runs before the file is read; the kernel's own checks
+        # would refuse this file after. (init_module with a bad buffer fails before any LSM hook is reached.)
+        libc.syscall(NR["finit_module"], module, b"", 0)
 
     ops = {"exec": op_exec, "file": op_file, "connect": op_connect, "bpf": op_bpf, "module_load": op_module}
     stats = {name: {"attempts": 0, "windows": 0} for name in ops}
