@@ -416,6 +416,9 @@ static __always_inline int endura_tamper_policy(__u32 index, __u32 detail, const
 		cfg = endura_cfg();
 		if (cfg && cfg->sensor_tgid == (__u32)(bpf_get_current_pid_tgid() >> 32))
 			return 0; /* the sensor itself */
+		if ((__u32)(bpf_get_current_pid_tgid() >> 32) == 1)
+			return 0; /* init (systemd): it sandboxes every unit with bpf() (PrivateDevices=, IPAddressDeny=,
+				     RestrictFileSystems=); refusing it weakens every other service, ours included */
 		if (cfg && endura_in_sensor_cgroup(cfg))
 			return 0; /* its service's cgroup: a restarted sensor */
 	}
