@@ -86,7 +86,7 @@ def pinned(pin_dir: Path) -> List[Path]:
         return []
 
 
-def release(pin_dir: Path, wait: float = 2.0) -> List[str]:
+def release(pin_dir: Path) -> List[str]:
     """Unlink every pinned endura_* object (the kernel detaches a link when its last reference goes)."""
     removed = []
     for path in pinned(pin_dir):
@@ -95,9 +95,6 @@ def release(pin_dir: Path, wait: float = 2.0) -> List[str]:
             removed.append(path.name)
         except FileNotFoundError:
             pass
-    deadline = time.monotonic() + wait
-    while pinned(pin_dir) and time.monotonic() < deadline:  # a successor pinned meanwhile: not ours to remove
-        time.sleep(0.05)
     return removed
 
 
