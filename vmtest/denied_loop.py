@@ -1,6 +1,6 @@
 """A loop that tries denied operations of every rule type until a stop file appears (run as a script).
 
-    python3 denied_loop.py STOP_FILE DENIED_EXEC PROTECTED_FILE DENIED_PORT
+    python3 denied_loop.py STOP_FILE DENIED_EXEC PROTECTED_FILE DENIED_PORT [PAUSE_S]
 
 Each operation runs in a forked child: the policy under test kills it (exec of DENIED_EXEC, open of
 PROTECTED_FILE for write, connect to 127.0.0.1:DENIED_PORT, bpf(), finit_module()); a child that is not
@@ -21,7 +21,7 @@ NR = {"x86_64": {"bpf": 321, "finit_module": 313}, "aarch64": {"bpf": 280, "fini
 libc = ctypes.CDLL(None, use_errno=True)
 
 
-def main(stop_file: str, denied: str, protected: str, port: int) -> None:
+def main(stop_file: str, denied: str, protected: str, port: int, pause: float = 0.0) -> None:
     def op_exec():
         os.execv(denied, [denied])
 
@@ -48,6 +48,8 @@ def main(stop_file: str, denied: str, protected: str, port: int) -> None:
     window_start = None
     longest = 0.0
     while not os.path.exists(stop_file):
+        if pause:
+            time.sleep(pause)  # a pause per round leaves CPU to what is being restarted (1-vCPU guests)
         for name, op in ops.items():
             pid = os.fork()
             if pid == 0:
@@ -73,4 +75,4 @@ def main(stop_file: str, denied: str, protected: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]) if len(sys.argv) > 5 else 0.0)

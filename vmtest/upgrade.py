@@ -196,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            cmdline=plan.kernel_cmdline(lsm_on, target.bpf_lsm_default).replace(
                                "rdinit=/init", "rdinit=/init systemd.show_status=0"),
                            console_log=work / "upgrade.console.log", results_log=work / "upgrade.results.jsonl",
-                           memory_mb=2048)
+                           memory_mb=2048, smp=2)
         with log.step(f"booting {image.release} with systemd: upgrades of {', '.join(formats)} under a denied loop"):
             seconds, problem = runner.boot(spec, ns.timeout)
         lines = results.parse_lines(spec.results_log.read_text(errors="replace") if spec.results_log.exists() else "")

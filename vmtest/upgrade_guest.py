@@ -103,7 +103,7 @@ def run_format(fmt: dict) -> dict:
     steps["start"] = {"rc": proc.returncode, "command_s": round(time.monotonic() - t, 2)}
     steps["start"]["s"] = round(steps["start"]["command_s"] + wait_running(0), 2)
     stop_file = f"/tmp/loop-{family}.stop"
-    loop = subprocess.Popen([sys.executable, LOOP, stop_file, DENIED, PROTECTED, str(DENIED_PORT)],
+    loop = subprocess.Popen([sys.executable, LOOP, stop_file, DENIED, PROTECTED, str(DENIED_PORT), "0.02"],
                             stdout=subprocess.PIPE, text=True)
     time.sleep(2)
     try:
@@ -136,7 +136,11 @@ def run_format(fmt: dict) -> dict:
     after = subprocess.run([DENIED], capture_output=True)
     out["denied_after_stop"] = after.returncode  # 0: a real stop detached the programs
     out["pins_after_stop"] = sorted(os.listdir("/sys/fs/bpf/endura")) if os.path.isdir("/sys/fs/bpf/endura") else []
-    out["journal"] = sh("journalctl", "-u", UNIT, "--no-pager", "-o", "short-monotonic").stdout.splitlines()[-80:]
+    out["journal"] = [line for line in sh("journalctl", "-u", UNIT, "--no-pager", "-o", "short-monotonic").stdout.splitlines()
+                      if '"type":' not in line][-60:]  # not the events: the sensor's and systemd's own lines
+    # init (systemd) sandboxes units with bpf() (PrivateDevices=: a device program): what it logged about it
+    out["systemd_bpf_warnings"] = [line for line in sh("journalctl", "-b", "_PID=1", "-p", "warning", "--no-pager",
+                                                        "-o", "cat").stdout.splitlines() if "bpf" in line.lower()]
     proc = remove(family)
     steps["remove"] = {"rc": proc.returncode, "tail": proc.stdout[-300:] + proc.stderr[-300:]}
     return out
