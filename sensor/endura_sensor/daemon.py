@@ -185,6 +185,7 @@ class Sensor:
         applied = self.enforcer.apply(new, enforce=enforcement == "enforce", terminate=terminate,
                                       extra_exec=self.deny)
         self.policy = new
+        self.write_rules_file()
         self.last_reload = {"time": eventlog.iso_time(time.time()), "result": "loaded", "reason": reason}
         self.write_status()
         for warning in applied.warnings:
@@ -207,6 +208,7 @@ class Sensor:
         for collision in applied.new_collisions:  # e.g. a hard link made between two files with different rules
             log(f"warning: {collision}; the kernel enforces the strictest of them")
         if applied.changed or applied.new_collisions:
+            self.write_rules_file()
             self.emit({"type": "policy_loaded", "reason": "files changed", "rules": len(self.policy.rules),
                        "entries": applied.counts, "changed": applied.changed, "warnings": applied.warnings})
 
@@ -269,6 +271,7 @@ class Sensor:
         early = self.remove_pins_that_would_kill_us()
         self.enforcer = self._load_tier(policy)
         self.policy = policy
+        predecessors = self.enforcer.open_predecessors()  # their ring buffers: read once they are detached
         replaced = early + self.enforcer.remove_stale_pins()  # the previous sensor's, now that ours enforce
         if replaced:
             log(f"took over from programs an earlier sensor left pinned in {self.pin_dir}: {', '.join(replaced)}")
@@ -301,9 +304,60 @@ class Sensor:
                    "forwarding": {d.kind: d.target for d in self.forwarders.destinations},
                    "flood_control": self.flood_settings()})
         self.report_downgrades(self._new_downgrades, "start")
+        self.take_over_events(predecessors)
+        self.write_rules_file()
         self.events.flush()
         self.write_status()
         eventlog.sd_notify(f"READY=1\nSTATUS=enforcing with tier {self.enforcer.tier.name}")
+
+    # ------------------------------------------------------------ handing events over across a restart
+
+    def _rules_file(self, pid: int | None = None) -> Path:
+        return self.log_dir / f".rules-{pid or os.getpid()}.json"
+
+    def write_rules_file(self) -> None:
+        """What this sensor's rule ids mean, for a successor that reads our ring buffer after we are gone."""
+        if self.enforcer is None or self.pin_dir is None:
+            return
+        rules = {str(i): {"name": r.name, "source": r.source, "path": r.path, "dir": r.dir}
+                 for i, r in self.enforcer.rule_by_id.items()}
+        path = self._rules_file()
+        try:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps({"rules": rules, "reported_drops": self.reported_drops}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log(f"cannot write {path}: {exc.strerror}")
+
+    def take_over_events(self, predecessors: list) -> None:
+        """Deliver what the programs of earlier sensors reported while no sensor read them (a restart, a
+        crash): their ring buffers were opened before their pins went; their programs are detached now."""
+        for p in predecessors:
+            try:
+                saved = json.loads(self._rules_file(p.pid).read_text())
+            except (OSError, ValueError):
+                saved = {}
+            rules = {int(i): policy_mod.Rule("?", "?", r.get("source", ""), r.get("name", ""), path=r.get("path", ""),
+                                             dir=r.get("dir", ""))
+                     for i, r in (saved.get("rules") or {}).items()}
+            extra = {"from_predecessor": p.pid}
+            try:
+                delivered = p.drain(lambda records, rules=rules, extra=extra: self.on_records(records, rules, extra))
+                lost = max(0, p.drops() - int(saved.get("reported_drops") or 0))
+            except (SensorError, libbpf.BpfError, ValueError) as exc:
+                log(f"warning: could not read the events of the earlier sensor {p.pid}: {exc}")
+                delivered, lost = 0, -1
+            finally:
+                p.close()
+            self.emit({"type": "events_handed_over", "from_pid": p.pid, "events": delivered,
+                       "dropped_while_no_sensor_read": lost})
+            if lost > 0:
+                log(f"{lost} event(s) of the earlier sensor {p.pid} were lost: its ring buffer was full while no "
+                    "sensor read it")
+            try:
+                self._rules_file(p.pid).unlink()
+            except OSError:
+                pass
 
     def write_status(self) -> None:
         """<log_dir>/status.json for `endura-sensor status` (atomic replace)."""
@@ -346,12 +400,14 @@ class Sensor:
             return {"burst": 0}
         return {"burst": self.flood.burst, "quiet_s": self.flood.quiet_s, "summary_max_s": self.flood.summary_max_s}
 
-    def on_records(self, records: List[bytes]) -> None:
+    def on_records(self, records: List[bytes], rules: dict | None = None, extra: dict | None = None) -> None:
         """The records one poll read from the ring buffer: each is logged in full, or (beyond a flood's
-        first events) counted by flood control. The hot path: keep it lean."""
+        first events) counted by flood control. The hot path: keep it lean. `rules`/`extra`: for records a
+        predecessor's programs wrote (its rule ids; fields added to each record)."""
         unpack, to_record, names = events.unpack, events.to_record, events.EVENT_TYPES
         counts, control, emit = self.counts, self.flood, self.emit
-        rules = self.enforcer.rule_by_id if self.enforcer else {}
+        if rules is None:
+            rules = self.enforcer.rule_by_id if self.enforcer else {}
         offset, iso_time = self._offset, eventlog.iso_time
         now = time.monotonic()
         for data in records:
@@ -373,6 +429,8 @@ class Sensor:
                 if kind == events.EVENT_FILE_OPEN_DENIED:  # the kernel reports the dentry name only
                     record["path"] = rule.path or f"{rule.dir}/.../{record['filename']}"
             record["time"] = iso_time(v[4] / 1e9 + offset)
+            if extra:
+                record.update(extra)
             emit(record, flush=False)
             if control is not None:
                 control.keep_first((kind, rule_id), record)
@@ -488,12 +546,15 @@ class Sensor:
             elif kept:
                 log(f"exiting; the programs stay attached and enforce the last policy (pinned: {', '.join(kept)}); "
                     f"the next start takes over, or 'endura-sensor release' detaches them")
+            if kept:
+                self.write_rules_file()  # with the drops reported so far: the successor reports only new ones
             self.enforcer.close(keep_pinned=keep_pinned)
             self.enforcer = None
-            try:
-                (self.log_dir / STATUS_NAME).unlink()
-            except OSError:
-                pass
+            for name in (STATUS_NAME, *([] if kept else [self._rules_file().name])):
+                try:
+                    (self.log_dir / name).unlink()
+                except OSError:
+                    pass
         if self.forwarders:
             for kind, left in self.forwarders.close(1.0).items():
                 if left:

@@ -49,6 +49,11 @@ TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net")
 CONFIG_MARKER = "endura_config"  # pinned config map: the sensor that left these pins marks its bpf rule
 BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf rule is enforced
+#: the ring buffer and drop counter, so that a successor reads what this sensor's programs report while no
+#: sensor runs (a restart); versioned: a successor decodes only the event layout it knows
+RING_MARKER = f"endura_ring_v{events.ABI_VERSION}"
+DROPS_MARKER = f"endura_drops_v{events.ABI_VERSION}"
+MARKERS = (CONFIG_MARKER, BPF_GUARD_MARKER, RING_MARKER, DROPS_MARKER)
 ZERO = b"\0\0\0\0"
 NO_RULE = events.RULE.pack(0, events.RULE_NONE)
 #: access -> struct endura_file_rule slot, per map
@@ -118,6 +123,38 @@ def own_service_cgroup(proc: Path = Path("/proc/self")) -> Tuple[int, str]:
 
 
 @dataclass
+class Predecessor:
+    """What an earlier sensor left: its pid, an fd of its ring buffer, of its drop counter (-1: none)."""
+    pid: int
+    ring_fd: int
+    drops_fd: int
+
+    def drain(self, callback: Callable[[List[bytes]], None]) -> int:
+        """Every record left in its ring buffer, to callback (in batches); returns how many."""
+        total = 0
+        ring = libbpf.RingBuffer(self.ring_fd, callback, batch=True)
+        try:
+            while True:
+                n = ring.poll(0)
+                total += n
+                if n <= 0:
+                    return total
+        finally:
+            ring.free()
+
+    def drops(self) -> int:
+        if self.drops_fd < 0:
+            return 0
+        raw = libbpf.map_lookup(self.drops_fd, ZERO, 8 * libbpf.possible_cpus()) or b""
+        return sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8))
+
+    def close(self) -> None:
+        for fd in (self.ring_fd, self.drops_fd):
+            if fd >= 0:
+                os.close(fd)
+
+
+@dataclass
 class Applied:
     """What one `apply()` put into the kernel."""
     counts: Dict[str, int]  # map entries: exec, files, net, tamper
@@ -161,7 +198,8 @@ class Enforcer:
         self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
         try:
             self._obj.load()
-            self._fds = {name: self._obj.map_fd(name) for name in MAPS + ("endura_tamper", "endura_config")}
+            self._fds = {name: self._obj.map_fd(name) for name in MAPS + ("endura_tamper", "endura_config",
+                                                                          "endura_events", "endura_drops")}
             self._drops_fd = self._obj.map_fd("endura_drops")
             self.apply(policy or policy_mod.Policy(), enforce=enforce, terminate=terminate, extra_exec=list(deny))
             self._attach = attach
@@ -245,7 +283,8 @@ class Enforcer:
         if self.pin_dir is None or not self._attach:
             return
         for name, map_name, wanted in ((CONFIG_MARKER, "endura_config", True),
-                                       (BPF_GUARD_MARKER, "endura_tamper", self._bpf_guard)):
+                                       (BPF_GUARD_MARKER, "endura_tamper", self._bpf_guard),
+                                       (RING_MARKER, "endura_events", True), (DROPS_MARKER, "endura_drops", True)):
             path = self._pin_path(name)
             if wanted and not path.exists():
                 try:
@@ -270,12 +309,33 @@ class Enforcer:
     def pinned(self) -> List[str]:
         return [str(self._pin_path(name)) for name in self._links] if self.pin_dir else []
 
+    def open_predecessors(self) -> List[Predecessor]:
+        """The ring buffers and drop counters earlier sensors left pinned (same event layout only), opened
+        before remove_stale_pins() takes their last pinned reference: drain() them afterwards."""
+        if self.pin_dir is None:
+            return []
+        found = []
+        for path in sorted(self.pin_dir.glob(f"{RING_MARKER}-*")):
+            pid = path.name.rsplit("-", 1)[1]
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                ring = libbpf.obj_get(path)
+            except libbpf.BpfError:
+                continue
+            try:
+                drops = libbpf.obj_get(self.pin_dir / f"{DROPS_MARKER}-{pid}")
+            except libbpf.BpfError:
+                drops = -1
+            found.append(Predecessor(int(pid), ring, drops))
+        return found
+
     def remove_stale_pins(self) -> List[str]:
         """Detach what an earlier sensor left pinned (it died or was stopped fail-closed): call once this
         instance is attached, so the old programs go only after the new ones enforce."""
         if self.pin_dir is None:
             return []
-        mine = {p.name for p in map(Path, self.pinned)} | {self._pin_path(m).name for m in (CONFIG_MARKER, BPF_GUARD_MARKER)}
+        mine = {p.name for p in map(Path, self.pinned)} | {self._pin_path(m).name for m in MARKERS}
         removed = []
         for path in sorted(self.pin_dir.glob("endura_*")):
             if path.name not in mine:
@@ -400,7 +460,7 @@ class Enforcer:
             self._ring.free()
             self._ring = None
         if not keep_pinned:
-            for name in [*self._links, CONFIG_MARKER, BPF_GUARD_MARKER]:
+            for name in [*self._links, *MARKERS]:
                 self._unpin(name)
         self._obj.close()
 

@@ -121,6 +121,11 @@ def run_release(pin_dir: Optional[Path], log_dir: Path, *, unless_restarting: bo
     left = [p.name for p in pinned(pin_dir)]
     if decision.release:
         removed = release(pin_dir)
+        for stale in Path(log_dir).glob(".rules-*.json"):  # what rule ids meant, for a successor: none comes
+            try:
+                stale.unlink()
+            except OSError:
+                pass
         if removed:
             append_record(log_dir, {"type": "released", "reason": decision.reason, "pins": removed,
                                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

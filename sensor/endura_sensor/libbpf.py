@@ -149,6 +149,7 @@ def library(names=LIBRARY_NAMES) -> ctypes.CDLL:
         _proto(lib, "bpf_link__destroy", i, vp)
         _proto(lib, "bpf_link__pin", i, vp, cp)
         _proto(lib, "bpf_obj_pin", i, i, cp)
+        _proto(lib, "bpf_obj_get", i, cp)
         _proto(lib, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
         _proto(lib, "bpf_map_lookup_elem", i, i, vp, vp)
         _proto(lib, "bpf_map_delete_elem", i, i, vp)
@@ -264,6 +265,15 @@ def obj_pin(fd: int, path: Path) -> None:
     rc = library().bpf_obj_pin(fd, os.fsencode(str(path)))
     if rc < 0:
         raise BpfError(f"pinning {path}", ctypes.get_errno() or -rc)
+
+
+def obj_get(path: Path) -> int:
+    """An fd for an object pinned in a BPF filesystem (the caller closes it)."""
+    ctypes.set_errno(0)
+    fd = library().bpf_obj_get(os.fsencode(str(path)))
+    if fd < 0:
+        raise BpfError(f"opening the pinned {path}", ctypes.get_errno() or -fd)
+    return fd
 
 
 def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:

@@ -137,7 +137,8 @@ def test_a_takeover_outside_the_service_cgroup_opens_no_window_without_a_bpf_rul
               + rule(name="net", type="connect", address="127.0.0.1", port=DENIED_PORT, action="kill"))
     sensor = start(policy, pin_dir=pins)
     assert sorted(p.name.rsplit("-", 1)[0] for p in pins.iterdir()) == [
-        "endura_config", "endura_tp_exec", "endura_tp_sys_enter"]  # no bpf guard: no bpf rule enforced
+        "endura_config", "endura_drops_v3", "endura_ring_v3", "endura_tp_exec",
+        "endura_tp_sys_enter"]  # no bpf guard: no bpf rule enforced
     stop_file = tmp_path / "loop.stop"
     loop = subprocess.Popen([sys.executable, str(LOOP), str(stop_file), str(denied), str(protected), str(DENIED_PORT)],
                             stdout=subprocess.PIPE, text=True)
@@ -147,7 +148,7 @@ def test_a_takeover_outside_the_service_cgroup_opens_no_window_without_a_bpf_rul
             sensor.proc.kill()
             sensor.proc.wait()
             sensor = start(policy, pin_dir=pins)
-            assert len(sensor.started["replaced_pins"]) == 3
+            assert len(sensor.started["replaced_pins"]) == 5
     finally:
         stop_file.touch()
         result = json.loads(loop.communicate(timeout=60)[0])
@@ -171,7 +172,27 @@ def test_release_keeps_the_programs_after_a_crash_or_with_fail_closed_and_detach
     assert "fail_closed = true" in kept.stderr and run(denied) == KILLED
     (sensor.dir / "sensor.conf").write_text("")
     released = _release(sensor, pins, "--unless-restarting", SERVICE_RESULT="success")
-    assert "the service was stopped: detached 2 pinned object(s)" in released.stderr, released.stderr
+    assert "the service was stopped: detached 4 pinned object(s)" in released.stderr, released.stderr
     assert run(denied) == 0
     logged = [json.loads(line)["type"] for line in (sensor.log_dir / "events.log").read_text().splitlines()]
     assert logged[-3:] == ["handed_off", "handed_off", "released"]
+
+
+def test_what_happens_while_no_sensor_runs_is_reported_by_the_next_one(start, tmp_path, bpffs):
+    """The events the pinned programs write between a handoff and the takeover reach the successor's log,
+    with the predecessor's rule names, and nothing else is counted as lost."""
+    denied = copy_true(tmp_path / "denied")
+    pins = bpffs / "endura"
+    policy = rule(name="no-denied", type="exec", path=str(denied), action="kill")
+    first = start(policy, pin_dir=pins, extra=("--handoff",))
+    first.stop()
+    assert [run(denied) for _ in range(7)] == [KILLED] * 7  # killed by the orphaned programs: nobody logs it yet
+    second = start(policy, pin_dir=pins, extra=("--handoff",))
+    handed = second.wait_for(lambda r: r["type"] == "events_handed_over")
+    assert handed == {"type": "events_handed_over", "from_pid": first.proc.pid, "events": 7,
+                      "dropped_while_no_sensor_read": 0}
+    records = second.stop()
+    from_first = [r for r in records if r.get("from_predecessor") == first.proc.pid]
+    assert len(from_first) == 7 and all(r["type"] == "exec_denied" and r["rule"] == "no-denied"
+                                        and r["action"] == ["killed"] for r in from_first)
+    assert not (second.log_dir / f".rules-{first.proc.pid}.json").exists()

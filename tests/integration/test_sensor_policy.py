@@ -450,10 +450,10 @@ def test_a_crashed_sensor_keeps_enforcing_until_the_next_one_takes_over(start, t
     assert sensor.started["pinned"] == [f"{pins}/endura_tp_exec-{sensor.proc.pid}"]
     assert run(denied) == KILLED  # the pinned program and its maps still enforce the last policy
     second = start(rule(type="exec", path=str(denied)), pin_dir=pins)
-    # the program, and the config map pinned as a marker for the successor (no bpf rule: no bpf guard)
-    assert second.started["replaced_pins"] == [f"endura_config-{sensor.proc.pid}", f"endura_tp_exec-{sensor.proc.pid}"]
-    assert sorted(p.name for p in pins.iterdir()) == [f"endura_config-{second.proc.pid}",
-                                                      f"endura_tp_exec-{second.proc.pid}"]
+    # the program, and the maps pinned for the successor: config (no bpf rule: no bpf guard), events, drops
+    markers = ("endura_config", "endura_drops_v3", "endura_ring_v3", "endura_tp_exec")
+    assert second.started["replaced_pins"] == [f"{m}-{sensor.proc.pid}" for m in markers]
+    assert sorted(p.name for p in pins.iterdir()) == [f"{m}-{second.proc.pid}" for m in markers]
     assert run(denied) == KILLED
     records = second.stop()  # a clean stop without fail_closed: detached, nothing enforced
     assert records[-1]["still_enforcing"] == [] and list(pins.iterdir()) == []
@@ -496,7 +496,8 @@ def test_a_restart_after_a_crash_with_a_bpf_rule_is_not_killed_by_its_predecesso
     assert _bpf_call_is_killed()  # still enforced by the orphaned programs
     second = start(rule(type="bpf"), pin_dir=pins)
     assert second.started["replaced_pins"] == [f"{name}-{first.proc.pid}" for name in (
-        "endura_config", "endura_guard_bpf", "endura_tp_exec", "endura_tp_sys_enter")]
+        "endura_config", "endura_drops_v3", "endura_guard_bpf", "endura_ring_v3", "endura_tp_exec",
+        "endura_tp_sys_enter")]
     assert _bpf_call_is_killed()
     second.stop()
     assert "removed the programs an earlier sensor left pinned" in second.stderr
@@ -529,8 +530,8 @@ def test_in_its_own_cgroup_a_restarted_sensor_takes_over_without_a_gap(start, tm
     first.proc.wait()
     second = start(policy, pin_dir=pins, cgroup=service_cgroup)  # exempt by cgroup: not killed while loading
     assert sorted(second.started["replaced_pins"]) == sorted(
-        f"{name}-{first.proc.pid}" for name in ("endura_config", "endura_guard_bpf", "endura_tp_exec",
-                                                "endura_tp_sys_enter"))
+        f"{name}-{first.proc.pid}" for name in ("endura_config", "endura_drops_v3", "endura_guard_bpf",
+                                                "endura_ring_v3", "endura_tp_exec", "endura_tp_sys_enter"))
     assert run(denied) == KILLED and _bpf_call_is_killed()  # everyone else is still denied
     second.stop()
     assert "removed the programs an earlier sensor left pinned" not in second.stderr
