@@ -206,6 +206,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
           f"last reload: {_format_reload(status['last_reload'])}\n"
           f"downgraded:  {_format_downgrades(status.get('downgrades') or [])}\n"
           f"events:      {counts}\n"
+          f"logged:      {status.get('events_in_full', 0)} in full, {status.get('events_summarized', 0)} summarized "
+          f"(flood control: {status.get('floods', 0)} flood(s))\n"
           f"dropped:     {status['events_dropped']} event(s) lost because the ring buffer was full\n"
           f"forwarding:  {_format_forwarding(status.get('forwarding') or {})}")
     return 0
