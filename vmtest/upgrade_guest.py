@@ -26,6 +26,7 @@ PROTECTED = "/opt/endura-upgrade/protected"
 DENIED_PORT = 40471
 UNIT = "endura-sensor.service"
 PACMAN_CONF = "/etc/endura-upgrade-pacman.conf"
+CURRENT: list = []
 APK = "/opt/apk-tools/apk"  # apk-tools 2.14 (the host built it); /etc/apk/keys holds the packages' key
 
 
@@ -47,8 +48,8 @@ def wait_running(previous_pid: int, timeout: float = 120) -> float:
         if active == "active" and pid and pid != previous_pid:
             return time.monotonic() - start
         time.sleep(0.2)
-    raise RuntimeError(f"{UNIT} did not become active with a new main pid within {timeout}s: "
-                       + sh("systemctl", "status", "--no-pager", UNIT).stdout[-1500:])
+    raise RuntimeError(f"{UNIT} did not become active with a new main pid (not {previous_pid}) within {timeout}s: "
+                       + sh("systemctl", "show", "-p", "ActiveState,SubState,MainPID,Result", UNIT).stdout)
 
 
 def install(family: str, path: str, upgrade: bool) -> subprocess.CompletedProcess:
@@ -100,6 +101,7 @@ def policy_text() -> str:
 def run_format(fmt: dict) -> dict:
     family = fmt["family"]
     out: dict = {"type": "format", "family": family, "steps": {}}
+    CURRENT[:] = [out]  # what main() reports with the error if a step raises
     steps = out["steps"]
     t = time.monotonic()
     proc = install(family, fmt["v1"], upgrade=False)
@@ -180,7 +182,12 @@ def main() -> int:
             try:
                 emit(run_format(fmt))
             except Exception as exc:  # reported for this format; the next one still runs
-                emit({"type": "format", "family": fmt["family"], "error": f"{type(exc).__name__}: {exc}"})
+                partial = CURRENT[0] if CURRENT and CURRENT[0]["family"] == fmt["family"] else {}
+                emit({"type": "format", "family": fmt["family"], "steps": partial.get("steps", {}),
+                      "error": f"{type(exc).__name__}: {exc}",
+                      "journal": [line for line in sh("journalctl", "-u", UNIT, "--no-pager", "-o",
+                                                      "short-monotonic").stdout.splitlines()
+                                  if '"type":' not in line][-40:]})
                 sh("systemctl", "stop", UNIT)
                 remove(fmt["family"])
         emit({"type": "done"})
