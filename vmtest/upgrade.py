@@ -166,6 +166,8 @@ def judge(lines: List[dict], formats: Sequence[str]) -> List[dict]:
             for step in ("install_v1", "start", "upgrade", "restart", "crash", "reload", "stop", "remove"):
                 if steps.get(step, {}).get("rc") != 0:
                     problems.append(f"{step} exited {steps.get(step, {}).get('rc')}: {steps.get(step, {}).get('tail', '')[-200:]}")
+                elif "failed to execute correctly" in steps.get(step, {}).get("tail", ""):  # pacman: a scriptlet failed, exit 0
+                    problems.append(f"{step}: a package script failed: {steps[step]['tail'][-300:]}")
             ops = r.get("loop", {}).get("ops", {})
             if not ops or any(o["attempts"] < 10 for o in ops.values()):
                 problems.append(f"the denied loop did not run: {r.get('loop')}")

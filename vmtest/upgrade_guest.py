@@ -52,20 +52,33 @@ def wait_running(previous_pid: int, timeout: float = 120) -> float:
                        + sh("systemctl", "show", "-p", "ActiveState,SubState,MainPID,Result", UNIT).stdout)
 
 
+def arch_shell(action):
+    """Run pacman as on Arch Linux, where /bin/sh is bash: Debian's pacman runs install scriptlets with
+    /bin/sh (dash here), which cannot read the `function name() {` of a .INSTALL file."""
+    os.rename("/bin/sh", "/bin/sh.dash")
+    os.symlink("bash", "/bin/sh")
+    try:
+        return action()
+    finally:
+        os.unlink("/bin/sh")
+        os.rename("/bin/sh.dash", "/bin/sh")
+
+
 def install(family: str, path: str, upgrade: bool) -> subprocess.CompletedProcess:
     if family == "deb":
         return sh("dpkg", "-i", path)
     if family == "rpm":  # Debian's rpm with its own database: the guest's python3/libbpf are dpkg's
         return sh("rpm", "-U" if upgrade else "-i", "--nodeps", path)
     if family == "arch":
-        return sh("pacman", "--config", PACMAN_CONF, "-U", "--noconfirm", "--nodeps", "--nodeps", path)
+        return arch_shell(lambda: sh("pacman", "--config", PACMAN_CONF, "-U", "--noconfirm", "--nodeps", "--nodeps",
+                                     path))
     if family == "apk":
         if not os.path.exists("/lib/apk/db/installed"):
             # Alpine's python3 and libbpf cannot be had here: empty virtual packages stand in for the
             # dependencies (this guest's python3 and libbpf1 are dpkg's); the .apk's signature is checked
             sh(APK, "--initdb", "--no-network", "add", "--virtual", "python3")
             sh(APK, "--no-network", "add", "--virtual", "libbpf")
-        return sh(APK, "--no-network", "add", path)
+        return sh(APK, "--no-network", "--force-non-repository", "add", path)  # a local file, no repository
     if family == "tgz":
         work = "/tmp/tgz-upgrade"
         shutil.rmtree(work, ignore_errors=True)
@@ -82,7 +95,8 @@ def remove(family: str) -> subprocess.CompletedProcess:
     if family == "rpm":
         return sh("rpm", "-e", "--nodeps", "endura-sensor")
     if family == "arch":
-        return sh("pacman", "--config", PACMAN_CONF, "-R", "--noconfirm", "--nodeps", "--nodeps", "endura-sensor")
+        return arch_shell(lambda: sh("pacman", "--config", PACMAN_CONF, "-R", "--noconfirm", "--nodeps", "--nodeps",
+                                     "endura-sensor"))
     if family == "apk":
         return sh(APK, "--no-network", "del", "endura-sensor")
     work = "/tmp/tgz-upgrade"  # the tarball's own uninstall.sh (of the last version installed)
