@@ -23,8 +23,8 @@ from toolbox.tools import require
 def upgrade_run(tmp_path_factory):
     require("qemu-system-x86_64", "mmdebstrap", "dpkg-deb")
     work = tmp_path_factory.mktemp("upgrade-vm")
-    proc = subprocess.run([sys.executable, "-m", "vmtest.upgrade", "--work-dir", str(work)], cwd=REPO,
-                          capture_output=True, text=True, timeout=1500, env=dict(os.environ))
+    proc = subprocess.run([sys.executable, "-m", "vmtest.upgrade", "--work-dir", str(work), "--timeout", "1500"],
+                          cwd=REPO, capture_output=True, text=True, timeout=1800, env=dict(os.environ))
     summary = json.loads((work / "summary.json").read_text()) if (work / "summary.json").exists() else None
     return proc, summary
 
