@@ -76,8 +76,13 @@ def install(family: str, path: str, upgrade: bool) -> subprocess.CompletedProces
         if not os.path.exists("/lib/apk/db/installed"):
             # Alpine's python3 and libbpf cannot be had here: empty virtual packages stand in for the
             # dependencies (this guest's python3 and libbpf1 are dpkg's); the .apk's signature is checked
-            sh(APK, "--initdb", "--no-network", "add", "--virtual", "python3")
-            sh(APK, "--no-network", "add", "--virtual", "libbpf")
+            # --force-non-repository everywhere: the guest's root is a RAM filesystem, which apk takes for
+            # Alpine's diskless mode (non-repository packages would be lost at reboot)
+            for argv in (("--initdb", "--no-network", "--force-non-repository", "add", "--virtual", "python3"),
+                         ("--no-network", "--force-non-repository", "add", "--virtual", "libbpf")):
+                proc = sh(APK, *argv)
+                if proc.returncode != 0:
+                    return proc
         return sh(APK, "--no-network", "--force-non-repository", "add", path)  # a local file, no repository
     if family == "tgz":
         work = "/tmp/tgz-upgrade"
