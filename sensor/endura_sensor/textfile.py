@@ -3,7 +3,8 @@
 Whoever can drop a file where the sensor looks must not be able to hang it or exhaust its memory:
 
 - only **regular files** are read: a FIFO would block open() or read() forever, a device such as
-  /dev/zero never ends, a directory or socket is no file. Symlinks are followed (configuration
+  /dev/zero never ends, a directory or socket is no file. /dev/null (1:3) reads as an empty file
+  (`--config /dev/null`: the defaults). Symlinks are followed (configuration
   management tools install files as symlinks) when they end at a regular file; a dangling symlink
   or a loop is an error, like any other unreadable file;
 - the path is checked with stat() before it is opened, so a device is never opened (opening some
@@ -85,9 +86,21 @@ def check_regular(path: str) -> os.stat_result:
     return st
 
 
+def _is_dev_null(path: str) -> bool:
+    """/dev/null (character device 1:3), the usual way to say "an empty file" (`--config /dev/null`):
+    it can neither block nor flood, so it reads as empty instead of being refused."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3
+
+
 def read_bytes(path, limit: int, limit_hint: str = "") -> bytes:
     """The content of a regular file of at most `limit` bytes (never reads more than limit + 1)."""
     path = str(path)
+    if _is_dev_null(path):
+        return b""
     check_regular(path)  # before open(): never open a FIFO or a device
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)

@@ -291,3 +291,11 @@ def test_status_shows_downgrades_and_a_rejected_reload(tmp_path, capsys):
     assert ("last reload: rejected at t1 (policy files changed), the last good policy is kept:\n"
             "             /p/b.toml: is a dangling symlink") in out
     assert 'downgraded:  enforcement = "audit" at /p/a.toml:1 (sensor.conf: "enforce")' in out
+
+
+def test_dev_null_reads_as_an_empty_file_and_other_devices_are_refused():
+    from endura_sensor import textfile
+
+    assert textfile.read_text("/dev/null", 1024) == ""  # `--config /dev/null`: the defaults
+    with pytest.raises(textfile.FileProblem, match="is a character device, not a regular file"):
+        textfile.read_text("/dev/zero", 1024)
