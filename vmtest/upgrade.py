@@ -3,9 +3,9 @@
 `python3 -m vmtest.upgrade [--formats deb,rpm,arch,tgz] [--work-dir DIR] [--timeout S]`
 
 Builds two versions of the packages from this tree (ENDURA_VERSION 1.0.0 and 1.0.1; deb, rpm, arch,
-apk, tarball for amd64), boots Debian 12's kernel (vmtest's verified fetch; BPF LSM active, so the sensor runs
+tarball for amd64), boots Debian 12's kernel (vmtest's verified fetch; BPF LSM active, so the sensor runs
 its LSM tier) with a Debian 12 userspace that has systemd, dpkg, rpm and pacman (mmdebstrap minbase,
-cached as a cpio) plus Alpine's apk (apk-tools 2.14 built from shared/vendor), and runs vmtest/upgrade_guest.py as a systemd unit there: per format, install 1.0.0,
+cached as a cpio), and runs vmtest/upgrade_guest.py as a systemd unit there: per format, install 1.0.0,
 start endura-sensor.service, loop denied operations of every rule type (vmtest/denied_loop.py) while
 upgrading to 1.0.1 with the format's own tool and scripts, `systemctl restart`, a crash and a reload;
 then `systemctl stop` must detach. The judgement: every format installed, upgraded and restarted, 0
@@ -33,9 +33,8 @@ from vmtest import cpio, kernels, plan, results, rootfs, runner
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-FORMATS = ("deb", "rpm", "arch", "apk", "tgz")
-#: Alpine's own package manager, built from the sources in shared/vendor (no registry has it)
-APK_BUILD = REPO.parent / "shared" / "vendor" / "apk-tools" / "build.sh"
+#: apk is not here: the .apk ships the OpenRC service (Alpine), and this guest runs systemd
+FORMATS = ("deb", "rpm", "arch", "tgz")
 VERSIONS = ("1.0.0", "1.0.1")
 TARGET = "debian-12"
 SUITE = "bookworm"
@@ -101,32 +100,8 @@ def build_base(cache: Path, mirror: str, refresh: bool = False) -> Path:
     return out
 
 
-def apk_tools(cache: Path) -> Path:
-    """PREFIX/2 of apk-tools 2.14 (bin/apk, lib/libapk.so*), built once with shared/vendor's build.sh."""
-    prefix = cache / "apk-tools"
-    if not (prefix / "2" / "bin" / "apk").is_file():
-        if not APK_BUILD.is_file():
-            raise EnduraError(f"{APK_BUILD} is missing (shared/ beside the repository); or run with --formats "
-                              "without apk")
-        with log.step("building apk-tools 2.14 from shared/vendor"):
-            run(["bash", os.fspath(APK_BUILD), os.fspath(prefix), "2"], timeout=900,
-                hint="install its build packages: apt-get install build-essential pkg-config libssl-dev zlib1g-dev")
-    return prefix / "2"
-
-
-def write_overlay(fh, packages: Dict[str, Dict[str, Path]], formats: Sequence[str], apk: Path | None = None,
-                  keys: Sequence[Path] = ()) -> None:
+def write_overlay(fh, packages: Dict[str, Dict[str, Path]], formats: Sequence[str]) -> None:
     writer = cpio.Writer(fh)
-    if apk is not None:  # the client, its library, and the key the .apk files are signed with
-        for sub in ("opt", "opt/apk-tools", "opt/apk-tools/bin", "opt/apk-tools/lib", "etc/apk", "etc/apk/keys"):
-            writer.directory(sub)
-        writer.file("opt/apk-tools/bin/apk", (apk / "bin" / "apk").read_bytes(), 0o755)
-        for lib in sorted((apk / "lib").iterdir()):
-            writer.file(f"opt/apk-tools/lib/{lib.name}", lib.read_bytes(), 0o644)
-        writer.file("opt/apk-tools/apk", b'#!/bin/sh\nLD_LIBRARY_PATH=/opt/apk-tools/lib exec /opt/apk-tools/bin/apk "$@"\n',
-                    0o755)
-        for key in keys:
-            writer.file(f"etc/apk/keys/{key.name}", key.read_bytes(), 0o644)
     writer.symlink("init", "/lib/systemd/systemd")
     writer.file("etc/machine-id", b"", 0o444)
     writer.file(f"etc/systemd/system/{TEST_UNIT}", TEST_UNIT_TEXT.encode(), 0o644)
@@ -209,8 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                               runner.ARCH, refresh=ns.refresh, cache=cache)
         base = build_base(cache, mirror, ns.refresh)
         packages = build_versions(work, formats)
-        apk = apk_tools(cache) if "apk" in formats else None
-        keys = sorted({k for version in packages.values() for k in next(iter(version.values())).parent.glob("*.rsa.pub")})
         initrd = work / "upgrade.initrd.cpio"
         with open(initrd, "wb") as fh:
             with open(base, "rb") as src:
@@ -220,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         break
                     fh.write(chunk)
             fh.write(b"\0" * (-fh.tell() % cpio.BLOCK))
-            write_overlay(fh, packages, formats, apk, keys)
+            write_overlay(fh, packages, formats)
         lsm_on = plan.BOOTS["lsm-on"]
         spec = plan.VmSpec(kernel=image.vmlinuz, initrd=initrd,
                            cmdline=plan.kernel_cmdline(lsm_on, target.bpf_lsm_default).replace(

@@ -1,6 +1,6 @@
 """The upgrade VM's driver (stdlib only): runs as a systemd oneshot unit inside a guest booted with systemd.
 
-For each package format in /vmtest/upgrade-plan.json (deb, rpm, arch, apk, tgz), with the format's own tool
+For each package format in /vmtest/upgrade-plan.json (deb, rpm, arch, tgz), with the format's own tool
 and its own maintainer scripts (which call the real systemctl here):
 install version 1, add a policy with a `kill` rule of every type, start endura-sensor.service, then
 while vmtest/denied_loop.py tries denied operations of every type as fast as it can: upgrade in place
@@ -27,7 +27,6 @@ DENIED_PORT = 40471
 UNIT = "endura-sensor.service"
 PACMAN_CONF = "/etc/endura-upgrade-pacman.conf"
 CURRENT: list = []
-APK = "/opt/apk-tools/apk"  # apk-tools 2.14 (the host built it); /etc/apk/keys holds the packages' key
 
 
 def sh(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -72,18 +71,6 @@ def install(family: str, path: str, upgrade: bool) -> subprocess.CompletedProces
     if family == "arch":
         return arch_shell(lambda: sh("pacman", "--config", PACMAN_CONF, "-U", "--noconfirm", "--nodeps", "--nodeps",
                                      path))
-    if family == "apk":
-        if not os.path.exists("/lib/apk/db/installed"):
-            # Alpine's python3 and libbpf cannot be had here: empty virtual packages stand in for the
-            # dependencies (this guest's python3 and libbpf1 are dpkg's); the .apk's signature is checked
-            # --force-non-repository everywhere: the guest's root is a RAM filesystem, which apk takes for
-            # Alpine's diskless mode (non-repository packages would be lost at reboot)
-            for argv in (("--initdb", "--no-network", "--force-non-repository", "add", "--virtual", "python3"),
-                         ("--no-network", "--force-non-repository", "add", "--virtual", "libbpf")):
-                proc = sh(APK, *argv)
-                if proc.returncode != 0:
-                    return proc
-        return sh(APK, "--no-network", "--force-non-repository", "add", path)  # a local file, no repository
     if family == "tgz":
         work = "/tmp/tgz-upgrade"
         shutil.rmtree(work, ignore_errors=True)
@@ -102,8 +89,6 @@ def remove(family: str) -> subprocess.CompletedProcess:
     if family == "arch":
         return arch_shell(lambda: sh("pacman", "--config", PACMAN_CONF, "-R", "--noconfirm", "--nodeps", "--nodeps",
                                      "endura-sensor"))
-    if family == "apk":
-        return sh(APK, "--no-network", "del", "endura-sensor")
     work = "/tmp/tgz-upgrade"  # the tarball's own uninstall.sh (of the last version installed)
     (top,) = os.listdir(work)
     return sh("sh", f"{work}/{top}/uninstall.sh", "--purge")
