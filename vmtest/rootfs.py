@@ -17,7 +17,7 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from toolbox import log
 from toolbox.run import run
@@ -165,15 +165,19 @@ def write_overlay(fh: BinaryIO, *, deb: Path, plan: dict, kernel_config: Path | 
     writer.finish()
 
 
-def assemble(base: Path, out: Path, **overlay) -> Path:
-    """base cpio + overlay cpio -> out (the -initrd qemu boots)."""
+def assemble(base: Path, out: Path, writer: Callable[[BinaryIO], None] | None = None, **overlay) -> Path:
+    """base cpio + overlay cpio -> out (the -initrd qemu boots); the overlay is write_overlay(**overlay)
+    unless another `writer(fh)` is given (vmtest.upgrade's)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "wb") as fh:
         with open(base, "rb") as src:
             shutil.copyfileobj(src, fh, 1 << 20)
         pad = -fh.tell() % cpio.BLOCK
         fh.write(b"\0" * pad)
-        write_overlay(fh, **overlay)
+        if writer is not None:
+            writer(fh)
+        else:
+            write_overlay(fh, **overlay)
     return out
 
 

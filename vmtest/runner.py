@@ -60,14 +60,17 @@ def find_package(dist: Path, target: Target, arch: str = ARCH) -> Path:
     raise EnduraError(f"no {target.family} package for {arch} serving {target.id} in {directory}/manifest.json; {fix}")
 
 
-def build_package(out: Path, fmt: str = "deb", arch: str = ARCH, dry_run: bool = False) -> Path:
-    """`python3 -m release.package --format deb --arch amd64 --out OUT`; returns dist/<version>."""
+def build_package(out: Path, fmt: str = "deb", arch: str = ARCH, dry_run: bool = False,
+                  version: str | None = None) -> Path:
+    """`python3 -m release.package --format deb --arch amd64 --out OUT` (fmt may list several, "deb,rpm";
+    version: ENDURA_VERSION); returns dist/<version>."""
     import sys
 
     argv = [sys.executable, "-m", "release.package", "--format", fmt, "--arch", arch, "--out", os.fspath(out)]
     repo = Path(__file__).resolve().parents[1]
-    with log.step(f"building the {fmt} package for {arch}"):
-        proc = run(argv, cwd=repo, timeout=900, dry_run=dry_run)
+    with log.step(f"building the {fmt} package{'s' if ',' in fmt else ''} {version or ''} for {arch}"):
+        proc = run(argv, cwd=repo, timeout=900, dry_run=dry_run,
+                   extra_env={"ENDURA_VERSION": version} if version else None)
     lines = proc.stdout.strip().splitlines()
     return Path(lines[-1]) if lines else out
 

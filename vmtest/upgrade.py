@@ -57,21 +57,14 @@ WantedBy=multi-user.target
 """
 
 
-def build_versions(work: Path, formats: Sequence[str], dry_run: bool = False) -> Dict[str, Dict[str, Path]]:
+def build_versions(work: Path, formats: Sequence[str]) -> Dict[str, Dict[str, Path]]:
     """{version: {family: package}} built from this tree with ENDURA_VERSION set."""
     out: Dict[str, Dict[str, Path]] = {}
     for version in VERSIONS:
-        dist = work / "dist" / version
-        argv = [sys.executable, "-m", "release.package", "--format", ",".join(formats), "--arch", "amd64",
-                "--out", os.fspath(dist)]
-        with log.step(f"building {', '.join(formats)} {version} for amd64"):
-            proc = run(argv, cwd=REPO, timeout=900, env={**os.environ, "ENDURA_VERSION": version}, dry_run=dry_run)
-        if dry_run:
-            continue
-        directory = Path(proc.stdout.strip().splitlines()[-1])
+        directory = runner.build_package(work / "dist" / version, ",".join(formats), version=version)
         manifest = json.loads((directory / "manifest.json").read_text())
         out[version] = {a["family"]: directory / a["file"] for a in manifest["artifacts"]
-                        if a["family"] in formats and a["arch"] == "amd64"}
+                        if a["family"] in formats and a["arch"] == runner.ARCH}
     return out
 
 
@@ -184,16 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               runner.ARCH, refresh=ns.refresh, cache=cache)
         base = build_base(cache, mirror, ns.refresh)
         packages = build_versions(work, formats)
-        initrd = work / "upgrade.initrd.cpio"
-        with open(initrd, "wb") as fh:
-            with open(base, "rb") as src:
-                while True:
-                    chunk = src.read(1 << 20)
-                    if not chunk:
-                        break
-                    fh.write(chunk)
-            fh.write(b"\0" * (-fh.tell() % cpio.BLOCK))
-            write_overlay(fh, packages, formats)
+        initrd = rootfs.assemble(base, work / "upgrade.initrd.cpio",
+                                 writer=lambda fh: write_overlay(fh, packages, formats))
         lsm_on = plan.BOOTS["lsm-on"]
         spec = plan.VmSpec(kernel=image.vmlinuz, initrd=initrd,
                            cmdline=plan.kernel_cmdline(lsm_on, target.bpf_lsm_default).replace(

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import List, Sequence
 
 from . import config as config_mod
@@ -337,8 +338,8 @@ class Sensor:
                 saved = json.loads(self._rules_file(p.pid).read_text())
             except (OSError, ValueError):
                 saved = {}
-            rules = {int(i): policy_mod.Rule("?", "?", r.get("source", ""), r.get("name", ""), path=r.get("path", ""),
-                                             dir=r.get("dir", ""))
+            rules = {int(i): SimpleNamespace(name=r.get("name", ""), source=r.get("source", ""), path=r.get("path", ""),
+                                             dir=r.get("dir", ""))  # what on_records reads of a rule
                      for i, r in (saved.get("rules") or {}).items()}
             extra = {"from_predecessor": p.pid}
             try:

@@ -122,6 +122,12 @@ def own_service_cgroup(proc: Path = Path("/proc/self")) -> Tuple[int, str]:
     return cg.id, cg.path
 
 
+def drops_in(fd: int) -> int:
+    """The endura_drops per-CPU counter behind fd, summed over CPUs."""
+    raw = libbpf.map_lookup(fd, ZERO, 8 * libbpf.possible_cpus()) or b""
+    return sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8))
+
+
 @dataclass
 class Predecessor:
     """What an earlier sensor left: its pid, an fd of its ring buffer, of its drop counter (-1: none)."""
@@ -143,10 +149,7 @@ class Predecessor:
             ring.free()
 
     def drops(self) -> int:
-        if self.drops_fd < 0:
-            return 0
-        raw = libbpf.map_lookup(self.drops_fd, ZERO, 8 * libbpf.possible_cpus()) or b""
-        return sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8))
+        return drops_in(self.drops_fd) if self.drops_fd >= 0 else 0
 
     def close(self) -> None:
         for fd in (self.ring_fd, self.drops_fd):
@@ -200,7 +203,6 @@ class Enforcer:
             self._obj.load()
             self._fds = {name: self._obj.map_fd(name) for name in MAPS + ("endura_tamper", "endura_config",
                                                                           "endura_events", "endura_drops")}
-            self._drops_fd = self._obj.map_fd("endura_drops")
             self.apply(policy or policy_mod.Policy(), enforce=enforce, terminate=terminate, extra_exec=list(deny))
             self._attach = attach
             if attach_all:
@@ -438,9 +440,7 @@ class Enforcer:
 
     def drops(self) -> int:
         """Events lost because the ring buffer was full (sum over CPUs)."""
-        ncpu = libbpf.possible_cpus()
-        raw = libbpf.map_lookup(self._drops_fd, ZERO, 8 * ncpu) or b""
-        return sum(int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8))
+        return drops_in(self._fds["endura_drops"])
 
     def poll(self, callback: Callable[[events.Event], None], timeout_ms: int) -> int:
         """`callback(Event)` for each event record (`check`, tests)."""
@@ -450,7 +450,7 @@ class Enforcer:
         """`callback([raw record, ...])` once per poll with what the ring buffer held (the daemon's path)."""
         self._on_records = callback
         if self._ring is None:
-            self._ring = libbpf.RingBuffer(self._obj.map_fd("endura_events"),
+            self._ring = libbpf.RingBuffer(self._fds["endura_events"],
                                            lambda records: self._on_records(records), batch=True)
         return self._ring.poll(timeout_ms)
 
