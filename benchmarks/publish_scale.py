@@ -7,7 +7,7 @@ Generates `--count` real packages of each of .deb and .rpm (amd64, made by nfpm,
 0.0.N), as one build directory with a manifest.json signed by the repository key (the development
 key unless ENDURA_SIGNING_KEY is set), and a second build holding one more version. Then:
 
-- **publish full**: `python3 -m repo.publish --no-verify` of the N packages into an empty root;
+- **publish full**: `python3 -m channels.publish --no-verify` of the N packages into an empty root;
 - **publish incremental**: the same command with the one-more build (a new generation holding N+1);
 - **bare full**: what the index tools alone take on the same packages: `apt-ftparchive packages` +
   `apt-ftparchive release`, `createrepo_c` (no caches);
@@ -147,7 +147,7 @@ def _timed(argv: list[str], cwd: Path, *, stdout: Path | None = None, env: dict 
 
 def timed_publish(root: Path, build: Path, run_log: Path) -> dict:
     run_log.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--dist", str(build), "--no-verify",
+    argv = [sys.executable, "-m", "channels.publish", "--repo-root", str(root), "--dist", str(build), "--no-verify",
             "--base-url", "https://repo.example.test"]
     result = _timed(argv, REPO, env={**os.environ, "ENDURA_RUN_LOG": str(run_log)})
     return {**result, "tools_s": tool_seconds(run_log)}

@@ -1,7 +1,7 @@
 """Package families: what truly differs between deb, rpm, apk, arch and the tgz tarball.
 
-One small class per family carries its architecture names, file extension, version string
-(from release/version.py) and how it writes a dependency with alternatives. Everything else
+One small class per family carries its architecture names, file extension and how it writes a
+dependency with alternatives (its version strings: `format_version` in release/version.py). Everything else
 about a target is data in catalog.toml.
 """
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
-from release.version import Version, format_version
 from toolbox.errors import EnduraError
 
 #: our architecture names (the ones catalog.toml uses), in a stable order
@@ -45,10 +44,6 @@ class Family:
             raise EnduraError(
                 f"unknown architecture {arch!r} for {self.name}; use one of {', '.join(self.arch_names)}"
             ) from None
-
-    def format_version(self, version: Version) -> str:
-        """The version string this format sorts correctly (see release/version.py)."""
-        return format_version(version, self.name)
 
     def render_alternatives(self, alternatives: Sequence[Dependency]) -> str | None:
         """One dependency line satisfied by any of `alternatives` (None: the format has no depends)."""

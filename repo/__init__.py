@@ -1,4 +1,5 @@
-"""Package repositories: build, sign, verify and publish them (`python3 -m repo.publish`).
+"""Package repositories: build, sign, verify and publish them (the generation engine, `repo.publish.commit`;
+the commands are a layer above: `python3 -m channels.publish`, `channels.promote`).
 
 - `layout`: where everything lives in a generation, client configuration files, Release fields (pure).
 - `generations`: the `generations/<n>/` + `current` symlink state, switching, pruning (filesystem only).

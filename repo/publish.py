@@ -1,25 +1,14 @@
-"""`python3 -m repo.publish`: publish one build into channel `latest`, atomically, verified first.
+"""The generation engine: build a repository generation aside, verify it with the real clients, switch
+it in atomically, prune (`commit`), and what every command that makes one shares (`Options`, `Change`,
+the generation options). The commands live a layer above: `channels.publish` (publish, --refresh,
+--rollback) and `channels.promote`. Whatever a command adds to a generation it hands in through
+`Change` (`check_extra`, `write_extra`); this module knows nothing of channel records.
 
-    python3 -m repo.publish [--dist dist/<version>] [--repo-root build/repo] [--base-url URL]
-    python3 -m repo.publish --refresh      # re-sign the current content (renews Valid-Until)
-    python3 -m repo.publish --rollback     # publish the previous content again, with a newer Date
-
-Every run makes a new generation (see `repo.layout` for the tree): the channels' previous content
-(hardlinked) plus the build's deb/rpm/tgz artifacts, fresh indexes, every suite re-signed with a
-Date after the previous one and `Valid-Until` = Date + `--valid-days`. It is verified with apt,
-dnf and `rpm -K` over loopback HTTP while still invisible, then `current` is switched to it.
-
-Rollback re-publishes (re-signs) the older content instead of pointing `current` back at the old
-tree: apt keeps an InRelease whose Date is newer than the one it is served (it treats the older one
-as "not modified"), so an old tree served again would never reach clients that saw the bad one.
-
-The repository key is the one `release.signing.resolve_key()` gives (ENDURA_SIGNING_KEY or the
-development key); it must be the key the build's packages are signed with, because clients check
-both with the one key they are given (during a rotation, `ENDURA_SIGNING_KEY_NEXT` co-signs the
-metadata and the build may be signed by either key: see `repo.sign`). A development key is refused
-for a non-local target.
-With `--target` (see `repo.remote`) the local tree is the staging mirror of the web host: the
-verified generation is rsynced there aside and switched there first, then locally.
+Every generation (see `repo.layout` for the tree) is the channels' content (hardlinked), fresh
+indexes, every suite re-signed with a Date after the previous one and `Valid-Until` = Date +
+`--valid-days`; it is verified with apt, dnf and `rpm -K` over loopback HTTP while still invisible,
+then `current` is switched to it. With a target (see `repo.remote`) the local tree is the staging
+mirror of the web host: the verified generation is rsynced there aside and switched there first.
 """
 from __future__ import annotations
 
@@ -29,20 +18,17 @@ import dataclasses
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
-from channels import records
 from release.signing import SigningKey
 from repo import apt, guides, keyring, layout, pacman, rpm, sign, tarball
 from repo.generations import RepoRoot, place
-from repo.remote import Target, check_host, parse_target, push
+from repo.remote import Target, parse_target, push
 from toolbox import log
-from toolbox.errors import EnduraError, cli_main
+from toolbox.errors import EnduraError
 from toolbox.files import sha256_file
-from toolbox.tools import require
 
 REPO_TOP = Path(__file__).resolve().parents[1]
 SCHEMA = 1
@@ -191,84 +177,6 @@ def carry_previous_files(gen: Path, previous_dirs: list[Path]) -> int:
     return carried
 
 
-# --- the command ---------------------------------------------------------------------------------------
-
-
-def publish(args: argparse.Namespace) -> dict:
-    channel = layout.check_channel(args.channel)
-    if channel != layout.DEFAULT_CHANNEL and not (args.refresh or args.rollback):
-        raise EnduraError(f"builds are published into '{layout.DEFAULT_CHANNEL}' only; "
-                          f"'{channel}' receives the same bytes by promotion ('nox -s promote {channel}')")
-    if args.verify and not args.dry_run and os.geteuid() != 0:
-        raise EnduraError("verification installs the packages in a chroot and needs root; run as root "
-                          "or pass --no-verify for a local test tree (never for a release)")
-    keys = sign.resolve_repo_keys()
-    key = keys.primary
-    target = check_target(args.target, key)
-    if target:
-        require("rsync", "ssh")
-    require("apt-ftparchive", "createrepo_c", "repo-add", "pacman-key-libs", "bsdtar", "gpg", "gpgv")
-    root = RepoRoot(Path(args.repo_root))
-    with root.lock():
-        for p in root.remove_abandoned():
-            log.info(f"    removed {p} (left by an interrupted publish)")
-        current = root.current()
-        if target:
-            check_host(target, current)
-        base = root.state(current) if current is not None else None
-        base_channels: dict[str, list[dict]] = base["channels"] if base else {}
-        sources: dict[str, Path] = sources_in(root.dir(current), base_channels) if current is not None else {}
-        action, published, expected = "publish", None, None
-        previous_content = current
-        if args.rollback:
-            if base is None:
-                raise EnduraError(f"nothing to roll back to in {root.path}: no generation is current; publish a build first")
-            if base.get("previous_content") is None:
-                raise EnduraError(f"nothing to roll back to in {root.path}: generation {current} holds the first published "
-                                  "content; publish the wanted build with --dist instead")
-            restore = base["previous_content"]
-            if restore not in root.numbers():
-                raise EnduraError(f"cannot roll back: generation {restore} was pruned from {root.generations}; "
-                                  "publish the wanted build again with --dist")
-            old = root.state(restore)
-            channels = old["channels"]
-            moved = [c for c in layout.CHANNELS[1:] if old["channels"].get(c, []) != base_channels.get(c, [])]
-            if moved:
-                raise EnduraError(f"generation {restore} differs from the current one in channel(s) {', '.join(moved)} "
-                                  "(a promotion came between); roll a channel back with 'nox -s promote <channel> -- "
-                                  "<version> --rollback --reason ...' and republish latest with --dist")
-            sources = sources_in(root.dir(restore), channels)
-            action, previous_content = "rollback", old.get("previous_content")
-        elif args.refresh:
-            if base is None:
-                raise EnduraError(f"nothing to refresh in {root.path}: no generation is current; publish a build first")
-            channels, action, previous_content = base_channels, "refresh", base.get("previous_content")
-        else:
-            build = find_build(args.dist)
-            manifest = load_build(build, keys)
-            merged, added = layout.merge_build(base_channels.get(channel, []), manifest)
-            if not added:
-                log.info(f"    {manifest['version']} is already published in {channel} (generation {current}); nothing to do")
-                return {"generation": current, "path": str(root.dir(current)), "action": "none"}
-            channels = {**base_channels, channel: merged}
-            for a in added:
-                sources[a["file"]] = build / a["file"]
-                sig = layout.detached_signature(a)
-                if sig:
-                    sources[sig] = build / sig
-            published = {"channel": channel, "version": manifest["version"], "build": str(build.resolve()),
-                         "manifest_sha256": sha256_file(build / "manifest.json"), "added": [a["file"] for a in added]}
-            expected = manifest["version"]
-
-        if args.rollback:
-            extra_state: dict = {"restores": restore}
-        else:
-            extra_state = {}
-        change = Change(action=action, channels=channels, sources=sources, previous_content=previous_content,
-                        published=published, verify_channel=channel, expected_version=expected, extra_state=extra_state)
-        return commit(root, keys, change, Options.from_args(args), target=target, current=current)
-
-
 # --- making a generation current (shared with channels.promote) ------------------------------------------
 
 
@@ -301,6 +209,8 @@ class Change:
     expected_version: str | None = None
     #: more fields for generation.json
     extra_state: dict = dataclasses.field(default_factory=dict)
+    #: checks what write_extra will add, before anything is built (e.g. the channel records a publish carries)
+    check_extra: Callable[[], None] | None = None
     #: writes more files into the generation being built (e.g. the signed channel state), given (dir, date)
     write_extra: Callable[[Path, int], None] | None = None
     describe: str = ""
@@ -329,8 +239,8 @@ def commit(root: RepoRoot, keys: sign.RepoKeys, change: Change, opts: Options, *
         log.info(f"    would {change.action} {what} as generation {number} in {root.path} (Date {layout.rfc2822(date)})")
         return {"generation": number, "action": change.action, "dry_run": True}
 
-    # the channel records a generation that promotes nothing carries must be intact: checked before building
-    carried_records = records.read(root.dir(current)) if change.write_extra is None and current is not None else None
+    if change.check_extra is not None:  # e.g. the records a publish carries must be intact: before building
+        change.check_extra()
     started = time.monotonic()
     building = root.start(number)
     previous_dirs = [root.dir(n) for n in sorted(root.numbers(), reverse=True)[:max(0, opts.keep - 1)]]
@@ -339,8 +249,6 @@ def commit(root: RepoRoot, keys: sign.RepoKeys, change: Change, opts: Options, *
                          valid_until=valid_until, base_url=opts.base_url, previous_dirs=previous_dirs)
         if change.write_extra is not None:
             change.write_extra(building, date)
-        elif carried_records is not None:
-            records.carry(root.dir(current), carried_records, building, keys, date=date)
         state = {
             "schema": SCHEMA, "generation": number, "action": change.action, "based_on": current,
             "previous_content": change.previous_content, "date": date, "valid_until": valid_until,
@@ -397,32 +305,3 @@ def check_generation_options(args: argparse.Namespace) -> None:
         raise EnduraError("--no-verify is for local trees only; drop it to change a remote target")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m repo.publish", description=__doc__.split("\n")[0])
-    p.add_argument("--dist", help="build directory dist/<version>/ (default: the newest in dist/)")
-    p.add_argument("--channel", default=layout.DEFAULT_CHANNEL, help="channel (publishing goes to 'latest')")
-    p.add_argument("--base-url", default=layout.DEFAULT_BASE_URL, help="URL the tree is served at (in .sources/.repo files)")
-    add_generation_options(p)
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--rollback", action="store_true", help="publish the previous content again (newer Date)")
-    mode.add_argument("--refresh", action="store_true", help="re-sign the current content (renew Valid-Until)")
-    p.add_argument("--date", type=int, help=argparse.SUPPRESS)  # tests: publish at a given time (expired repos)
-    return p
-
-
-def run_cli(argv: Sequence[str]) -> int:
-    args = parser().parse_args(list(argv))
-    check_generation_options(args)
-    if not re.match(r"^https?://", args.base_url):
-        raise EnduraError(f"--base-url {args.base_url!r} is not an http(s) URL; e.g. {layout.DEFAULT_BASE_URL}")
-    result = publish(args)
-    print(json.dumps(result, indent=2, sort_keys=True))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli_main(run_cli, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -38,7 +38,7 @@ def served(tmp_path_factory, dist_v2) -> Iterator[tuple[Path, str]]:
     it was published for: (repository root, URL). --no-verify: following the guides is the check here."""
     root = tmp_path_factory.mktemp("guides-repo") / "repo"
     with verify.serve(root / "current") as url:
-        proc = subprocess.run([sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--base-url", url,
+        proc = subprocess.run([sys.executable, "-m", "channels.publish", "--repo-root", str(root), "--base-url", url,
                                "--dist", str(dist_v2), "--no-verify"], cwd=REPO, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         yield root, url

@@ -47,7 +47,7 @@ def two_keys(tmp_path_factory):
 
 
 def _publish(root: Path, env: dict[str, str], *args: str, check: bool = True):
-    proc = subprocess.run([sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--base-url", BASE_URL, *args],
+    proc = subprocess.run([sys.executable, "-m", "channels.publish", "--repo-root", str(root), "--base-url", BASE_URL, *args],
                           cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, **env})
     if not check:
         return proc

@@ -43,7 +43,7 @@ def bundle(tmp_path_factory, dist_v2) -> dict:
     """1.0.1 published into `latest` with a Valid-Until already past, and its offline bundle."""
     top = tmp_path_factory.mktemp("mirror")
     date = max(resolve_key().created, int(time.time()) - 120)  # a signature cannot predate the key
-    _run("repo.publish", "--repo-root", str(top / "repo"), "--base-url", BASE_URL, "--dist", str(dist_v2),
+    _run("channels.publish", "--repo-root", str(top / "repo"), "--base-url", BASE_URL, "--dist", str(dist_v2),
          "--no-verify", "--date", str(date), "--valid-days", str(1 / 86400))
     while time.time() < date + 3:
         time.sleep(0.5)
@@ -165,8 +165,8 @@ def test_bundle_of_testing_holds_only_that_channel(tmp_path, dist_v1, dist_v2):
     """latest holds 1.0.0 and 1.0.1, testing 1.0.0 (promoted with a policy that needs no evidence): the bundle of
     testing carries testing's suite, pool files and trees only; the promotion's generation has both channels' guides."""
     root = tmp_path / "repo"
-    _run("repo.publish", "--repo-root", str(root), "--base-url", BASE_URL, "--dist", str(dist_v1), "--no-verify")
-    _run("repo.publish", "--repo-root", str(root), "--base-url", BASE_URL, "--dist", str(dist_v2), "--no-verify")
+    _run("channels.publish", "--repo-root", str(root), "--base-url", BASE_URL, "--dist", str(dist_v1), "--no-verify")
+    _run("channels.publish", "--repo-root", str(root), "--base-url", BASE_URL, "--dist", str(dist_v2), "--no-verify")
     policy = tmp_path / "policy.toml"
     policy.write_text("[testing]\nevidence = []\n")
     _run("channels.promote", "testing", "1.0.0", "--repo-root", str(root), "--policy", str(policy), "--no-verify")

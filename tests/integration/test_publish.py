@@ -1,4 +1,4 @@
-"""`python3 -m repo.publish` end to end, with the real clients over loopback HTTP: apt-get installs from
+"""`python3 -m channels.publish` end to end, with the real clients over loopback HTTP: apt-get installs from
 the published tree in a Debian 12 root, dnf installs with repo_gpgcheck, the publisher verifies before
 it switches, a killed publisher leaves the previous generation served intact, rollback reaches apt
 clients (whose InRelease Date only moves forward)."""
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 def publish(root: Path, *args: str, check: bool = True) -> tuple[dict | None, subprocess.CompletedProcess]:
     """Run the real command; returns (its JSON result, the process)."""
-    proc = subprocess.run([sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--base-url", BASE_URL, *args],
+    proc = subprocess.run([sys.executable, "-m", "channels.publish", "--repo-root", str(root), "--base-url", BASE_URL, *args],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"publish {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -252,7 +252,7 @@ def test_killed_publisher_leaves_the_previous_generation_served_intact(tmp_path,
     root = tmp_path / "repo"
     publish(root, "--dist", str(dist_v1), "--no-verify")
     before = snapshot(root / "current")
-    proc = subprocess.Popen([sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--base-url", BASE_URL,
+    proc = subprocess.Popen([sys.executable, "-m", "channels.publish", "--repo-root", str(root), "--base-url", BASE_URL,
                              "--dist", str(dist_v2)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     seen = ""

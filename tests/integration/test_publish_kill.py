@@ -92,7 +92,7 @@ def test_kill_9_at_each_step_leaves_the_previous_generation_served(step, tmp_pat
         args.append("--no-verify")
     served = os.readlink(root / "current")
     before = snapshot(root / "current")
-    argv = [sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--base-url", BASE_URL, *args]
+    argv = [sys.executable, "-m", "channels.publish", "--repo-root", str(root), "--base-url", BASE_URL, *args]
 
     how = STEPS[step]
     if how[0] == "line":

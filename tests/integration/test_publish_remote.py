@@ -72,7 +72,7 @@ def sshd(tmp_path):
 
 
 def _publish(mirror: Path, env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "repo.publish", "--repo-root", str(mirror), "--base-url", BASE_URL, *args],
+    proc = subprocess.run([sys.executable, "-m", "channels.publish", "--repo-root", str(mirror), "--base-url", BASE_URL, *args],
                           cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **env})
     if check and proc.returncode != 0:
         raise AssertionError(proc.stderr[-4000:])

@@ -39,7 +39,7 @@ def test_rotation_cosigns_metadata_for_clients_of_either_key(tmp_path, two_keys,
     dist, _ = build_dist(tmp_path / "dist", "3.0.0", "--format", "deb,rpm,arch,tgz", "--arch", "amd64",
                          env={**env, "SOURCE_DATE_EPOCH": str(int(time.time()))})
     root = tmp_path / "repo"
-    proc = subprocess.run([sys.executable, "-m", "repo.publish", "--repo-root", str(root), "--base-url", BASE_URL,
+    proc = subprocess.run([sys.executable, "-m", "channels.publish", "--repo-root", str(root), "--base-url", BASE_URL,
                            "--dist", str(dist)], cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, **env, "ENDURA_SIGNING_KEY_NEXT": new})
     assert proc.returncode == 0, proc.stderr[-3000:]  # includes the publisher's own apt/dnf/pacman checks

@@ -8,7 +8,7 @@ import pytest
 
 from distros import FAMILIES, Dependency, load_catalog
 from distros.model import DEFAULT_PATH
-from release.version import Version
+from release.version import Version, format_version
 from toolbox.errors import EnduraError
 
 #: every target of deployment-overview.txt (Ubuntu: the LTS and current releases; Oracle: RHCK + UEK)
@@ -183,7 +183,7 @@ def test_family_extensions_and_versions():
     assert {n: f.extension for n, f in FAMILIES.items()} == {
         "deb": ".deb", "rpm": ".rpm", "apk": ".apk", "arch": ".pkg.tar.zst", "tgz": ".tar.gz"}
     rc = Version.parse("1.0.0-rc.1")
-    assert {n: f.format_version(rc) for n, f in FAMILIES.items()} == {
+    assert {n: format_version(rc, n) for n in FAMILIES} == {
         "deb": "1.0.0~rc.1", "rpm": "1.0.0~rc.1", "apk": "1.0.0_rc1", "arch": "1.0.0rc1", "tgz": "1.0.0-rc.1"}
 
 

@@ -106,16 +106,20 @@ def test_find_build_errors_name_the_fix(tmp_path):
 
 
 def test_cli_rejects_bad_options():
-    assert publish.main(["--keep", "1"]) == 1
-    assert publish.main(["--base-url", "repo.example.test"]) == 1
-    assert publish.main(["--target", "u@h:/srv", "--no-verify"]) == 1
+    from channels import publish as publish_cmd
+
+    assert publish_cmd.main(["--keep", "1"]) == 1
+    assert publish_cmd.main(["--base-url", "repo.example.test"]) == 1
+    assert publish_cmd.main(["--target", "u@h:/srv", "--no-verify"]) == 1
 
 
 def test_verification_needs_root_and_says_so_before_any_work(tmp_path, monkeypatch):
+    from channels import publish as publish_cmd
+
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    args = publish.parser().parse_args(["--repo-root", str(tmp_path / "r")])
+    args = publish_cmd.parser().parse_args(["--repo-root", str(tmp_path / "r")])
     with pytest.raises(EnduraError, match="needs root; run as root or pass --no-verify"):
-        publish.publish(args)
+        publish_cmd.publish(args)
     assert not (tmp_path / "r").exists()
 
 

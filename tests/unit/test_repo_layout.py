@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from channels.publish import parser
 from repo import apt, layout, verify
-from repo.publish import check_target, parser
+from repo.publish import check_target
 from toolbox.errors import EnduraError
 
 RELEASE = """Acquire-By-Hash: yes
