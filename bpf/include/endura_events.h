@@ -12,7 +12,7 @@
 #ifndef ENDURA_EVENTS_H
 #define ENDURA_EVENTS_H
 
-#define ENDURA_ABI_VERSION 3
+#define ENDURA_ABI_VERSION 4
 
 #define ENDURA_COMM_LEN 16
 #define ENDURA_PATH_LEN 256
@@ -28,6 +28,43 @@ enum endura_event_type {
 	ENDURA_EVENT_CONNECT_DENIED = 3,     /* connect() to a denied address/port */
 	ENDURA_EVENT_MODULE_LOAD_DENIED = 4, /* init_module/finit_module/request_module; detail = how */
 	ENDURA_EVENT_BPF_DENIED = 5,         /* bpf() by a process other than the sensor; detail = cmd */
+	ENDURA_EVENT_FILE_OP_DENIED = 6,     /* another change to a protected file or directory; detail = enum endura_file_op */
+	ENDURA_EVENT_SENSOR_TAMPER_DENIED = 7, /* an attempt on the sensor itself; detail = enum endura_sensor_op */
+};
+
+/* struct endura_event.detail for ENDURA_EVENT_EXEC_DENIED: how the file was to be run */
+enum endura_exec_how {
+	ENDURA_EXEC_EXECVE = 0,      /* execve/execveat of the file (or a `#!` script's step) */
+	ENDURA_EXEC_INTERPRETED = 1, /* opened for reading by an interpreter (sh x.sh, python x.py, ld.so x) */
+	ENDURA_EXEC_MMAP = 2,        /* mapped executable (mmap/mprotect PROT_EXEC: ld.so, dlopen) */
+	ENDURA_EXEC_FILELESS = 3,    /* a file without a name (memfd_create, O_TMPFILE, deleted): fileless_exec rule */
+};
+
+/* struct endura_event.detail for ENDURA_EVENT_FILE_OP_DENIED */
+enum endura_file_op {
+	ENDURA_FILE_OP_RENAME_FROM = 1, /* rename of the protected file (or out of a protected directory) */
+	ENDURA_FILE_OP_RENAME_TO = 2,   /* rename over the protected file, or into a protected directory */
+	ENDURA_FILE_OP_LINK_FROM = 3,   /* a new hard link to the protected file */
+	ENDURA_FILE_OP_LINK_TO = 4,     /* a hard link created at a protected name or in a protected directory */
+	ENDURA_FILE_OP_UNLINK = 5,      /* unlink of the protected file */
+	ENDURA_FILE_OP_TRUNCATE = 6,    /* truncate(2)/ftruncate(2) */
+	ENDURA_FILE_OP_CREATE = 7,      /* create (file, directory, node, symlink) at a protected name or in a protected directory */
+	ENDURA_FILE_OP_WRITE = 8,       /* write through an fd opened before (or shared with another process) */
+	ENDURA_FILE_OP_RMDIR = 9,       /* rmdir of a protected directory */
+};
+
+/* struct endura_event.detail for ENDURA_EVENT_CONNECT_DENIED */
+enum endura_net_how {
+	ENDURA_NET_CONNECT = 0, /* connect(2) (also io_uring's) */
+	ENDURA_NET_SENDMSG = 1, /* sendto/sendmsg/sendmmsg with a destination address (UDP, TCP Fast Open) */
+};
+
+/* struct endura_event.detail for ENDURA_EVENT_SENSOR_TAMPER_DENIED */
+enum endura_sensor_op {
+	ENDURA_SENSOR_OP_SIGNAL = 1, /* a signal that stops or ends the sensor, from a process other than init */
+	ENDURA_SENSOR_OP_PTRACE = 2, /* ptrace (or process_vm_writev, /proc/<pid>/mem) of the sensor */
+	ENDURA_SENSOR_OP_CGROUP = 3, /* moving a process into the sensor's service cgroup */
+	ENDURA_SENSOR_OP_PIN = 4,    /* removing or renaming the sensor's pins in the BPF filesystem */
 };
 
 /* struct endura_event.action: what the kernel did (bit flags; AUDITED alone = nothing enforced) */
@@ -73,7 +110,10 @@ enum endura_slot {
 enum endura_tamper_index {
 	ENDURA_TAMPER_MODULE_LOAD = 0,
 	ENDURA_TAMPER_BPF = 1,
-	ENDURA_TAMPER_COUNT = 2,
+	ENDURA_TAMPER_FILELESS_EXEC = 2, /* exec of a file without a name: memfd, O_TMPFILE, deleted */
+	ENDURA_TAMPER_IO_URING = 3,      /* io_uring_setup(2) (the tracepoint tier cannot see io_uring's operations) */
+	ENDURA_TAMPER_SENSOR = 4,        /* the sensor itself: signals, ptrace, its cgroup, its pins */
+	ENDURA_TAMPER_COUNT = 5,
 };
 
 /* struct endura_event.detail for ENDURA_EVENT_MODULE_LOAD_DENIED */
@@ -136,6 +176,10 @@ struct endura_config {
 					  the service's too: systemd re-creates the service's cgroup (a new id, the
 					  same name and parent) on every restart, and the successor must be exempt */
 	char sensor_cgroup_name[ENDURA_CGROUP_NAME_LEN];
+	__u32 exec_interpreters;  /* > 0: interpreters (endura_interpreters) reading an exec-denied file are refused */
+	__u32 name_rules;         /* > 0: endura_names has entries (protected names, existing or not) */
+	__u32 tainted_files;      /* > 0: endura_tainted has entries (fd tables that reached a denied object) */
+	__u32 reserved[5];        /* zero */
 };
 
 /* one ring-buffer record; 368 bytes */

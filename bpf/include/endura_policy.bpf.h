@@ -112,34 +112,41 @@ static __always_inline void endura_pick(const struct endura_verdict *slots, __u3
 }
 
 /*
- * The strictest verdict for `file` in `map` over the `wanted` slots, merged into *best: the file's
- * own entry (its `self` verdicts), then with `subtree` the `below` verdicts of every ancestor
+ * The strictest verdict for the object at (mnt, d) in `map` over the `wanted` slots, merged into *best:
+ * its own entry (its `self` verdicts), then with `subtree` the `below` verdicts of every ancestor
  * directory up to ENDURA_MAX_DEPTH, crossing mount points. Every rule that matches counts, not the
  * first found; on equal strictness the one found first stays (own entry, then the nearest ancestor).
  * Paths, symlinks and relative names do not matter: the kernel's dentry tree is walked.
- * *key gets the file's own (device, inode).
+ * *key gets the object's own (device, inode); with `skip_self` (a name being created: no inode yet, or
+ * a directory whose `below` rules apply) the walk starts at d itself as the first ancestor.
  */
-static __always_inline void endura_lookup_file(void *map, struct file *file, bool subtree, __u32 wanted,
-					       struct endura_file_key *key, struct endura_verdict *best)
+static __always_inline void endura_lookup_dentry(void *map, struct vfsmount *vmnt, struct dentry *d, bool subtree,
+						 bool skip_self, __u32 wanted, struct endura_file_key *key,
+						 struct endura_verdict *best)
 {
 	struct endura_verdict slots[ENDURA_SLOTS] = {};
 	struct endura_file_rule *rule;
 	struct endura_file_key up_key;
-	struct dentry *d, *parent, *root;
-	struct vfsmount *vmnt;
+	struct dentry *parent, *root;
 	struct mount *mnt, *up;
 	int i;
 
-	if (!file)
+	if (!d)
 		return;
-	d = BPF_CORE_READ(file, f_path.dentry);
-	if (endura_key_of_dentry(d, key) != 0)
-		return;
-	rule = bpf_map_lookup_elem(map, key);
-	if (rule)
-		endura_stricter(rule->self, slots);
-	if (subtree) {
-		vmnt = BPF_CORE_READ(file, f_path.mnt);
+	if (skip_self) {
+		if (endura_key_of_dentry(d, &up_key) == 0) {
+			rule = bpf_map_lookup_elem(map, &up_key);
+			if (rule)
+				endura_stricter(rule->below, slots);
+		}
+	} else {
+		if (endura_key_of_dentry(d, key) != 0)
+			return;
+		rule = bpf_map_lookup_elem(map, key);
+		if (rule)
+			endura_stricter(rule->self, slots);
+	}
+	if (subtree && vmnt) {
 		mnt = (struct mount *)((void *)vmnt - bpf_core_field_offset(struct mount, mnt));
 		for (i = 0; i < ENDURA_MAX_DEPTH; i++) {
 			root = BPF_CORE_READ(mnt, mnt.mnt_root);
@@ -163,6 +170,16 @@ static __always_inline void endura_lookup_file(void *map, struct file *file, boo
 		}
 	}
 	endura_pick(slots, wanted, best);
+}
+
+/* endura_lookup_dentry() for an open file */
+static __always_inline void endura_lookup_file(void *map, struct file *file, bool subtree, __u32 wanted,
+					       struct endura_file_key *key, struct endura_verdict *best)
+{
+	if (!file)
+		return;
+	endura_lookup_dentry(map, BPF_CORE_READ(file, f_path.mnt), BPF_CORE_READ(file, f_path.dentry), subtree, false,
+			     wanted, key, best);
 }
 
 /*

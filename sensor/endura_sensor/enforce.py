@@ -186,7 +186,7 @@ class Enforcer:
         self._ring: libbpf.RingBuffer | None = None
         self._entries: Dict[str, Dict[bytes, bytes]] = {name: {} for name in MAPS}
         self._tamper: Dict[int, bytes] = {}
-        self._config = events.CONFIG.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b"")
+        self._config = events.CONFIG.pack(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b"", 0, 0, 0)
         self.cgroup = service_cgroup()
         self.cgroup_id, self.cgroup_path = self.cgroup.id, self.cgroup.path
         self._ids: Dict[Tuple, int] = {}
@@ -355,7 +355,7 @@ class Enforcer:
         reads = sum(1 for own, under in files if own[events.SLOT_READ][1] or under[events.SLOT_READ][1])
         return events.CONFIG.pack(events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate),
                                   os.getpid(), below(exec_), len(files), below(files), len(want["endura_net"]), reads,
-                                  self.cgroup.id, self.cgroup.parent_id, self.cgroup.name.encode())
+                                  self.cgroup.id, self.cgroup.parent_id, self.cgroup.name.encode(), 0, 0, 0)
 
     def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
               extra_exec: Sequence[str] = ()) -> Applied:

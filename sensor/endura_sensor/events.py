@@ -10,14 +10,23 @@ import struct
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Sequence, Tuple
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 COMM_LEN = 16
 PATH_LEN = 256
 
 EVENT_EXEC_DENIED, EVENT_FILE_OPEN_DENIED, EVENT_CONNECT_DENIED, EVENT_MODULE_LOAD_DENIED, EVENT_BPF_DENIED = 1, 2, 3, 4, 5
+EVENT_FILE_OP_DENIED, EVENT_SENSOR_TAMPER_DENIED = 6, 7
 EVENT_TYPES: Dict[int, str] = {EVENT_EXEC_DENIED: "exec_denied", EVENT_FILE_OPEN_DENIED: "file_open_denied",
                                EVENT_CONNECT_DENIED: "connect_denied", EVENT_MODULE_LOAD_DENIED: "module_load_denied",
-                               EVENT_BPF_DENIED: "bpf_denied"}
+                               EVENT_BPF_DENIED: "bpf_denied", EVENT_FILE_OP_DENIED: "file_op_denied",
+                               EVENT_SENSOR_TAMPER_DENIED: "sensor_tamper_denied"}
+#: struct endura_event.detail names per event type (enum endura_exec_how, endura_file_op, endura_net_how,
+#: endura_sensor_op)
+EXEC_HOW: Dict[int, str] = {0: "execve", 1: "interpreted", 2: "mmap", 3: "fileless"}
+FILE_OPS: Dict[int, str] = {1: "rename_from", 2: "rename_to", 3: "link_from", 4: "link_to", 5: "unlink",
+                            6: "truncate", 7: "create", 8: "write", 9: "rmdir"}
+NET_HOW: Dict[int, str] = {0: "connect", 1: "sendmsg"}
+SENSOR_OPS: Dict[int, str] = {1: "signal", 2: "ptrace", 3: "cgroup", 4: "pin"}
 
 ACTION_AUDITED, ACTION_BLOCKED, ACTION_KILLED = 1, 2, 4
 ACTIONS: Dict[int, str] = {ACTION_AUDITED: "audited", ACTION_BLOCKED: "blocked", ACTION_KILLED: "killed"}
@@ -29,7 +38,7 @@ ENFORCEMENT_AUDIT, ENFORCEMENT_ENFORCE = 0, 1
 RULE_NONE, RULE_AUDIT, RULE_BLOCK, RULE_KILL = 0, 1, 2, 3  # enum endura_rule_action: by strictness
 RULE_ACTIONS: Dict[str, int] = {"audit": RULE_AUDIT, "block": RULE_BLOCK, "kill": RULE_KILL}
 SLOT_EXEC, SLOT_READ, SLOT_WRITE, SLOTS = 0, 0, 1, 2  # enum endura_slot
-TAMPER_MODULE_LOAD, TAMPER_BPF = 0, 1  # enum endura_tamper_index
+TAMPER_MODULE_LOAD, TAMPER_BPF, TAMPER_FILELESS_EXEC, TAMPER_IO_URING, TAMPER_SENSOR, TAMPER_COUNT = 0, 1, 2, 3, 4, 5
 MODULE_HOW: Dict[int, str] = {1: "init_module", 2: "finit_module", 3: "request_module"}
 MAX_RULES = 16384
 AF_INET, AF_INET6 = 2, 10
@@ -51,9 +60,10 @@ VERDICT = struct.Struct("<II")  # struct endura_verdict {rule_id, action}
 FILE_RULE = struct.Struct("<" + "II" * 2 * SLOTS)
 NET_KEY = struct.Struct("<I2s16s2x")  # struct endura_net_key {prefixlen, port[2] (big-endian), addr[16], reserved[2]}
 #: struct endura_config {enforcement, terminate_process, sensor_tgid, exec_subtree_rules, file_rules,
-#: file_subtree_rules, net_rules, file_read_rules, sensor_cgroup_id, sensor_cgroup_parent_id, sensor_cgroup_name}
+#: file_subtree_rules, net_rules, file_read_rules, sensor_cgroup_id, sensor_cgroup_parent_id, sensor_cgroup_name,
+#: exec_interpreters, name_rules, tainted_files, reserved[5]}
 CGROUP_NAME_LEN = 64
-CONFIG = struct.Struct(f"<IIIIIIIIQQ{CGROUP_NAME_LEN}s")
+CONFIG = struct.Struct(f"<IIIIIIIIQQ{CGROUP_NAME_LEN}sIII20x")
 
 
 Verdict = Tuple[int, int]  # (rule_id, action); (0, RULE_NONE) = no rule
@@ -126,7 +136,7 @@ class Event:
         if self.type != "connect_denied":
             for key in ("addr", "port", "family"):
                 del d[key]
-        if self.type in ("connect_denied", "module_load_denied", "bpf_denied"):
+        if self.type in ("connect_denied", "module_load_denied", "bpf_denied", "sensor_tamper_denied"):
             del d["dev"], d["ino"]
         if self.type == "file_open_denied":
             d["access"] = [name for bit, name in ((1, "read"), (2, "write")) if self.detail & bit]
@@ -134,8 +144,26 @@ class Event:
             d["how"] = MODULE_HOW.get(self.detail, str(self.detail))
         elif self.type == "bpf_denied":
             d["bpf_cmd"] = self.detail
+        else:
+            d.update(_detail_fields(EVENT_TYPE_NUMBERS.get(self.type, 0), self.detail))
         del d["detail"]
         return d
+
+
+EVENT_TYPE_NUMBERS: Dict[str, int] = {name: number for number, name in EVENT_TYPES.items()}
+
+
+def _detail_fields(kind: int, detail: int) -> dict:
+    """The named form of struct endura_event.detail for exec, connect, file-op and sensor events."""
+    if kind == EVENT_EXEC_DENIED:
+        return {"how": EXEC_HOW.get(detail, str(detail))}
+    if kind == EVENT_CONNECT_DENIED:
+        return {"how": NET_HOW.get(detail, str(detail))}
+    if kind == EVENT_FILE_OP_DENIED:
+        return {"op": FILE_OPS.get(detail, str(detail))}
+    if kind == EVENT_SENSOR_TAMPER_DENIED:
+        return {"op": SENSOR_OPS.get(detail, str(detail))}
+    return {}
 
 
 def _cstr(raw: bytes) -> str:
@@ -188,7 +216,7 @@ def to_record(v: tuple) -> dict:
               "tier": TIERS.get(tier) or f"unknown({tier})", "rule_id": v[3], "timestamp_ns": v[4],
               "cgroup_id": v[5], "pid": v[6], "tid": v[7], "ppid": v[8], "uid": v[9], "gid": v[10],
               "kill_result": v[11]}
-    if kind not in (EVENT_CONNECT_DENIED, EVENT_MODULE_LOAD_DENIED, EVENT_BPF_DENIED):
+    if kind not in (EVENT_CONNECT_DENIED, EVENT_MODULE_LOAD_DENIED, EVENT_BPF_DENIED, EVENT_SENSOR_TAMPER_DENIED):
         record["dev"], record["ino"] = v[12], v[13]
     record["comm"] = _cstring(v[14])
     record["filename"] = _cstring(v[15])
@@ -205,6 +233,8 @@ def to_record(v: tuple) -> dict:
         record["how"] = MODULE_HOW.get(detail, str(detail))
     elif kind == EVENT_BPF_DENIED:
         record["bpf_cmd"] = detail
+    if kind in (EVENT_EXEC_DENIED, EVENT_CONNECT_DENIED, EVENT_FILE_OP_DENIED, EVENT_SENSOR_TAMPER_DENIED):
+        record.update(_detail_fields(kind, detail))
     return record
 
 

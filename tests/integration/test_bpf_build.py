@@ -165,7 +165,10 @@ def test_event_struct_in_btf_matches_the_python_decoder(built, arch, name):
              "file_subtree_rules", "net_rules", "file_read_rules"]
     assert struct_layout(types, "endura_config") == (events.CONFIG.size, [(n, 4 * i, 4) for i, n in enumerate(names)]
                                                      + [("sensor_cgroup_id", 32, 8), ("sensor_cgroup_parent_id", 40, 8),
-                                                        ("sensor_cgroup_name", 48, events.CGROUP_NAME_LEN)])
+                                                        ("sensor_cgroup_name", 48, events.CGROUP_NAME_LEN)]
+                                                     + [(n, 48 + events.CGROUP_NAME_LEN + 4 * i, 4) for i, n in
+                                                        enumerate(("exec_interpreters", "name_rules", "tainted_files"))]
+                                                     + [("reserved", 60 + events.CGROUP_NAME_LEN, 20)])
 
 
 def test_header_constants_match_the_python_decoder():
@@ -176,8 +179,12 @@ def test_header_constants_match_the_python_decoder():
     assert consts["ENDURA_RULE_NONE"] == events.RULE_NONE
     assert (consts["ENDURA_SLOT_EXEC"], consts["ENDURA_SLOT_READ"], consts["ENDURA_SLOT_WRITE"], consts["ENDURA_SLOTS"]) == (
         events.SLOT_EXEC, events.SLOT_READ, events.SLOT_WRITE, events.SLOTS)
-    assert (consts["ENDURA_TAMPER_MODULE_LOAD"], consts["ENDURA_TAMPER_BPF"]) == (events.TAMPER_MODULE_LOAD,
-                                                                                  events.TAMPER_BPF)
+    assert [consts[f"ENDURA_TAMPER_{n}"] for n in ("MODULE_LOAD", "BPF", "FILELESS_EXEC", "IO_URING", "SENSOR", "COUNT")] == [
+        events.TAMPER_MODULE_LOAD, events.TAMPER_BPF, events.TAMPER_FILELESS_EXEC, events.TAMPER_IO_URING,
+        events.TAMPER_SENSOR, events.TAMPER_COUNT]
+    for prefix, names in (("ENDURA_EXEC_", events.EXEC_HOW), ("ENDURA_FILE_OP_", events.FILE_OPS),
+                          ("ENDURA_NET_", events.NET_HOW), ("ENDURA_SENSOR_OP_", events.SENSOR_OPS)):
+        assert {consts[prefix + n.upper()]: n for n in names.values()} == names
     assert {consts[k]: v for k, v in (("ENDURA_MODULE_INIT", "init_module"), ("ENDURA_MODULE_FINIT", "finit_module"),
                                       ("ENDURA_MODULE_REQUEST", "request_module"))} == events.MODULE_HOW
     assert f"#define ENDURA_MAX_RULES {events.MAX_RULES} " in header

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from .test_sensor_policy import KILLED, REPO, bpf_dir, bpffs, copy_true, rule, run, service_cgroup, start  # noqa: F401
+from .test_sensor_policy import KILLED, events, REPO, bpf_dir, bpffs, copy_true, rule, run, service_cgroup, start  # noqa: F401
 
 LOOP = REPO / "vmtest" / "denied_loop.py"  # also copied into the upgrade VM
 DENIED_PORT = 40471
@@ -137,7 +137,7 @@ def test_a_takeover_outside_the_service_cgroup_opens_no_window_without_a_bpf_rul
               + rule(name="net", type="connect", address="127.0.0.1", port=DENIED_PORT, action="kill"))
     sensor = start(policy, pin_dir=pins)
     assert sorted(p.name.rsplit("-", 1)[0] for p in pins.iterdir()) == [
-        "endura_config", "endura_drops_v3", "endura_ring_v3", "endura_tp_exec",
+        "endura_config", f"endura_drops_v{events.ABI_VERSION}", f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec",
         "endura_tp_sys_enter"]  # no bpf guard: no bpf rule enforced
     stop_file = tmp_path / "loop.stop"
     loop = subprocess.Popen([sys.executable, str(LOOP), str(stop_file), str(denied), str(protected), str(DENIED_PORT)],

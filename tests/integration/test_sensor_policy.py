@@ -21,6 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "sensor")]
+from endura_sensor import events  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/sys/kernel/btf/vmlinux"),
                                 reason="loading BPF needs root and a kernel with BTF")
@@ -451,7 +452,7 @@ def test_a_crashed_sensor_keeps_enforcing_until_the_next_one_takes_over(start, t
     assert run(denied) == KILLED  # the pinned program and its maps still enforce the last policy
     second = start(rule(type="exec", path=str(denied)), pin_dir=pins)
     # the program, and the maps pinned for the successor: config (no bpf rule: no bpf guard), events, drops
-    markers = ("endura_config", "endura_drops_v3", "endura_ring_v3", "endura_tp_exec")
+    markers = ("endura_config", f"endura_drops_v{events.ABI_VERSION}", f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec")
     assert second.started["replaced_pins"] == [f"{m}-{sensor.proc.pid}" for m in markers]
     assert sorted(p.name for p in pins.iterdir()) == [f"{m}-{second.proc.pid}" for m in markers]
     assert run(denied) == KILLED
@@ -496,7 +497,7 @@ def test_a_restart_after_a_crash_with_a_bpf_rule_is_not_killed_by_its_predecesso
     assert _bpf_call_is_killed()  # still enforced by the orphaned programs
     second = start(rule(type="bpf"), pin_dir=pins)
     assert second.started["replaced_pins"] == [f"{name}-{first.proc.pid}" for name in (
-        "endura_config", "endura_drops_v3", "endura_guard_bpf", "endura_ring_v3", "endura_tp_exec",
+        "endura_config", f"endura_drops_v{events.ABI_VERSION}", "endura_guard_bpf", f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec",
         "endura_tp_sys_enter")]
     assert _bpf_call_is_killed()
     second.stop()
@@ -530,8 +531,8 @@ def test_in_its_own_cgroup_a_restarted_sensor_takes_over_without_a_gap(start, tm
     first.proc.wait()
     second = start(policy, pin_dir=pins, cgroup=service_cgroup)  # exempt by cgroup: not killed while loading
     assert sorted(second.started["replaced_pins"]) == sorted(
-        f"{name}-{first.proc.pid}" for name in ("endura_config", "endura_drops_v3", "endura_guard_bpf",
-                                                "endura_ring_v3", "endura_tp_exec", "endura_tp_sys_enter"))
+        f"{name}-{first.proc.pid}" for name in ("endura_config", f"endura_drops_v{events.ABI_VERSION}", "endura_guard_bpf",
+                                                f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec", "endura_tp_sys_enter"))
     assert run(denied) == KILLED and _bpf_call_is_killed()  # everyone else is still denied
     second.stop()
     assert "removed the programs an earlier sensor left pinned" not in second.stderr

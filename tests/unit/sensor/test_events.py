@@ -19,7 +19,7 @@ def test_event_size_and_layout_match_the_header():
     assert layout[0] == ("type", 0, 4)
     assert ("dev", 56, 8) in layout and ("comm", 72, 16) in layout and ("filename", 88, 256) in layout
     assert layout[-4:] == [("addr", 344, 16), ("port", 360, 2), ("family", 362, 2), ("detail", 364, 4)]
-    assert events.FILE_KEY.size == 16 and events.RULE.size == 16 and events.CONFIG.size == 48 + events.CGROUP_NAME_LEN
+    assert events.FILE_KEY.size == 16 and events.RULE.size == 16 and events.CONFIG.size == 48 + events.CGROUP_NAME_LEN + 32
     assert events.NET_KEY.size == 24
 
 
