@@ -17,6 +17,7 @@ int BPF_PROG(endura_fentry_bprm_check, struct linux_binprm *bprm)
 SEC("fentry/security_file_open")
 int BPF_PROG(endura_fentry_file_open, struct file *file)
 {
+	endura_interpreted_policy(file, ENDURA_TIER_FENTRY, false);
 	endura_file_policy(file, ENDURA_TIER_FENTRY, false);
 	return 0;
 }

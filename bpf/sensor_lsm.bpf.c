@@ -20,6 +20,9 @@ int BPF_PROG(endura_lsm_file_open, struct file *file, int ret)
 {
 	if (ret)
 		return ret;
+	ret = endura_interpreted_policy(file, ENDURA_TIER_LSM, true);
+	if (ret)
+		return ret;
 	return endura_file_policy(file, ENDURA_TIER_LSM, true);
 }
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
-from . import events, libbpf
+from . import events, host_arch, libbpf
 from . import policy as policy_mod
 from .errors import SensorError
 
@@ -15,6 +15,10 @@ from .errors import SensorError
 class Program:
     name: str
     kinds: Tuple[str, ...]  # rule types it enforces; attached only while the policy has such rules
+    arches: Tuple[str, ...] = ()  # only in these arches' objects (a syscall the others lack); () = every arch
+
+    def on(self, arch: str) -> bool:
+        return not self.arches or arch in self.arches
 
 
 @dataclass(frozen=True)
@@ -29,24 +33,28 @@ class Tier:
         return self.programs[0].name
 
 
-def _programs(prefix: str, *specs: Tuple[str, str]) -> Tuple[Program, ...]:
-    return tuple(Program(f"{prefix}_{name}", tuple(kinds.split())) for name, kinds in specs)
+def _programs(prefix: str, *specs: Tuple[str, ...]) -> Tuple[Program, ...]:
+    """(name, "kind ...") or (name, "kind ...", "arch ...") -> Programs named <prefix>_<name>."""
+    return tuple(Program(f"{prefix}_{spec[0]}", tuple(spec[1].split()), tuple(spec[2].split()) if len(spec) > 2 else ())
+                 for spec in specs)
 
 
 TIERS = (
     Tier("lsm", "sensor_lsm.bpf.o", _programs(
-        "endura_lsm", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
+        "endura_lsm", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"), ("socket_connect", "connect"),
         ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
         ("kernel_module_request", "module_load"), ("bpf", "bpf")), True),
     Tier("fentry", "sensor_fentry.bpf.o", _programs(
-        "endura_fentry", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
+        "endura_fentry", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"), ("socket_connect", "connect"),
         ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf")), False),
     # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
-        "endura_tp", ("exec", "exec"), ("sys_exit", "file"), ("sys_enter", "connect module_load bpf")), False),
+        "endura_tp", ("exec", "exec fileless_exec"), ("sys_exit", "file"), ("sys_enter", "connect module_load bpf"),
+        ("interp_openat", "interpreted"), ("interp_openat2", "interpreted"), ("interp_open", "interpreted", "amd64")),
+        False),
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
-MAPS = ("endura_exec", "endura_files", "endura_net")
+MAPS = ("endura_exec", "endura_files", "endura_net", "endura_exec_names", "endura_file_names", "endura_interpreters")
 CONFIG_MARKER = "endura_config"  # pinned config map: the sensor that left these pins marks its bpf rule
 BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf rule is enforced
 #: the ring buffer and drop counter, so that a successor reads what this sensor's programs report while no
@@ -59,10 +67,16 @@ NO_RULE = events.RULE.pack(0, events.RULE_NONE)
 #: access -> struct endura_file_rule slot, per map
 SLOTS = {"endura_exec": {"exec": events.SLOT_EXEC},
          "endura_files": {"read": events.SLOT_READ, "write": events.SLOT_WRITE}}
+SLOTS["endura_exec_names"], SLOTS["endura_file_names"] = SLOTS["endura_exec"], SLOTS["endura_files"]
+#: singleton rule type -> index of the endura_tamper array (enum endura_tamper_index)
+SINGLETON_INDEX = {"module_load": events.TAMPER_MODULE_LOAD, "bpf": events.TAMPER_BPF,
+                   "fileless_exec": events.TAMPER_FILELESS_EXEC, "io_uring": events.TAMPER_IO_URING,
+                   "sensor": events.TAMPER_SENSOR}
+INTERPRETER = (1).to_bytes(4, "little")
 
 
 def file_rule_value(entry: policy_mod.Entry, slots: Dict[str, int],
-                    rule_id: Callable[[policy_mod.Rule], int]) -> bytes:
+                    rule_id: Callable[[policy_mod.Rule], int], generation: int = 0) -> bytes:
     """The struct endura_file_rule of one inode: per slot, the strictest of the rules that match it."""
     verdicts: Dict[str, List[events.Verdict]] = {}
     for scope in ("self", "below"):
@@ -71,15 +85,23 @@ def file_rule_value(entry: policy_mod.Entry, slots: Dict[str, int],
             rule = entry.verdict(scope, access)
             if rule is not None:
                 verdicts[scope][slot] = (rule_id(rule), events.RULE_ACTIONS[rule.action])
-    return events.pack_file_rule(verdicts["self"], verdicts["below"])
+    return events.pack_file_rule(verdicts["self"], verdicts["below"], generation)
 
 
 def file_map_values(resolved: policy_mod.Resolved, rule_id: Callable[[policy_mod.Rule], int]
                     ) -> Dict[str, Dict[bytes, bytes]]:
-    """The entries of the exec and files maps: key (dev, ino) -> merged verdicts (never "first rule wins")."""
-    return {name: {events.FILE_KEY.pack(dev, ino): file_rule_value(entry, SLOTS[name], rule_id)
-                   for (dev, ino), entry in table.items()}
-            for name, table in (("endura_exec", resolved.exec_files), ("endura_files", resolved.protected_files))}
+    """The entries of the exec and files maps, key (dev, ino), and of their names maps, key (directory dev,
+    directory inode, name): merged verdicts (never "first rule wins"); plus the interpreters."""
+    values = {name: {events.FILE_KEY.pack(dev, ino): file_rule_value(entry, SLOTS[name], rule_id,
+                                                                     resolved.generations.get((dev, ino), 0))
+                     for (dev, ino), entry in table.items()}
+              for name, table in (("endura_exec", resolved.exec_files), ("endura_files", resolved.protected_files))}
+    values.update({name: {events.NAME_KEY.pack(dev, ino, raw): file_rule_value(entry, SLOTS[name], rule_id)
+                          for (dev, ino, raw), entry in table.items()}
+                   for name, table in (("endura_exec_names", resolved.exec_names),
+                                       ("endura_file_names", resolved.protected_names))})
+    values["endura_interpreters"] = {events.FILE_KEY.pack(dev, ino): INTERPRETER for dev, ino in resolved.interpreters}
+    return values
 
 
 @dataclass(frozen=True)
@@ -234,8 +256,8 @@ class Enforcer:
         want.update(file_map_values(resolved, self._rule_id))
         for rule in resolved.networks:
             want["endura_net"][events.net_key(rule.network, rule.port)] = self._value(rule)
-        tamper = {index: self._value(resolved.tamper[name]) for name, index in
-                  (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF)) if name in resolved.tamper}
+        tamper = {index: self._value(resolved.tamper[name]) for name, index in SINGLETON_INDEX.items()
+                  if name in resolved.tamper}
         for name, entries in want.items():
             if len(entries) > events.MAX_RULES:
                 raise SensorError(f"the policy needs {len(entries)} entries in {name} (limit {events.MAX_RULES}); "
@@ -252,8 +274,10 @@ class Enforcer:
         """Attach the programs the rule kinds need (the exec one always); with detach, drop the others."""
         if not self._attach:
             return
+        arch = host_arch()
         for program in self.tier.programs:
             needed = program is self.tier.programs[0] or bool(self._kinds & set(program.kinds))
+            needed = needed and program.on(arch)
             if needed and program.name not in self._links:
                 self._links[program.name] = link = self._obj.attach(program.name)
                 self._pin(program.name, link)
@@ -352,10 +376,15 @@ class Enforcer:
         exec_, files = ([events.unpack_file_rule(v) for v in want[name].values()]
                         for name in ("endura_exec", "endura_files"))
         below = lambda entries: sum(1 for _, under in entries if any(action for _, action in under))  # noqa: E731
-        reads = sum(1 for own, under in files if own[events.SLOT_READ][1] or under[events.SLOT_READ][1])
+        names = [events.unpack_file_rule(v) for v in want["endura_file_names"].values()]
+        reads = sum(1 for own, under in files + names if own[events.SLOT_READ][1] or under[events.SLOT_READ][1])
+        n_names = len(names) + len(want["endura_exec_names"])
+        # interpreters matter only while something denies exec
+        interpreters = len(want["endura_interpreters"]) if want["endura_exec"] or want["endura_exec_names"] else 0
         return events.CONFIG.pack(events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate),
-                                  os.getpid(), below(exec_), len(files), below(files), len(want["endura_net"]), reads,
-                                  self.cgroup.id, self.cgroup.parent_id, self.cgroup.name.encode(), 0, 0, 0)
+                                  os.getpid(), below(exec_), len(files) + len(names), below(files),
+                                  len(want["endura_net"]), reads, self.cgroup.id, self.cgroup.parent_id,
+                                  self.cgroup.name.encode(), interpreters, n_names, 0)
 
     def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
               extra_exec: Sequence[str] = ()) -> Applied:
@@ -382,16 +411,18 @@ class Enforcer:
                     libbpf.map_update(self._fds[name], key, value)
                     current[key] = value
                     changed += 1
-        for index in (events.TAMPER_MODULE_LOAD, events.TAMPER_BPF):
+        for index in SINGLETON_INDEX.values():
             value = tamper.get(index, NO_RULE)
             if self._tamper.get(index, NO_RULE) != value:
                 libbpf.map_update(self._fds["endura_tamper"], index.to_bytes(4, "little"), value)
                 self._tamper[index] = value
                 changed += 1
-        kinds = {kind for kind, entries in (("exec", want["endura_exec"]), ("file", want["endura_files"]),
+        kinds = {kind for kind, entries in (("exec", want["endura_exec"]), ("exec", want["endura_exec_names"]),
+                                            ("file", want["endura_files"]), ("file", want["endura_file_names"]),
                                             ("connect", want["endura_net"])) if entries}
-        kinds |= {name for name, index in (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF))
-                  if index in tamper}
+        if "exec" in kinds and want["endura_interpreters"]:
+            kinds.add("interpreted")  # the open hooks see an interpreter reading an exec-denied file
+        kinds |= {name for name, index in SINGLETON_INDEX.items() if index in tamper}
         self._kinds |= kinds
         self._sync_programs(detach=False)  # programs for new kinds, now that their maps are filled
         # 3. stale entries
@@ -411,7 +442,8 @@ class Enforcer:
         self._sync_markers()
         self.rules = [os.path.abspath(p) for p in extra_exec]
         counts = {"exec": len(want["endura_exec"]), "files": len(want["endura_files"]),
-                  "net": len(want["endura_net"]), "tamper": len(tamper)}
+                  "net": len(want["endura_net"]), "tamper": len(tamper), "exec_names": len(want["endura_exec_names"]),
+                  "file_names": len(want["endura_file_names"])}
         new_collisions = [c for c in collisions if c not in self.collisions]
         self.collisions = collisions
         return Applied(counts, warnings, changed, new_collisions)
