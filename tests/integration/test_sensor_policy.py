@@ -366,7 +366,7 @@ def test_sighup_applies_a_changed_policy(start, tmp_path):
     assert run(a) == KILLED  # not reloaded yet: no polling within the hour
     sensor.proc.send_signal(signal.SIGHUP)
     loaded = sensor.wait_for(lambda r: r["type"] == "policy_loaded")
-    assert loaded["reason"] == "SIGHUP" and loaded["changed"] == 2
+    assert loaded["reason"] == "SIGHUP" and loaded["changed"] == 4  # a and b: the inode and the name entry each
     assert run(a) == 0 and run(b) == KILLED
     sensor.stop()
 
@@ -456,11 +456,12 @@ def test_a_crashed_sensor_keeps_enforcing_until_the_next_one_takes_over(start, t
     sensor = start(rule(type="exec", path=str(denied)), pin_dir=pins)
     sensor.proc.kill()  # SIGKILL: no cleanup at all
     sensor.proc.wait()
-    assert sensor.started["pinned"] == [f"{pins}/endura_tp_exec-{sensor.proc.pid}"]
+    assert sensor.started["pinned"] == [f"{pins}/{p}-{sensor.proc.pid}" for p in ("endura_tp_exec", *INTERP)]
     assert run(denied) == KILLED  # the pinned program and its maps still enforce the last policy
     second = start(rule(type="exec", path=str(denied)), pin_dir=pins)
     # the program, and the maps pinned for the successor: config (no bpf rule: no bpf guard), events, drops
-    markers = ("endura_config", f"endura_drops_v{events.ABI_VERSION}", f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec")
+    markers = sorted(("endura_config", f"endura_drops_v{events.ABI_VERSION}", f"endura_ring_v{events.ABI_VERSION}",
+                      "endura_tp_exec", *INTERP))
     assert second.started["replaced_pins"] == [f"{m}-{sensor.proc.pid}" for m in markers]
     assert sorted(p.name for p in pins.iterdir()) == [f"{m}-{second.proc.pid}" for m in markers]
     assert run(denied) == KILLED
@@ -474,7 +475,7 @@ def test_fail_closed_keeps_enforcing_after_a_clean_stop(start, tmp_path, bpffs):
     pins = bpffs / "endura"
     sensor = start(rule(type="exec", path=str(denied)), conf="fail_closed = true\n", pin_dir=pins)
     records = sensor.stop()
-    assert records[-1]["still_enforcing"] == [f"{pins}/endura_tp_exec-{sensor.proc.pid}"]
+    assert records[-1]["still_enforcing"] == [f"{pins}/{p}-{sensor.proc.pid}" for p in ("endura_tp_exec", *INTERP)]
     assert "the programs stay attached and enforce the last policy" in sensor.stderr
     assert run(denied) == KILLED
     for pin in pins.iterdir():  # what the README tells operators to do
@@ -540,7 +541,8 @@ def test_in_its_own_cgroup_a_restarted_sensor_takes_over_without_a_gap(start, tm
     second = start(policy, pin_dir=pins, cgroup=service_cgroup)  # exempt by cgroup: not killed while loading
     assert sorted(second.started["replaced_pins"]) == sorted(
         f"{name}-{first.proc.pid}" for name in ("endura_config", f"endura_drops_v{events.ABI_VERSION}", "endura_guard_bpf",
-                                                f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec", "endura_tp_sys_enter"))
+                                                f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec", "endura_tp_sys_enter",
+                                                *INTERP))
     assert run(denied) == KILLED and _bpf_call_is_killed()  # everyone else is still denied
     second.stop()
     assert "removed the programs an earlier sensor left pinned" not in second.stderr
