@@ -66,36 +66,27 @@ int BPF_PROG(endura_tp_sys_exit, struct pt_regs *regs, long ret)
 }
 
 /*
- * An interpreter reading an exec-denied file (`sh x.sh`, a `#!` script, `ld.so ./payload`): the
- * per-syscall exit tracepoints of the open calls, so that an exec-only policy costs only opens, not every
- * syscall (the raw sys_exit above). They see native syscalls only: a 32-bit interpreter is not covered.
+ * An interpreter reading an exec-denied file (`sh x.sh`, a `#!` script, `ld.so ./payload`): a program of
+ * its own on the raw sys_exit (attached with exec rules), not the open calls' own exit tracepoints
+ * (those cost an open+close loop ~35 %, measured with tests/integration/test_sensor_bench.py) and not
+ * inside endura_tp_sys_exit (both walks in one program tripled its verifier cost).
  */
-static __always_inline int endura_tp_interpreted(long ret)
+SEC("tp_btf/sys_exit")
+int BPF_PROG(endura_tp_sys_exit_interp, struct pt_regs *regs, long ret)
 {
-	if (ret >= 0)
-		endura_interpreted_policy(endura_fd_file(ret), ENDURA_TIER_TRACEPOINT, false);
+	struct endura_config *cfg;
+	long nr = ENDURA_SYSCALL_NR(regs);
+
+	if (nr != ENDURA_NR_OPENAT && nr != ENDURA_NR_OPEN && nr != ENDURA_NR_OPENAT2)
+		return 0;
+	if (ret < 0)
+		return 0;
+	cfg = endura_cfg();
+	if (!cfg || !cfg->exec_interpreters)
+		return 0;
+	endura_interpreted_policy(endura_fd_file(ret), ENDURA_TIER_TRACEPOINT, false);
 	return 0;
 }
-
-SEC("tracepoint/syscalls/sys_exit_openat")
-int endura_tp_interp_openat(struct trace_event_raw_sys_exit *ctx)
-{
-	return endura_tp_interpreted(ctx->ret);
-}
-
-SEC("tracepoint/syscalls/sys_exit_openat2")
-int endura_tp_interp_openat2(struct trace_event_raw_sys_exit *ctx)
-{
-	return endura_tp_interpreted(ctx->ret);
-}
-
-#if defined(__TARGET_ARCH_x86)
-SEC("tracepoint/syscalls/sys_exit_open")
-int endura_tp_interp_open(struct trace_event_raw_sys_exit *ctx)
-{
-	return endura_tp_interpreted(ctx->ret);
-}
-#endif
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(endura_tp_sys_enter, struct pt_regs *regs, long id)

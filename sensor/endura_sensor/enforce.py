@@ -49,9 +49,8 @@ TIERS = (
         ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf")), False),
     # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
-        "endura_tp", ("exec", "exec fileless_exec"), ("sys_exit", "file"), ("sys_enter", "connect module_load bpf"),
-        ("interp_openat", "interpreted"), ("interp_openat2", "interpreted"), ("interp_open", "interpreted", "amd64")),
-        False),
+        "endura_tp", ("exec", "exec fileless_exec"), ("sys_exit", "file"),
+        ("sys_enter", "connect module_load bpf"), ("sys_exit_interp", "interpreted")), False),
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net", "endura_exec_names", "endura_file_names", "endura_interpreters")

@@ -27,9 +27,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/sys/ke
                                 reason="loading BPF needs root and a kernel with BTF")
 TRUE = shutil.which("true")
 KILLED = -signal.SIGKILL
-#: the programs that see interpreters read exec-denied files, attached with any exec rule
-INTERP = ["endura_tp_interp_openat", "endura_tp_interp_openat2"] + (["endura_tp_interp_open"] if os.uname().machine == "x86_64"
-                                                                    else [])
+#: the program that sees interpreters read exec-denied files, attached with any exec rule
+INTERP = ["endura_tp_sys_exit_interp"]
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +159,7 @@ def test_exec_rules_by_path_dir_and_hash_kill_and_allowed_programs_run(start, tm
                    + rule(name="by-hash", type="exec", sha256=digest, search=[str(hashed.parent)]))
     assert sensor.started["tier"] == "tracepoint" and sensor.started["policy_rules"] == 3
     assert sensor.started["entries"]["exec"] == 3 and sensor.started["warnings"] == []
-    # no raw syscall tracepoints for an exec-only policy: the exec program, and the open calls' own exit
-    # tracepoints for interpreters reading a denied file
+    # an exec-only policy: the exec program, and a sys_exit one for interpreters reading a denied file
     assert sensor.started["programs"] == ["endura_tp_exec", *INTERP]
     assert sensor.started["start_to_enforcing_ms"] < 3000
     assert run(by_path) == KILLED
