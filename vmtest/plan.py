@@ -54,7 +54,8 @@ CHECK = Scenario("check", tier=None)
 CHECK_NO_CANARY = Scenario("check", tier=None, canary=False)
 #: LSM tier: refuse with -EPERM; terminate_process = false so the caller sees the EPERM itself
 LSM = Scenario("lsm", terminate=False)
-FENTRY = Scenario("fentry")
+#: fentry tier (fmod_ret on security_*): refuses with -EPERM too; terminate_process = false to see it
+FENTRY = Scenario("fentry", terminate=False)
 TRACEPOINT = Scenario("tracepoint", tier="tracepoint")
 AUDIT = Scenario("audit", enforcement="audit")
 STOPPED = Scenario("stopped", tier=None)  # after the last sensor stopped: nothing is blocked

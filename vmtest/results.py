@@ -27,7 +27,7 @@ class Expectation:
 
 EXPECTED: dict[str, Expectation] = {
     "lsm": Expectation("lsm", "eperm", "blocked"),
-    "fentry": Expectation("fentry", "killed", "killed"),
+    "fentry": Expectation("fentry", "eperm", "blocked"),
     "tracepoint": Expectation("tracepoint", "killed", "killed"),
     "audit": Expectation(None, "ok", "audited"),  # whichever tier auto picks; it must not block or kill
     "stopped": Expectation(None, "ok", None),

@@ -40,7 +40,7 @@ TIERS = (
         ("kernel_module_request", "module_load"), ("bpf", "bpf")), True),
     Tier("fentry", "sensor_fentry.bpf.o", _programs(
         "endura_fentry", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
-        ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf")), False),
+        ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf")), True),
     # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
         "endura_tp", ("exec", "exec"), ("sys_exit", "file"), ("sys_enter", "connect module_load bpf")), False),
