@@ -15,6 +15,9 @@ from .errors import SensorError
 class Program:
     name: str
     kinds: Tuple[str, ...]  # rule types it enforces; attached only while the policy has such rules
+    #: optional programs: the kernel function they attach to. Missing in the kernel's BTF (path_* without
+    #: CONFIG_SECURITY_PATH, file_truncate before 6.2) -> not loaded, a warning names it; the tier still loads
+    target: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,14 +36,29 @@ def _programs(prefix: str, *specs: Tuple[str, str]) -> Tuple[Program, ...]:
     return tuple(Program(f"{prefix}_{name}", tuple(kinds.split())) for name, kinds in specs)
 
 
+#: the effect hooks (bpf/include/endura_fileops.bpf.h) of the lsm and fentry tiers: (LSM hook, kinds)
+EFFECT_HOOKS = (
+    ("path_rename", "file"), ("path_link", "file"), ("path_unlink", "file"), ("path_rmdir", "file"),
+    ("path_truncate", "file"), ("file_truncate", "file"), ("path_mknod", "file"), ("path_mkdir", "file"),
+    ("path_symlink", "file"), ("file_permission", "file"), ("mmap_file", "exec file"), ("file_mprotect", "exec"),
+    ("socket_sendmsg", "connect"))
+
+
+def _hooks(prefix: str, function_prefix: str) -> Tuple[Program, ...]:
+    """The optional effect hooks, attached to `function_prefix + hook` (bpf_lsm_* / security_*)."""
+    return tuple(Program(f"{prefix}_{hook}", tuple(kinds.split()), function_prefix + hook) for hook, kinds in EFFECT_HOOKS)
+
+
 TIERS = (
     Tier("lsm", "sensor_lsm.bpf.o", _programs(
         "endura_lsm", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
         ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
-        ("kernel_module_request", "module_load"), ("bpf", "bpf")), True),
+        ("kernel_module_request", "module_load"), ("bpf", "bpf")) + _hooks("endura_lsm", "bpf_lsm_"), True),
+    # fmod_ret on security_*(): refuses like the LSM tier, also where bpf is not in the LSM list
     Tier("fentry", "sensor_fentry.bpf.o", _programs(
         "endura_fentry", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
-        ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf")), True),
+        ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf"))
+        + _hooks("endura_fentry", "security_"), True),
     # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
         "endura_tp", ("exec", "exec"), ("sys_exit", "file"), ("sys_enter", "connect module_load bpf")), False),
@@ -199,7 +217,11 @@ class Enforcer:
         self._attach = False
         self._kinds: set = set()
         self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
+        #: optional programs whose kernel function is missing: never loaded nor attached
+        self.unavailable = {p.name: p for p in tier.programs if p.target and not libbpf.kernel_has_function(p.target)}
         try:
+            for name in self.unavailable:
+                self._obj.set_autoload(name, False)
             self._obj.load()
             self._fds = {name: self._obj.map_fd(name) for name in MAPS + ("endura_tamper", "endura_config",
                                                                           "endura_events", "endura_drops")}
@@ -253,6 +275,8 @@ class Enforcer:
         if not self._attach:
             return
         for program in self.tier.programs:
+            if program.name in self.unavailable:
+                continue
             needed = program is self.tier.programs[0] or bool(self._kinds & set(program.kinds))
             if needed and program.name not in self._links:
                 self._links[program.name] = link = self._obj.attach(program.name)
@@ -392,6 +416,10 @@ class Enforcer:
                                             ("connect", want["endura_net"])) if entries}
         kinds |= {name for name, index in (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF))
                   if index in tamper}
+        missing = sorted(p.target for p in self.unavailable.values() if kinds & set(p.kinds))
+        if missing:
+            warnings.append(f"tier {self.tier.name}: this kernel lacks {', '.join(missing)} (path hooks need "
+                            "CONFIG_SECURITY_PATH; file_truncate came in 6.2): what they check is not enforced here")
         self._kinds |= kinds
         self._sync_programs(detach=False)  # programs for new kinds, now that their maps are filled
         # 3. stale entries
