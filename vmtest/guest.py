@@ -30,6 +30,10 @@ PROTECTED = "/opt/endura-vmtest/protected"  # a file rule denies opening it for 
 PROTECTED_CONTENT = b"endura vmtest: the original content\n"
 DENIED_PORT = 40444  # a connect rule denies 127.0.0.1:DENIED_PORT
 ALLOWED_PORT = 40445
+PROTDIR = "/opt/endura-vmtest/protdir"  # a dir rule denies writing below it
+PROTDIR_FILES = ("kept", "sub")  # a file and an empty directory in it
+PREPARED = "/opt/endura-vmtest/prepared"  # an unprotected file an attacker moves or links in
+LDSO = "/lib64/ld-linux-x86-64.so.2"
 SENSOR = "endura-sensor"
 START_TIMEOUT = 60.0
 PROBE_TIMEOUT = 20.0
@@ -140,6 +144,81 @@ def probes() -> dict:
     return out
 
 
+# ---------------------------------------------------------------- effects (scenarios with "effects")
+# Every other way to the effect of a denied operation than the direct one: each must be refused (EPERM
+# where terminate_process = false) with a file_op_denied / exec_denied (how mmap) / connect_denied (how
+# sendmsg) event, and leave the protected file's content and the protected directory's listing as they were.
+
+
+def reset_effects() -> None:
+    """The protected directory with its entries, and the prepared file (outside any rule)."""
+    shutil.rmtree(PROTDIR, ignore_errors=True)
+    os.makedirs(os.path.join(PROTDIR, "sub"))
+    with open(os.path.join(PROTDIR, "kept"), "wb") as fh:
+        fh.write(PROTECTED_CONTENT)
+    with open(PREPARED, "wb") as fh:
+        fh.write(b"endura vmtest: an attacker's file\n")
+
+
+def _create_in_protdir() -> None:
+    os.close(os.open(os.path.join(PROTDIR, "new"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+
+def _sendto(port: int):
+    def action() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"endura vmtest", ("127.0.0.1", port))
+    return action
+
+
+def ldso(path: str) -> str:
+    """`ld.so path`: 'eperm' when ld.so could not map it (EPERM), else as probe()."""
+    try:
+        proc = subprocess.run([LDSO, path], timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return "error:" + str(exc)
+    if proc.returncode == -signal.SIGKILL:
+        return "killed"
+    if proc.returncode != 0 and b"Operation not permitted" in proc.stderr:
+        return "eperm"
+    return "exit:%d" % proc.returncode
+
+
+def effect_actions(early_fd: int) -> list:
+    """(probe name, action run in a forked child); early_fd: PROTECTED opened for write before the sensor."""
+    new = os.path.join(PROTDIR, "new")
+    return [
+        ("rename_over", lambda: os.rename(PREPARED, PROTECTED)),
+        ("rename_away", lambda: os.rename(PROTECTED, PREPARED + ".moved")),
+        ("rename_into", lambda: os.rename(PREPARED, new)),
+        ("link_into", lambda: os.link(PREPARED, new)),
+        ("link_from", lambda: os.link(PROTECTED, PREPARED + ".link")),
+        ("unlink", lambda: os.unlink(PROTECTED)),
+        ("unlink_below", lambda: os.unlink(os.path.join(PROTDIR, "kept"))),
+        ("rmdir_below", lambda: os.rmdir(os.path.join(PROTDIR, "sub"))),
+        ("truncate", lambda: os.truncate(PROTECTED, 0)),
+        ("ftruncate_early_fd", lambda: os.ftruncate(early_fd, 0)),
+        ("write_early_fd", lambda: os.pwrite(early_fd, b"TAMPERED", 0)),
+        ("create", _create_in_protdir),
+        ("mkdir", lambda: os.mkdir(new)),
+        ("symlink", lambda: os.symlink(PREPARED, new)),
+    ]
+
+
+def effect_probes(early_fd: int) -> dict:
+    out = {name: forked(action) for name, action in effect_actions(early_fd)}
+    out["ldso"] = ldso(DENIED)
+    out["sendto"] = forked(_sendto(DENIED_PORT))  # last: the driver waits for its event
+    out["sendto_allowed"] = forked(_sendto(ALLOWED_PORT))
+    out["ldso_allowed"] = ldso(ALLOWED)
+    with open(PROTECTED, "rb") as fh:
+        out["protected_unchanged"] = fh.read() == PROTECTED_CONTENT
+    out["protdir_listing"] = sorted(os.listdir(PROTDIR))
+    out["prepared_exists"] = os.path.exists(PREPARED)
+    return out
+
+
 def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
@@ -162,12 +241,19 @@ access = "write"
 action = "block"
 
 [[rule]]
+name = "vmtest-dir"
+type = "file"
+dir = "%(protdir)s"
+access = "write"
+action = "block"
+
+[[rule]]
 name = "vmtest-connect"
 type = "connect"
 address = "127.0.0.1"
 port = %(port)d
 action = "block"
-""" % {"denied": DENIED, "protected": PROTECTED, "port": DENIED_PORT}
+""" % {"denied": DENIED, "protected": PROTECTED, "protdir": PROTDIR, "port": DENIED_PORT}
 
 
 def write_config(path: str, policy_dir: str, enforcement: str, terminate: bool) -> None:
@@ -197,12 +283,15 @@ EVENT_TYPES = ("exec_denied", "file_open_denied", "connect_denied")
 EVENT_WAIT = 3.0
 
 
-def wait_for_events(out_path: str, timeout: float) -> None:
+def wait_for_events(out_path: str, timeout: float, effects: bool = False) -> None:
     """Until the sensor wrote an event of each of EVENT_TYPES (it polls its ring buffer every 100 ms),
-    at most `timeout` seconds: under load a fixed pause is either too short or wasted."""
+    at most `timeout` seconds: under load a fixed pause is either too short or wasted. With effects: also
+    the sendto probe's event, the last one they cause (the ring buffer keeps the order)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if set(EVENT_TYPES) <= {e.get("type") for e in read_json_lines(out_path)}:
+        events = read_json_lines(out_path)
+        if set(EVENT_TYPES) <= {e.get("type") for e in events} and (
+                not effects or any(e.get("how") == "sendmsg" for e in events)):
             return
         time.sleep(0.05)
 
@@ -225,6 +314,10 @@ def run_scenario(spec: dict) -> dict:
     result = {"type": "scenario", "name": spec["name"], "tier_requested": spec["tier"],
               "enforcement": spec["enforcement"], "terminate": spec["terminate"]}
     reset_protected()
+    early_fd = -1
+    if spec.get("effects"):
+        reset_effects()
+        early_fd = os.open(PROTECTED, os.O_WRONLY)  # before the sensor starts: file_open never sees it
     if spec["tier"] is None:  # no sensor running
         result["probes"] = probes()
         result["seconds"] = round(time.monotonic() - start, 2)
@@ -250,7 +343,11 @@ def run_scenario(spec: dict) -> dict:
     if started is not None:
         result["started"] = started
         result["probes"] = probes()
-        wait_for_events(out_path, EVENT_WAIT)
+        if early_fd >= 0:
+            effects_start = time.monotonic()
+            result["effects"] = effect_probes(early_fd)
+            result["effects_seconds"] = round(time.monotonic() - effects_start, 2)
+        wait_for_events(out_path, EVENT_WAIT, effects=early_fd >= 0)
     if sensor.poll() is None:
         sensor.send_signal(signal.SIGTERM)
         try:
@@ -259,6 +356,8 @@ def run_scenario(spec: dict) -> dict:
             sensor.kill()
             sensor.wait()
             result["stop"] = "did not stop within 20s of SIGTERM; killed"
+    if early_fd >= 0:
+        os.close(early_fd)
     result["exit_code"] = sensor.returncode
     events = read_json_lines(out_path)
     result["events"] = [e for e in events if e.get("type") != "started"]
