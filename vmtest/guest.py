@@ -172,7 +172,7 @@ def _sendto(port: int):
 
 
 def ldso(path: str) -> str:
-    """`ld.so path`: 'eperm' when ld.so could not map it (EPERM), else as probe()."""
+    """`ld.so path`: 'eperm' when ld.so could not map it (EPERM), else as probe() (+ ld.so's message)."""
     try:
         proc = subprocess.run([LDSO, path], timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -182,7 +182,8 @@ def ldso(path: str) -> str:
         return "killed"
     if proc.returncode != 0 and b"Operation not permitted" in proc.stderr:
         return "eperm"
-    return "exit:%d" % proc.returncode
+    message = proc.stderr.decode(errors="replace").strip().splitlines()
+    return "exit:%d" % proc.returncode + (": " + message[-1][:200] if message else "")
 
 
 def effect_actions(early_fd: int) -> list:
@@ -266,6 +267,58 @@ def write_config(path: str, policy_dir: str, enforcement: str, terminate: bool) 
                  % (enforcement, "true" if terminate else "false", policy_dir))
 
 
+BPF_DIR = "/usr/lib/endura-sensor/bpf"  # the package's objects
+VERIFIER_OBJECTS = ("sensor_lsm.bpf.o", "sensor_fentry.bpf.o")  # they load only in a VM (the tracepoint one on any host)
+
+
+def verifier_stats(path: str) -> dict:
+    """{program: instructions the verifier processed} for one object (log level 4: statistics only), as
+    tests/integration/test_bpf_build.py measures the tracepoint tier; programs whose kernel function is
+    missing from the BTF (as the sensor decides) are not loaded: {program: "missing"}; {"error": ...}."""
+    import ctypes
+    import re
+
+    lib = ctypes.CDLL("libbpf.so.1")
+    vp, cp = ctypes.c_void_p, ctypes.c_char_p
+    for name, res, args in (("bpf_object__open_file", vp, [cp, vp]), ("bpf_object__next_program", vp, [vp, vp]),
+                            ("bpf_program__name", cp, [vp]), ("bpf_program__section_name", cp, [vp]),
+                            ("bpf_program__set_autoload", ctypes.c_int, [vp, ctypes.c_bool]),
+                            ("bpf_program__set_log_level", ctypes.c_int, [vp, ctypes.c_uint32]),
+                            ("bpf_program__set_log_buf", ctypes.c_int, [vp, cp, ctypes.c_size_t]),
+                            ("bpf_object__load", ctypes.c_int, [vp]), ("bpf_object__close", None, [vp])):
+        getattr(lib, name).restype, getattr(lib, name).argtypes = res, args
+    with open("/sys/kernel/btf/vmlinux", "rb") as fh:
+        btf = fh.read()
+    obj = lib.bpf_object__open_file(path.encode(), None)
+    if not obj:
+        return {"error": "cannot open " + path}
+    out, buffers, prog = {}, {}, None
+    try:
+        while True:
+            prog = lib.bpf_object__next_program(obj, prog)
+            if not prog:
+                break
+            name = lib.bpf_program__name(prog).decode()
+            kind, _, target = lib.bpf_program__section_name(prog).decode().partition("/")
+            target = "bpf_lsm_" + target if kind == "lsm" else target
+            if kind in ("lsm", "fmod_ret", "fentry") and b"\0" + target.encode() + b"\0" not in btf:
+                lib.bpf_program__set_autoload(prog, False)
+                out[name] = "missing"
+                continue
+            buffers[name] = buf = ctypes.create_string_buffer(1 << 16)
+            lib.bpf_program__set_log_level(prog, 4)
+            lib.bpf_program__set_log_buf(prog, buf, len(buf))
+        rc = lib.bpf_object__load(obj)
+        if rc != 0:
+            return {"error": "loading %s failed (%d)" % (path, rc)}
+        for name, buf in buffers.items():
+            found = re.search(r"processed (\d+) insns", buf.value.decode(errors="replace"))
+            out[name] = int(found.group(1)) if found else "no statistics"
+        return out
+    finally:
+        lib.bpf_object__close(obj)
+
+
 def run_check(spec: dict) -> dict:
     start = time.monotonic()
     argv = [SENSOR, "check", "--json"] + ([] if spec.get("canary", True) else ["--no-canary"])
@@ -274,8 +327,19 @@ def run_check(spec: dict) -> dict:
         report = json.loads(proc.stdout)
     except ValueError:
         report = None
-    return {"type": "check", "exit_code": proc.returncode, "report": report, "stderr": tail(proc.stderr),
-            "canary": spec.get("canary", True), "seconds": round(time.monotonic() - start, 2)}
+    result = {"type": "check", "exit_code": proc.returncode, "report": report, "stderr": tail(proc.stderr),
+              "canary": spec.get("canary", True), "seconds": round(time.monotonic() - start, 2)}
+    if spec.get("verifier_stats"):
+        start = time.monotonic()
+        stats = {}
+        for name in VERIFIER_OBJECTS:
+            try:
+                stats[name] = verifier_stats(os.path.join(BPF_DIR, name))
+            except Exception as exc:  # reported, judged by the host
+                stats[name] = {"error": "%s: %s" % (type(exc).__name__, exc)}
+        result["verifier_stats"] = stats
+        result["verifier_seconds"] = round(time.monotonic() - start, 2)
+    return result
 
 
 #: the events the probes should cause (one per rule); the driver waits for them, the host judges them

@@ -40,6 +40,7 @@ class Scenario:
     terminate: bool = True
     canary: bool = True
     effects: bool = False  # also the effect probes (rename, link, unlink, truncate, create, early fds, ld.so, sendto)
+    verifier_stats: bool = False  # check: also the verifier's instruction counts of the lsm and fentry objects
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -52,10 +53,12 @@ class Scenario:
 
     def to_guest(self) -> dict:
         return {"name": self.name, "tier": self.tier, "enforcement": self.enforcement, "terminate": self.terminate,
-                "canary": self.canary, "effects": self.effects}
+                "canary": self.canary, "effects": self.effects, "verifier_stats": self.verifier_stats}
 
 
-CHECK = Scenario("check", tier=None)
+#: lsm-on: the verifier's cost of the lsm and fentry objects on this kernel too (they load only in VMs; the
+#: budget is results.VERIFIER_BUDGET); the lsm-off boot's kernel is the same, so it is measured once
+CHECK = Scenario("check", tier=None, verifier_stats=True)
 #: lsm-off: the canaries of all three tiers already ran in the lsm-on boot's check (and the LSM canary is
 #: skipped when bpf is not in the LSM list); what this boot proves is that check reports bpf missing
 CHECK_NO_CANARY = Scenario("check", tier=None, canary=False)

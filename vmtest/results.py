@@ -149,6 +149,25 @@ def parse_lines(text: str) -> list[dict]:
     return out
 
 
+#: instructions processed per program (6.1 gives up at a million with E2BIG; the open program took ~17,000):
+#: the same margin as tests/integration/test_bpf_build.py keeps for the tracepoint tier
+VERIFIER_BUDGET = 40_000
+
+
+def verifier_problems(stats: dict) -> list[str]:
+    problems = []
+    for obj, programs in sorted(stats.items()):
+        if "error" in programs:
+            problems.append(f"verifier statistics of {obj}: {programs['error']}")
+            continue
+        for program, insns in sorted(programs.items()):
+            if insns == "missing":
+                continue  # the kernel lacks its function: the sensor does not load it either
+            if not isinstance(insns, int) or insns >= VERIFIER_BUDGET:
+                problems.append(f"{obj} {program}: {insns} instructions processed (budget {VERIFIER_BUDGET:,})")
+    return problems
+
+
 def judge_check(boot: str, obs: dict) -> tuple[list[str], str]:
     """Problems with `endura-sensor check --json` for this boot, and the tier it chose."""
     report = obs.get("report") or {}
@@ -167,6 +186,7 @@ def judge_check(boot: str, obs: dict) -> tuple[list[str], str]:
         lsm = next((t for t in report.get("tiers", []) if t.get("tier") == "lsm"), {})
         if lsm.get("usable") or "lsm=" not in lsm.get("fix", ""):
             problems.append(f"expected the lsm tier unusable with an lsm=...,bpf fix, got {lsm}")
+    problems += verifier_problems(obs.get("verifier_stats") or {})
     for t in report.get("tiers", []):
         if t.get("canary", "").startswith("error"):
             problems.append(f"tier {t.get('tier')} canary: {t.get('canary')}")
