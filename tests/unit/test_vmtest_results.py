@@ -242,3 +242,17 @@ def test_real_guest_line_round_trips():
     line = json.dumps(GOOD_ON[2], sort_keys=True) + "\r\n"
     (obs,) = results.parse_lines(line)
     assert results.judge_scenario(obs) == ({"exec": [], "file": [], "connect": [], "effects": []}, "lsm")
+
+
+def test_the_verifier_budget_is_judged_per_program_on_the_real_kernel():
+    stats = {"sensor_lsm.bpf.o": {"endura_lsm_path_rename": 18123, "endura_lsm_file_truncate": "missing"},
+             "sensor_fentry.bpf.o": {"endura_fentry_mmap_file": results.VERIFIER_BUDGET}}
+    assert results.verifier_problems(stats) == [
+        f"sensor_fentry.bpf.o endura_fentry_mmap_file: {results.VERIFIER_BUDGET} instructions processed "
+        f"(budget {results.VERIFIER_BUDGET:,})"]
+    assert "failed (-13)" in results.verifier_problems({"sensor_lsm.bpf.o": {"error": "loading failed (-13)"}})[0]
+    check = {**_check(0, "lsm", True), "verifier_stats": stats}
+    problems, _ = results.judge_check("lsm-on", check)
+    assert len(problems) == 1 and "mmap_file" in problems[0]
+    assert plan.BOOTS["lsm-on"].scenarios[0].to_guest()["verifier_stats"] is True
+    assert not any(s.verifier_stats for s in plan.BOOTS["lsm-off"].scenarios)
