@@ -203,6 +203,7 @@ def effect_actions(early_fd: int) -> list:
         ("unlink_below", lambda: os.unlink(os.path.join(PROTDIR, "kept"))),
         ("rmdir_below", lambda: os.rmdir(os.path.join(PROTDIR, "sub"))),
         ("truncate", lambda: os.truncate(PROTECTED, 0)),
+        ("open_trunc", lambda: os.close(os.open(PROTECTED, os.O_WRONLY | os.O_TRUNC))),  # file_open refuses first
         ("ftruncate_early_fd", lambda: os.ftruncate(early_fd, 0)),
         ("write_early_fd", lambda: os.pwrite(early_fd, b"TAMPERED", 0)),
         ("create", _create_in_protdir),

@@ -73,6 +73,8 @@ EFFECT_EVENTS = {
     "sendto": ("connect_denied", "how", "sendmsg", "vmtest-connect"),
 }
 PROTDIR_LISTING = ["kept", "sub"]
+#: effect probes whose event is the file part's (file_open_denied): judged by outcome and content only
+EFFECT_OUTCOME_ONLY = ("open_trunc",)
 
 
 def _effects_problems(expected: Expectation, effects: dict, events: list) -> list[str]:
@@ -87,6 +89,9 @@ def _effects_problems(expected: Expectation, effects: dict, events: list) -> lis
         if expected.event_action and expected.event_action not in actions:
             problems.append(f"{probe}: expected a {event_type} event ({key} {value}, rule {rule}) with action "
                             f"{expected.event_action}, got {actions}")
+    for probe in EFFECT_OUTCOME_ONLY:
+        if effects.get(probe) != expected.outcome:
+            problems.append(f"{probe}: expected {expected.outcome}, got {effects.get(probe)}")
     for probe, want in (("sendto_allowed", "ok"), ("ldso_allowed", "exit:0"), ("protected_unchanged", True),
                         ("protdir_listing", PROTDIR_LISTING), ("prepared_exists", True)):
         if effects.get(probe) != want:

@@ -114,7 +114,8 @@ def _effects_refused(obs: dict, tier: str) -> None:
     """Every effect probe refused with EPERM and its event (op / how, rule, blocked by this tier); the protected
     file, the protected directory's listing and the prepared file as they were."""
     effects = obs["effects"]
-    assert {p: effects[p] for p in results.EFFECT_EVENTS} == {p: "eperm" for p in results.EFFECT_EVENTS}
+    probes = (*results.EFFECT_EVENTS, *results.EFFECT_OUTCOME_ONLY)
+    assert {p: effects[p] for p in probes} == {p: "eperm" for p in probes}
     assert (effects["protected_unchanged"], effects["protdir_listing"], effects["prepared_exists"]) == (
         True, results.PROTDIR_LISTING, True)
     assert (effects["sendto_allowed"], effects["ldso_allowed"]) == ("ok", "exit:0")

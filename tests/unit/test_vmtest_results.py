@@ -29,7 +29,7 @@ def _probes(outcome: str) -> dict:
 
 def _effects(outcome: str) -> dict:
     """The guest's effect probes when each denied one ended with `outcome`."""
-    return {**{probe: outcome for probe in results.EFFECT_EVENTS}, "sendto_allowed": "ok", "ldso_allowed": "exit:0",
+    return {**{probe: outcome for probe in (*results.EFFECT_EVENTS, *results.EFFECT_OUTCOME_ONLY)}, "sendto_allowed": "ok", "ldso_allowed": "exit:0",
             "protected_unchanged": True, "protdir_listing": results.PROTDIR_LISTING, "prepared_exists": True}
 
 
@@ -172,6 +172,10 @@ def _replace(lines, name, new):
     ("lsm-on", _replace(GOOD_ON, "lsm", {**LSM_OK, "effects": {**LSM_OK["effects"], "rename_over": "ok",
                                                                  "protected_unchanged": False}}),
      ["lsm/effects"], "rename_over: expected eperm, got ok"),
+    # O_TRUNC went through on the fentry tier (the open was not refused before the truncation)
+    ("lsm-off", _replace(GOOD_OFF, "fentry", {**FENTRY_OK, "effects": {**FENTRY_OK["effects"], "open_trunc": "ok",
+                                                                       "protected_unchanged": False}}),
+     ["fentry/effects"], "open_trunc: expected eperm, got ok"),
     # a file appeared in the protected directory
     ("lsm-off", _replace(GOOD_OFF, "fentry", {**FENTRY_OK, "effects": {**FENTRY_OK["effects"],
                                                                        "protdir_listing": ["kept", "new", "sub"]}}),
