@@ -451,8 +451,8 @@ static __always_inline int endura_file_policy(struct file *file, __u32 tier, boo
 
 /* ---------------------------------------------------------------- connect */
 
-/* sa: a struct sockaddr copy (at least 28 bytes). */
-static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, bool can_block)
+/* sa: a struct sockaddr copy (at least 28 bytes); how: enum endura_net_how (the event's detail). */
+static __always_inline int endura_connect_policy_how(const __u8 *sa, __u32 how, __u32 tier, bool can_block)
 {
 	struct endura_config *cfg = endura_cfg();
 	struct endura_net_key key = {};
@@ -489,9 +489,15 @@ static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, boo
 		__builtin_memcpy(e->addr, key.addr, 16);
 		e->port = ((__u16)sa[2] << 8) | sa[3];
 		e->family = family;
+		e->detail = how;
 		bpf_ringbuf_submit(e, 0);
 	}
 	return ret;
+}
+
+static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, bool can_block)
+{
+	return endura_connect_policy_how(sa, ENDURA_NET_CONNECT, tier, can_block);
 }
 
 /* ---------------------------------------------------------------- tamper: modules, bpf() */

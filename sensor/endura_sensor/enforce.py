@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
-from . import events, host_arch, libbpf
+from . import events, libbpf
 from . import policy as policy_mod
 from .errors import SensorError
 
@@ -15,10 +15,9 @@ from .errors import SensorError
 class Program:
     name: str
     kinds: Tuple[str, ...]  # rule types it enforces; attached only while the policy has such rules
-    arches: Tuple[str, ...] = ()  # only in these arches' objects (a syscall the others lack); () = every arch
-
-    def on(self, arch: str) -> bool:
-        return not self.arches or arch in self.arches
+    #: optional programs: the kernel function they attach to. Missing in the kernel's BTF (path_* without
+    #: CONFIG_SECURITY_PATH, file_truncate before 6.2) -> not loaded, a warning names it; the tier still loads
+    target: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,20 +32,33 @@ class Tier:
         return self.programs[0].name
 
 
-def _programs(prefix: str, *specs: Tuple[str, ...]) -> Tuple[Program, ...]:
-    """(name, "kind ...") or (name, "kind ...", "arch ...") -> Programs named <prefix>_<name>."""
-    return tuple(Program(f"{prefix}_{spec[0]}", tuple(spec[1].split()), tuple(spec[2].split()) if len(spec) > 2 else ())
-                 for spec in specs)
+def _programs(prefix: str, *specs: Tuple[str, str]) -> Tuple[Program, ...]:
+    return tuple(Program(f"{prefix}_{name}", tuple(kinds.split())) for name, kinds in specs)
+
+
+#: the effect hooks (bpf/include/endura_fileops.bpf.h) of the lsm and fentry tiers: (LSM hook, kinds)
+EFFECT_HOOKS = (
+    ("path_rename", "file"), ("path_link", "file"), ("path_unlink", "file"), ("path_rmdir", "file"),
+    ("path_truncate", "file"), ("file_truncate", "file"), ("path_mknod", "file"), ("path_mkdir", "file"),
+    ("path_symlink", "file"), ("file_permission", "file"), ("mmap_file", "exec file"), ("file_mprotect", "exec"),
+    ("socket_sendmsg", "connect"))
+
+
+def _hooks(prefix: str, function_prefix: str) -> Tuple[Program, ...]:
+    """The optional effect hooks, attached to `function_prefix + hook` (bpf_lsm_* / security_*)."""
+    return tuple(Program(f"{prefix}_{hook}", tuple(kinds.split()), function_prefix + hook) for hook, kinds in EFFECT_HOOKS)
 
 
 TIERS = (
     Tier("lsm", "sensor_lsm.bpf.o", _programs(
         "endura_lsm", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"), ("socket_connect", "connect"),
         ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
-        ("kernel_module_request", "module_load"), ("bpf", "bpf")), True),
+        ("kernel_module_request", "module_load"), ("bpf", "bpf")) + _hooks("endura_lsm", "bpf_lsm_"), True),
+    # fmod_ret on security_*(): refuses like the LSM tier, also where bpf is not in the LSM list
     Tier("fentry", "sensor_fentry.bpf.o", _programs(
-        "endura_fentry", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"), ("socket_connect", "connect"),
-        ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf")), False),
+        "endura_fentry", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"),
+        ("socket_connect", "connect"), ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
+        ("bpf", "bpf")) + _hooks("endura_fentry", "security_"), True),
     # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
         "endura_tp", ("exec", "exec fileless_exec"), ("sys_exit", "file"),
@@ -220,7 +232,11 @@ class Enforcer:
         self._attach = False
         self._kinds: set = set()
         self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
+        #: optional programs whose kernel function is missing: never loaded nor attached
+        self.unavailable = {p.name: p for p in tier.programs if p.target and not libbpf.kernel_has_function(p.target)}
         try:
+            for name in self.unavailable:
+                self._obj.set_autoload(name, False)
             self._obj.load()
             self._fds = {name: self._obj.map_fd(name) for name in MAPS + ("endura_tamper", "endura_config",
                                                                           "endura_events", "endura_drops")}
@@ -273,10 +289,10 @@ class Enforcer:
         """Attach the programs the rule kinds need (the exec one always); with detach, drop the others."""
         if not self._attach:
             return
-        arch = host_arch()
         for program in self.tier.programs:
+            if program.name in self.unavailable:
+                continue
             needed = program is self.tier.programs[0] or bool(self._kinds & set(program.kinds))
-            needed = needed and program.on(arch)
             if needed and program.name not in self._links:
                 self._links[program.name] = link = self._obj.attach(program.name)
                 self._pin(program.name, link)
@@ -422,6 +438,11 @@ class Enforcer:
         if "exec" in kinds and want["endura_interpreters"]:
             kinds.add("interpreted")  # the open hooks see an interpreter reading an exec-denied file
         kinds |= {name for name, index in SINGLETON_INDEX.items() if index in tamper}
+        missing = sorted(p.target for p in self.unavailable.values() if kinds & set(p.kinds)
+                         and not p.name.endswith("_file_truncate"))  # before 6.2 path_truncate covers it
+        if missing:
+            warnings.append(f"tier {self.tier.name}: this kernel lacks {', '.join(missing)} (path hooks need "
+                            "CONFIG_SECURITY_PATH; file_truncate came in 6.2): what they check is not enforced here")
         self._kinds |= kinds
         self._sync_programs(detach=False)  # programs for new kinds, now that their maps are filled
         # 3. stale entries

@@ -291,7 +291,9 @@ def format_text(report: Report) -> str:
             lines.append(f"    libbpf: {log_line[len('libbpf: '):] if log_line.startswith('libbpf: ') else log_line}")
     chosen = report.tier
     summary = {None: "no enforcement tier is usable on this host",
-               "lsm": "would use tier lsm: exec of denied files is refused before it happens"}
+               "lsm": "would use tier lsm: exec of denied files is refused before it happens",
+               "fentry": "would use tier fentry (degraded: BPF LSM is not active; fmod_ret programs on the "
+                         "security_*() checks refuse denied operations, as the lsm tier does)"}
     lines.append(summary.get(chosen, f"would use tier {chosen} (degraded: denied programs are killed "
                                       "before their first instruction, not refused)"))
     if chosen:
