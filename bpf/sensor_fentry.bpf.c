@@ -5,6 +5,7 @@
  * also when bpf is not in the LSM list: a non-zero return skips the function and becomes its result,
  * so this tier refuses with -EPERM like the LSM tier (and SIGKILLs for `kill` rules / terminate_process).
  */
+#define ENDURA_GLOBAL_LOOKUPS 1 /* rename, link and exec look up through global functions */
 #include "endura_fileops.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

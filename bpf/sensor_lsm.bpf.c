@@ -5,6 +5,7 @@
  * and the effect hooks of endura_fileops.bpf.h (path_* need CONFIG_SECURITY_PATH; file_truncate 6.2:
  * a hook the kernel lacks is not loaded, see enforce.py).
  */
+#define ENDURA_GLOBAL_LOOKUPS 1 /* rename, link and exec look up through global functions */
 #include "endura_fileops.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -69,7 +69,7 @@ EFFECT_EVENTS = {
     "create": ("file_op_denied", "op", "create", "vmtest-dir"),
     "mkdir": ("file_op_denied", "op", "create", "vmtest-dir"),
     "symlink": ("file_op_denied", "op", "create", "vmtest-dir"),
-    "ldso": ("exec_denied", "how", "mmap", "vmtest-exec"),
+    "ldso": ("exec_denied", "how", "interpreted", "vmtest-exec"),  # ld.so is an interpreter: its open is refused
     "sendto": ("connect_denied", "how", "sendmsg", "vmtest-connect"),
 }
 PROTDIR_LISTING = ["kept", "sub"]

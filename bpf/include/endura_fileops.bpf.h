@@ -34,11 +34,6 @@
  * the callers' constants (~17,000 then, for any number of calls). Arguments are scalars (kernel pointers
  * are read with BPF_CORE_READ, i.e. bpf_probe_read_kernel, anyway) and a pointer to the caller's stack.
  */
-struct endura_found {
-	struct endura_file_key key;
-	struct endura_verdict best;
-};
-
 #define ENDURA_FOUND_SUBTREE 1   /* walk the ancestors' `below` verdicts */
 #define ENDURA_FOUND_SKIP_SELF 2 /* a name being created in the directory `dentry` */
 
@@ -59,18 +54,6 @@ __noinline int endura_found_file(__u64 mnt, __u64 dentry, __u32 flags, __u32 wan
 	out->key = key;
 	out->best = best;
 	return 0;
-}
-
-/*
- * A hook argument (a trusted BTF pointer) as the plain number a global function takes: the verifier
- * refuses to pass a pointer as a scalar ("R2 is not a scalar"), a copy read back through the stack is one.
- */
-static __always_inline __u64 endura_scalar(const void *ptr)
-{
-	__u64 value = 0;
-
-	bpf_probe_read_kernel(&value, sizeof(value), &ptr);
-	return value;
 }
 
 /*

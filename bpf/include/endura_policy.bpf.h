@@ -280,6 +280,65 @@ static __always_inline struct endura_event *endura_event_begin(__u32 type, __u32
 	return e;
 }
 
+struct endura_found {
+	struct endura_file_key key;
+	struct endura_verdict best;
+};
+
+/*
+ * A hook argument (a trusted BTF pointer) as the plain number a global function takes: the verifier
+ * refuses to pass a pointer as a scalar ("R2 is not a scalar"), a copy read back through the stack is one.
+ */
+static __always_inline __u64 endura_scalar(const void *ptr)
+{
+	__u64 value = 0;
+
+	bpf_probe_read_kernel(&value, sizeof(value), &ptr);
+	return value;
+}
+
+#ifdef ENDURA_GLOBAL_LOOKUPS
+/*
+ * The exec lookup as a global function (lsm and fentry objects): verified once, on its own, for both of
+ * bprm_check's lookups (bprm->file, bprm->executable); inlined twice they cost 52,500 instructions
+ * processed on 6.1, near its limits for start-up under emulation. The tracepoint object keeps it inlined
+ * (its older target kernels may lack global functions with pointer arguments).
+ */
+__noinline int endura_found_exec(__u64 mnt, __u64 dentry, __u32 subtree, struct endura_found *out)
+{
+	struct endura_file_key key = {};
+	struct endura_verdict best;
+
+	if (!out)
+		return 0;
+	best = out->best;
+	endura_lookup_dentry(&endura_exec, &endura_exec_names, (struct vfsmount *)mnt, (struct dentry *)dentry, subtree != 0,
+			     false, 1 << ENDURA_SLOT_EXEC, &key, &best);
+	out->key = key;
+	out->best = best;
+	return 0;
+}
+#endif
+
+/* endura_lookup_file() on the exec maps, through endura_found_exec() where global lookups are used */
+static __always_inline void endura_exec_lookup(struct file *file, bool subtree, struct endura_file_key *key,
+					       struct endura_verdict *best)
+{
+#ifdef ENDURA_GLOBAL_LOOKUPS
+	struct endura_found found = {};
+
+	if (!file)
+		return;
+	found.best = *best;
+	endura_found_exec((__u64)BPF_CORE_READ(file, f_path.mnt), (__u64)BPF_CORE_READ(file, f_path.dentry), subtree,
+			  &found);
+	*key = found.key;
+	*best = found.best;
+#else
+	endura_lookup_file(&endura_exec, &endura_exec_names, file, subtree, 1 << ENDURA_SLOT_EXEC, key, best);
+#endif
+}
+
 /* ---------------------------------------------------------------- exec */
 
 /* The strictest exec verdict for bprm into *best (action NONE: no rule); *key: the file it is for. */
@@ -297,12 +356,12 @@ static __always_inline void endura_match_exec(struct linux_binprm *bprm, struct 
 	 * then its interpreter; at tp_btf/sched_process_exec only the final file (the interpreter) is
 	 * left, plus bprm->executable for binfmt_misc 'O' (execfd) handlers.
 	 */
-	endura_lookup_file(&endura_exec, &endura_exec_names, BPF_CORE_READ(bprm, file), subtree, 1 << ENDURA_SLOT_EXEC, key, best);
+	endura_exec_lookup(BPF_CORE_READ(bprm, file), subtree, key, best);
 	if (best->action != ENDURA_RULE_KILL && bpf_core_field_exists(bprm->executable)) {
 		file = BPF_CORE_READ(bprm, executable);
 		if (file) {
 			other = *best;
-			endura_lookup_file(&endura_exec, &endura_exec_names, file, subtree, 1 << ENDURA_SLOT_EXEC, &other_key, &other);
+			endura_exec_lookup(file, subtree, &other_key, &other);
 			if (other.action > best->action) {
 				*best = other;
 				*key = other_key;

@@ -180,9 +180,9 @@ def _replace(lines, name, new):
     ("lsm-off", _replace(GOOD_OFF, "fentry", {**FENTRY_OK, "effects": {**FENTRY_OK["effects"],
                                                                        "protdir_listing": ["kept", "new", "sub"]}}),
      ["fentry/effects"], "protdir_listing"),
-    # refused, but without the event saying how (ld.so: exec_denied how mmap)
+    # refused, but without the event saying how (ld.so: exec_denied how interpreted)
     ("lsm-off", _replace(GOOD_OFF, "fentry", {**FENTRY_OK, "events": [
-        e for e in FENTRY_OK["events"] if e.get("how") != "mmap"]}), ["fentry/effects"], "ldso: expected a exec_denied"),
+        e for e in FENTRY_OK["events"] if e.get("how") != "interpreted"]}), ["fentry/effects"], "ldso: expected a exec_denied"),
     # the guest ran no effect probes
     ("lsm-on", _replace(GOOD_ON, "lsm", {k: v for k, v in LSM_OK.items() if k != "effects"}), ["lsm/effects"],
      "did not run"),
