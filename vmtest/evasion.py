@@ -1,0 +1,1227 @@
+"""The evasion suite: attacks on the sensor's rules, per tier (stdlib only, Python >= 3.9: runs on the host
+and on the kernel test VM's python3).
+
+Each case sets up files under a scratch root, needs some rules (our policy language), runs one attack in a
+forked child (the attacker) and then inspects the world: did the file change, did the datagram arrive,
+did the program run. Outcome per case:
+
+  blocked               refused (EPERM/EACCES), no effect
+  killed-before-effect  the attacker (or a process of it) was SIGKILLed and the effect did not happen
+  killed-after-effect   SIGKILLed, but the effect happened anyway
+  killed                SIGKILLed; whether the call ran cannot be seen from outside (bpf(), init_module())
+  evaded                the effect happened and nobody was killed
+  failed                no effect, no kill, no refusal: the attack itself did not work here (detail says why)
+  n/a                   not applicable here (an x86-only case on another machine, a missing tool)
+False-positive cases (harmless operations): `ok` or `false-positive`.
+`event`: the sensor logged an event for the case's rule (or a tamper event from the attacker's comm).
+
+    python3 -m vmtest.evasion --tier tracepoint            run on this host, print the table
+    python3 -m vmtest.evasion --tier tracepoint --json F   also write the results
+    python3 -m vmtest.evasion --table                      render docs/evasion.md from build/evasion/*.json
+
+Cases run in groups, one sensor each (`endura-sensor run` with the group's rules): `main` (file, exec,
+connect rules), `module` (module_load), `bpf` (a bpf rule: every other process's bpf() is killed while it
+runs; kept short), `cgroup` (the sensor in a cgroup of its own), `pins` (pinned in a private bpffs, kill -9).
+Expected outcomes per tier: vmtest/evasion_expected.py.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import hashlib
+import json
+import mmap
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MACHINE = os.uname().machine
+X86_64 = MACHINE == "x86_64"
+CLASSES = ("path-not-inode", "other-entry-points", "kill-after-effect", "exec", "32-bit", "self-protection",
+           "false-positive")
+OUTCOMES = ("blocked", "killed-before-effect", "killed-after-effect", "killed", "evaded", "failed", "n/a",
+            "ok", "false-positive")
+GROUPS = ("main", "module", "bpf", "cgroup", "pins")
+TIERS = ("lsm", "fentry", "tracepoint")
+BASE_PORT = 40500
+CONTENT = b"original content\n"
+START_TIMEOUT = 90.0
+ATTACK_TIMEOUT = 30.0
+
+# syscall numbers this file needs that Python lacks (x86_64, aarch64)
+NR = {"x86_64": {"clone": 56, "bpf": 321, "io_uring_setup": 425, "io_uring_enter": 426, "renameat2": 316},
+      "aarch64": {"clone": 220, "bpf": 280, "io_uring_setup": 425, "io_uring_enter": 426, "renameat2": 276}
+      }.get(MACHINE, {})
+CLONE_FILES, CLONE_NEWNS, CLONE_NEWUSER = 0x400, 0x20000, 0x10000000
+MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Case:
+    def __init__(self, id, cls, attack, effect=None, rules=(), setup=None, group="main", x86=False,
+                 inline=False, fp=False, note="", disk=False):
+        self.id, self.cls, self.attack, self.effect, self.rules = id, cls, attack, effect, list(rules)
+        self.setup, self.group, self.x86, self.inline, self.fp, self.note = setup, group, x86, inline, fp, note
+        #: False: under the scratch tmpfs (no inode number is reused there, so a case's stale rule cannot hit
+        #: another case's file); True: on the disk filesystem of the scratch root (inode-reuse needs that)
+        self.disk = disk
+
+
+class Ctx:
+    """What one case sees: its scratch dir, a port, the sensor, the helper, notes its processes leave."""
+
+    def __init__(self, root, case, port, runner):
+        self.case, self.port, self.runner = case, port, runner
+        self.dir = os.path.join(root, "disk" if case.disk else "fs", case.id)
+        self.notes_path = os.path.join(root, ".notes", case.id)
+        self.comm = "ev%02d" % port_index(port)
+        self.state = {}
+        self.pid = 0
+
+    def p(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def note(self, word):
+        with open(self.notes_path, "a") as fh:
+            fh.write(word + "\n")
+
+    def notes(self):
+        try:
+            with open(self.notes_path) as fh:
+                return fh.read().split()
+        except OSError:
+            return []
+
+
+def port_index(port):
+    return port - BASE_PORT
+
+
+# ------------------------------------------------------------------ small tools
+
+def write(path, data=CONTENT, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, mode)
+
+
+def read(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def changed(path):
+    return lambda ctx: read(path) != CONTENT
+
+
+def exists(path):
+    return lambda ctx: os.path.lexists(path)
+
+
+def tool(name):
+    return shutil.which(name) or "/bin/" + name
+
+
+def copy_tool(dst, name="touch", extra=b""):
+    """A copy of `touch` (writes the marker named on its command line): a denied program with an effect."""
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.copy(tool(name), dst)
+    if extra:
+        with open(dst, "ab") as fh:
+            fh.write(extra)
+    os.chmod(dst, 0o755)
+
+
+def check_errno(ret, what):
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "%s: %s" % (what, os.strerror(e)))
+    return ret
+
+
+def run_argv(ctx, argv):
+    """Run a program from the attacker; a SIGKILL of it is noted (the attacker itself goes on)."""
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=ATTACK_TIMEOUT)
+    if proc.returncode == -signal.SIGKILL:
+        ctx.note("killed")
+    elif proc.returncode in (100 + errno.EPERM, 100 + errno.EACCES, 126):
+        ctx.note("refused")
+    return proc.returncode
+
+
+def clone_files(fn):
+    """Run fn() in a child sharing our fd table (clone(CLONE_FILES)); returns its wait status."""
+    pid = libc.syscall(NR["clone"], CLONE_FILES | signal.SIGCHLD, 0, 0, 0, 0)
+    if pid == 0:
+        code = 0
+        try:
+            fn()
+        except OSError as exc:
+            code = 100 + (exc.errno or 0) if (exc.errno or 0) < 150 else 99
+        except BaseException:
+            code = 98
+        os._exit(code)
+    check_errno(pid, "clone")
+    return os.waitpid(pid, 0)[1]
+
+
+def fd_links():
+    """{fd: readlink} of this process (the listing's own fd is gone by the time it is read: skipped)."""
+    out = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            out[int(name)] = os.readlink("/proc/self/fd/" + name)
+        except OSError:
+            pass
+    return out
+
+
+def listener(kind, port):
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    if kind == socket.SOCK_STREAM:
+        sock.listen(16)
+    sock.setblocking(False)
+    return sock
+
+
+def arrived(ctx):
+    """The TCP handshake completed (a connection waits in the backlog) or the UDP datagram arrived."""
+    sock = ctx.state["listener"]
+    if not select.select([sock], [], [], 0.5)[0]:
+        return False
+    try:
+        if sock.type == socket.SOCK_STREAM:
+            sock.accept()[0].close()
+        else:
+            sock.recv(64)
+    except OSError:
+        pass
+    return True
+
+
+def tcp_listener(ctx):
+    ctx.state["listener"] = listener(socket.SOCK_STREAM, ctx.port)
+
+
+def udp_listener(ctx):
+    ctx.state["listener"] = listener(socket.SOCK_DGRAM, ctx.port)
+
+
+def file_rule(path, **keys):
+    return dict({"type": "file", "path": path}, **keys)
+
+
+def connect_rule(port):
+    return {"type": "connect", "address": "127.0.0.1", "port": port}
+
+
+# ------------------------------------------------------------------ io_uring (raw syscalls, no liburing)
+
+IORING_OP_CONNECT, IORING_OP_OPENAT = 16, 18
+IORING_OFF_SQ_RING, IORING_OFF_CQ_RING, IORING_OFF_SQES = 0, 0x8000000, 0x10000000
+
+
+def io_uring_one(opcode, fd, addr, length, off, op_flags):
+    """Submit one SQE and wait for its CQE; returns cqe.res (a negative errno or the result)."""
+    params = ctypes.create_string_buffer(120)
+    ring = libc.syscall(NR["io_uring_setup"], 4, params)
+    check_errno(ring, "io_uring_setup")
+    sq_entries, cq_entries = struct.unpack_from("II", params, 0)
+    sq_off = struct.unpack_from("7I", params, 40)  # head tail ring_mask ring_entries flags dropped array
+    cq_off = struct.unpack_from("6I", params, 80)  # head tail ring_mask ring_entries overflow cqes
+    sq = mmap.mmap(ring, sq_off[6] + sq_entries * 4, offset=IORING_OFF_SQ_RING)
+    cq = mmap.mmap(ring, cq_off[5] + cq_entries * 16, offset=IORING_OFF_CQ_RING)
+    sqes = mmap.mmap(ring, sq_entries * 64, offset=IORING_OFF_SQES)
+    sqe = struct.pack("<BBHiQQIIQ", opcode, 0, 0, fd, off, addr, length, op_flags, 0x5EED).ljust(64, b"\0")
+    sqes[0:64] = sqe
+    tail = struct.unpack_from("I", sq, sq_off[1])[0]
+    mask = struct.unpack_from("I", sq, sq_off[2])[0]
+    struct.pack_into("I", sq, sq_off[6] + 4 * (tail & mask), 0)
+    struct.pack_into("I", sq, sq_off[1], tail + 1)
+    check_errno(libc.syscall(NR["io_uring_enter"], ring, 1, 1, 1, None, 0), "io_uring_enter")
+    head = struct.unpack_from("I", cq, cq_off[0])[0]
+    cmask = struct.unpack_from("I", cq, cq_off[2])[0]
+    _, res, _ = struct.unpack_from("<QiI", cq, cq_off[5] + 16 * (head & cmask))
+    return res
+
+
+def uring_open_write(path):
+    name = ctypes.create_string_buffer(path.encode())
+    res = io_uring_one(IORING_OP_OPENAT, -100, ctypes.addressof(name), 0, 0, os.O_WRONLY)
+    if res < 0:
+        raise OSError(-res, "io_uring openat: " + os.strerror(-res))
+    os.write(res, b"TAMPERED")
+
+
+def uring_connect(port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sin = ctypes.create_string_buffer(struct.pack("!HH4s8x", socket.AF_INET, port, socket.inet_aton("127.0.0.1")))
+    sin.raw = struct.pack("=H", socket.AF_INET) + sin.raw[2:]  # sin_family in host order
+    res = io_uring_one(IORING_OP_CONNECT, sock.fileno(), ctypes.addressof(sin), 0, 16, 0)
+    if res < 0:
+        raise OSError(-res, "io_uring connect: " + os.strerror(-res))
+
+
+# ------------------------------------------------------------------ the cases: path, not inode
+
+def setup_protected(ctx):
+    write(ctx.p("protected"))
+
+
+def a_sed_i(ctx):  # what sed -i, editors and package managers do: a new file renamed over the old one
+    write(ctx.p("protected.tmp"), b"TAMPERED\n")
+    os.rename(ctx.p("protected.tmp"), ctx.p("protected"))
+
+
+def a_rename_into_dir(ctx):
+    os.rename(ctx.state["prepared"], ctx.p("dir", "dropped"))
+
+
+def a_link_into_dir(ctx):
+    os.link(ctx.state["prepared"], ctx.p("dir", "linked"))
+
+
+def setup_dir_and_prepared(ctx):
+    write(ctx.p("dir", "existing"))
+    ctx.state["prepared"] = ctx.p("prepared")
+    write(ctx.state["prepared"], b"payload\n")
+
+
+def a_renameat2_exchange(ctx):
+    write(ctx.p("other"), b"TAMPERED\n")
+    src, dst = ctypes.c_char_p(ctx.p("other").encode()), ctypes.c_char_p(ctx.p("protected").encode())
+    check_errno(libc.syscall(NR["renameat2"], -100, src, -100, dst, 2), "renameat2(RENAME_EXCHANGE)")
+
+
+def a_rename_away(ctx):
+    os.rename(ctx.p("protected"), ctx.p("moved"))
+
+
+def a_unlink(ctx):
+    os.unlink(ctx.p("protected"))
+
+
+def a_truncate(ctx):
+    os.truncate(ctx.p("protected"), 0)
+
+
+def a_open_trunc(ctx):
+    os.close(os.open(ctx.p("protected"), os.O_WRONLY | os.O_TRUNC))
+
+
+def a_create(name):
+    def attack(ctx):
+        fd = os.open(ctx.p(*name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"created\n")
+    return attack
+
+
+def a_replaced_then_write(ctx):
+    """After a rename over the protected path (by anyone, e.g. a package upgrade), write to the new file."""
+    write(ctx.p("protected.new"), CONTENT)
+    os.rename(ctx.p("protected.new"), ctx.p("protected"))
+    fd = os.open(ctx.p("protected"), os.O_WRONLY)
+    os.write(fd, b"TAMPERED")
+
+
+def a_write_direct(ctx):
+    fd = os.open(ctx.p("protected"), os.O_WRONLY)
+    os.write(fd, b"TAMPERED")
+
+
+def a_inode_reuse(ctx):
+    """Delete the protected file, then find a new file that reuses its inode number and write that one:
+    harmless, unless a rule still matches the number."""
+    ino = os.stat(ctx.p("protected")).st_ino
+    if subprocess.run(["rm", "-f", ctx.p("protected")]).returncode != 0 or os.path.exists(ctx.p("protected")):
+        ctx.note("unlink-denied")  # the rule protects the file from deletion: nothing to reuse
+        return
+    for i in range(300):
+        path = ctx.p("fresh-%d" % i)
+        write(path, b"")
+        if os.stat(path).st_ino == ino:
+            ctx.note("reused")
+            fd = os.open(path, os.O_WRONLY)
+            os.write(fd, b"harmless")
+            os.close(fd)
+            return
+    ctx.note("not-reused")
+
+
+def e_inode_reuse(ctx):
+    return bool({"reused", "not-reused", "unlink-denied"} & set(ctx.notes()))
+
+
+# ------------------------------------------------------------------ other entry points
+
+def a_open_by_handle(ctx):
+    buf = ctypes.create_string_buffer(8 + 128)
+    struct.pack_into("I", buf, 0, 128)
+    mount_id = ctypes.c_int()
+    check_errno(libc.name_to_handle_at(-100, ctx.p("protected").encode(), buf, ctypes.byref(mount_id), 0),
+                "name_to_handle_at")
+    mount_fd = os.open(ctx.dir, os.O_RDONLY | os.O_DIRECTORY)
+    fd = check_errno(libc.open_by_handle_at(mount_fd, buf, os.O_WRONLY), "open_by_handle_at")
+    os.write(fd, b"TAMPERED")
+
+
+def a_udp_sendto(ctx):
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"exfil", ("127.0.0.1", ctx.port))
+
+
+def a_udp_sendmsg(ctx):
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendmsg([b"exfil"], [], 0, ("127.0.0.1", ctx.port))
+
+
+def a_udp_connect_send(ctx):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(("127.0.0.1", ctx.port))
+    sock.send(b"exfil")
+
+
+def a_tcp_connect(ctx):
+    socket.create_connection(("127.0.0.1", ctx.port), timeout=5).close()
+
+
+# ------------------------------------------------------------------ kill after effect
+
+def setup_prior_fd(ctx):
+    """An fd opened for write before the sensor starts (kept by the runner, inherited by the attacker)."""
+    setup_protected(ctx)
+    ctx.state["fd"] = os.open(ctx.p("protected"), os.O_WRONLY)
+
+
+def a_prior_fd(ctx):
+    os.write(ctx.state["fd"], b"TAMPERED")
+
+
+def a_clone_files(ctx):
+    """A CLONE_FILES child opens the file (and may die for it); the parent writes through the shared fd."""
+    status = clone_files(lambda: os.open(ctx.p("protected"), os.O_WRONLY))
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        ctx.note("killed")
+    for fd, target in fd_links().items():
+        if target == ctx.p("protected"):
+            ctx.note("fd-survived")
+            os.write(fd, b"TAMPERED")
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) in (100 + errno.EPERM, 100 + errno.EACCES):
+        raise PermissionError(os.WEXITSTATUS(status) - 100, "the child's open was refused")
+
+
+# ------------------------------------------------------------------ exec
+
+def setup_denied_tool(ctx):
+    copy_tool(ctx.p("denied"))
+
+
+def marker(ctx):
+    return exists(ctx.p("marker"))(ctx)
+
+
+def a_exec_direct(ctx):
+    os.execv(ctx.p("denied"), [ctx.p("denied"), ctx.p("marker")])
+
+
+def setup_denied_scripts(ctx):
+    os.makedirs(ctx.p("denied-dir"), exist_ok=True)
+    write(ctx.p("denied-dir", "x.sh"), ("#!/bin/sh\ntouch %s\n" % ctx.p("marker")).encode(), 0o755)
+
+
+def a_sh_script(ctx):
+    sh = tool("sh")
+    os.execv(sh, [sh, ctx.p("denied-dir", "x.sh")])
+
+
+def a_shebang(ctx):
+    os.execv(ctx.p("denied-dir", "x.sh"), [ctx.p("denied-dir", "x.sh")])
+
+
+def ldso():
+    for path in ("/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux-x86-64.so.2"):
+        if os.path.exists(path):
+            return path
+    return ""
+
+
+def a_ldso(ctx):
+    os.execv(ldso(), [ldso(), ctx.p("denied"), ctx.p("marker")])
+
+
+def a_memfd(ctx):
+    fd = os.memfd_create("payload", 0)
+    with open(ctx.p("denied"), "rb") as fh:
+        os.write(fd, fh.read())
+    os.execve(fd, ["payload", ctx.p("marker")], dict(os.environ))
+
+
+def setup_bind(ctx):
+    os.makedirs(ctx.p("denied-dir"), exist_ok=True)
+    copy_tool(ctx.p("denied-dir", "tool"))
+    os.makedirs(ctx.p("elsewhere"), exist_ok=True)
+    os.makedirs(ctx.p("out"), exist_ok=True)
+    os.chmod(ctx.p("out"), 0o777)
+    os.chmod(ctx.dir, 0o755)
+
+
+def mount(src, dst, flags):
+    check_errno(libc.mount(src and src.encode(), dst.encode(), None, flags, None), "mount %s" % dst)
+
+
+def a_bind_mount(ctx):
+    check_errno(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")  # never touch the host's mount table
+    mount(None, "/", MS_REC | MS_PRIVATE)
+    mount(ctx.p("denied-dir"), ctx.p("elsewhere"), MS_BIND)
+    os.execv(ctx.p("elsewhere", "tool"), ["tool", ctx.p("out", "marker")])
+
+
+def a_userns_bind_mount(ctx):
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: a setuid() from root cleared it, /proc/self would stay root's
+    check_errno(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+    for name, text in (("setgroups", "deny"), ("uid_map", "0 65534 1"), ("gid_map", "0 65534 1")):
+        with open("/proc/self/" + name, "w") as fh:
+            fh.write(text)
+    mount(None, "/", MS_REC | MS_PRIVATE)
+    mount(ctx.p("denied-dir"), ctx.p("elsewhere"), MS_BIND)
+    os.execv(ctx.p("elsewhere", "tool"), ["tool", ctx.p("out", "marker")])
+
+
+def bind_marker(ctx):
+    return os.path.exists(ctx.p("out", "marker"))
+
+
+def setup_hashed(ctx):
+    copy_tool(ctx.p("hashed-dir", "hashed"), extra=b"\0endura evasion sha256 case " + ctx.case.id.encode())
+    with open(ctx.p("hashed-dir", "hashed"), "rb") as fh:
+        ctx.state["sha256"] = hashlib.sha256(fh.read()).hexdigest()
+
+
+def a_hash_copy(dest):
+    def attack(ctx):
+        path = ctx.p(*dest)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.copy(ctx.p("hashed-dir", "hashed"), path)
+        os.execv(path, [path, ctx.p("marker")])
+    return attack
+
+
+def hash_rule(ctx):
+    return {"type": "exec", "sha256": ctx.state["sha256"], "search": [ctx.p("hashed-dir")]}
+
+
+# ------------------------------------------------------------------ 32-bit (x86: vmtest/evasion_int80.c)
+
+def a_int80(*args):
+    def attack(ctx):
+        helper = ctx.runner.int80_copy(ctx)
+        code = run_argv(ctx, [helper] + [a.format(p=ctx.p("protected"), port=ctx.port) for a in args])
+        if code not in (0, -signal.SIGKILL, 100 + errno.EPERM, 100 + errno.EACCES):
+            ctx.note("exit:%d" % code)
+        if code == 0:
+            ctx.note("ran")
+    return attack
+
+
+def ran(ctx):
+    return "ran" in ctx.notes()
+
+
+def ran_unknown(ctx):
+    """The call's effect cannot be seen from outside: None when the caller died (outcome `killed`)."""
+    return True if "ran" in ctx.notes() else None
+
+
+# ------------------------------------------------------------------ self-protection
+
+BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY, BPF_PROG_GET_NEXT_ID, BPF_MAP_GET_FD_BY_ID, BPF_OBJ_GET_INFO_BY_FD = \
+    3, 4, 11, 14, 15
+
+
+class SharedBpf:
+    """bpf() calls made by short-lived CLONE_FILES children, as an attacker would against a post-hoc kill:
+    each child may die after its call, but fds land in the shared table and results in shared memory."""
+
+    def __init__(self, ctx):
+        self.ctx, self.mem = ctx, mmap.mmap(-1, 8192)
+        self.base = ctypes.addressof(ctypes.c_char.from_buffer(self.mem))
+        self.calls = 0
+
+    def call(self, cmd, attr):
+        self.mem[0:len(attr)] = attr
+        struct.pack_into("q", self.mem, 8000, -999999)
+        self.calls += 1
+
+        def child():
+            ret = libc.syscall(NR["bpf"], cmd, ctypes.c_void_p(self.base), len(attr))
+            struct.pack_into("q", self.mem, 8000, ret if ret >= 0 else -ctypes.get_errno())
+        status = clone_files(child)
+        if os.WIFSIGNALED(status):
+            self.ctx.note("killed")
+        ret = struct.unpack_from("q", self.mem, 8000)[0]
+        if ret in (-errno.EPERM, -errno.EACCES):
+            raise PermissionError(-ret, "bpf(%d) refused" % cmd)
+        return ret
+
+
+def sensor_map_ids(pid):
+    ids = []
+    for fd in os.listdir("/proc/%d/fdinfo" % pid):
+        try:
+            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as fh:
+                for line in fh:
+                    if line.startswith("map_id:"):
+                        ids.append(int(line.split()[1]))
+        except OSError:
+            pass
+    return sorted(set(ids))
+
+
+def a_bpf_map_delete(ctx):
+    """Find the sensor's maps through /proc/<pid>/fdinfo, open them by id and delete every key."""
+    b = SharedBpf(ctx)
+    deleted = 0
+    for map_id in sensor_map_ids(ctx.runner.sensor_pid):
+        before = set(fd_links().items())
+        b.call(BPF_MAP_GET_FD_BY_ID, struct.pack("III", map_id, 0, 0))
+        new = [fd for fd, link in set(fd_links().items()) - before if link.startswith("anon_inode:bpf-map")]
+        if not new:
+            continue
+        fd = new[0]
+        struct.pack_into("I" * 20, b.mem, 1024, *([0] * 20))
+        b.call(BPF_OBJ_GET_INFO_BY_FD, struct.pack("IIQ", fd, 80, b.base + 1024))
+        map_type, _, key_size = struct.unpack_from("III", b.mem, 1024)
+        if map_type not in (1, 5, 9, 10, 11) or not 0 < key_size <= 256:  # hash kinds and the LPM trie
+            continue
+        keys, key_ptr = [], 0
+        while len(keys) < 64:
+            b.mem[2048:2048 + key_size] = b"\xa5" * key_size
+            b.call(BPF_MAP_GET_NEXT_KEY, struct.pack("IIQQ", fd, 0, key_ptr, b.base + 2048))
+            key = bytes(b.mem[2048:2048 + key_size])
+            if key == b"\xa5" * key_size or key in keys:
+                break
+            keys.append(key)
+            b.mem[3072:3072 + key_size] = key
+            key_ptr = b.base + 3072
+        for key in keys:
+            b.mem[4096:4096 + key_size] = key
+            b.call(BPF_MAP_DELETE_ELEM, struct.pack("IIQ", fd, 0, b.base + 4096))
+            deleted += 1
+    ctx.note("deleted:%d" % deleted)
+    ctx.note("calls:%d" % b.calls)
+
+
+def e_bpf_map_delete(ctx):
+    """Enforcement gone: the program the policy denies now runs."""
+    subprocess.run([ctx.p("denied"), ctx.p("marker")], timeout=30, stderr=subprocess.DEVNULL)
+    return marker(ctx)
+
+
+def a_bpf_direct(ctx):
+    attr = ctypes.create_string_buffer(8)
+    ret = libc.syscall(NR["bpf"], BPF_PROG_GET_NEXT_ID, attr, 8)
+    if ret < 0 and ctypes.get_errno() in (errno.EPERM, errno.EACCES):
+        raise PermissionError(ctypes.get_errno(), "bpf refused")
+    ctx.note("ran")
+
+
+def a_join_cgroup(ctx):
+    with open("/proc/%d/cgroup" % ctx.runner.sensor_pid) as fh:
+        path = fh.read().strip().split("::", 1)[-1]
+    with open(os.path.join(ctx.runner.cgroup_root, path.lstrip("/"), "cgroup.procs"), "w") as fh:
+        fh.write(str(os.getpid()))
+    a_bpf_direct(ctx)
+
+
+def a_sigstop(ctx):
+    os.kill(ctx.runner.sensor_pid, signal.SIGSTOP)
+
+
+def e_sigstop(ctx):
+    time.sleep(0.2)
+    with open("/proc/%d/stat" % ctx.runner.sensor_pid) as fh:
+        state = fh.read().rsplit(")", 1)[1].split()[0]
+    os.kill(ctx.runner.sensor_pid, signal.SIGCONT)
+    return state in ("T", "t")
+
+
+def a_ptrace(ctx):
+    check_errno(libc.ptrace(0x4206, ctx.runner.sensor_pid, None, None), "ptrace(PTRACE_SEIZE)")  # SEIZE
+    ctx.note("attached")
+
+
+def a_kill9_remove_pins(ctx):
+    """Inline: kill -9 the sensor (its pinned programs go on enforcing), then remove the pins."""
+    ctx.runner.kill_sensor()
+    if subprocess.run([ctx.p("denied"), ctx.p("marker-before")], timeout=30).returncode != -signal.SIGKILL:
+        ctx.note("not-enforcing-after-kill9")
+    for name in os.listdir(ctx.runner.pin_dir):
+        os.unlink(os.path.join(ctx.runner.pin_dir, name))
+    return "ok"
+
+
+def e_pins(ctx):
+    subprocess.run([ctx.p("denied"), ctx.p("marker")], timeout=30)
+    return marker(ctx)
+
+
+# ------------------------------------------------------------------ false positives
+
+def a_fp_read(ctx):
+    with open(ctx.p("protected"), "rb") as fh:
+        fh.read()
+    ctx.note("ran")
+
+
+def a_fp_sibling(ctx):
+    write(ctx.p("sibling"), b"fine\n")
+    ctx.note("ran")
+
+
+def a_fp_exec(ctx):
+    if run_argv(ctx, [ctx.p("allowed"), ctx.p("marker")]) == 0:
+        ctx.note("ran")
+
+
+def a_fp_connect(ctx):
+    socket.create_connection(("127.0.0.1", ctx.port), timeout=5).close()
+    ctx.note("ran")
+
+
+# ------------------------------------------------------------------ the catalog
+
+def P(ctx):
+    return ctx.p("protected")
+
+
+CASES = [
+    # baselines: the direct forms every tier must stop
+    Case("file-write-direct", "path-not-inode", a_write_direct, lambda c: changed(P(c))(c),
+         [lambda c: file_rule(P(c))], setup_protected),
+    Case("exec-direct", "exec", a_exec_direct, marker, [lambda c: {"type": "exec", "path": c.p("denied")}],
+         setup_denied_tool),
+    Case("tcp-connect", "kill-after-effect", a_tcp_connect, arrived, [lambda c: connect_rule(c.port)], tcp_listener),
+    # protecting a path, not an inode
+    Case("sed-i-rename-over", "path-not-inode", a_sed_i, lambda c: changed(P(c))(c), [lambda c: file_rule(P(c))],
+         setup_protected),
+    Case("renameat2-exchange", "path-not-inode", a_renameat2_exchange, lambda c: changed(P(c))(c),
+         [lambda c: file_rule(P(c))], setup_protected),
+    Case("rename-away", "path-not-inode", a_rename_away, lambda c: not os.path.exists(P(c)),
+         [lambda c: file_rule(P(c))], setup_protected),
+    Case("mv-into-dir", "path-not-inode", a_rename_into_dir, lambda c: exists(c.p("dir", "dropped"))(c),
+         [lambda c: {"type": "file", "dir": c.p("dir")}], setup_dir_and_prepared),
+    Case("ln-into-dir", "path-not-inode", a_link_into_dir, lambda c: exists(c.p("dir", "linked"))(c),
+         [lambda c: {"type": "file", "dir": c.p("dir")}], setup_dir_and_prepared),
+    Case("unlink", "path-not-inode", a_unlink, lambda c: not os.path.exists(P(c)), [lambda c: file_rule(P(c))],
+         setup_protected),
+    Case("truncate-path", "path-not-inode", a_truncate, lambda c: changed(P(c))(c), [lambda c: file_rule(P(c))],
+         setup_protected),
+    Case("create-not-yet-existing", "path-not-inode", a_create(("rc.local",)), lambda c: exists(c.p("rc.local"))(c),
+         [lambda c: file_rule(c.p("rc.local"))], lambda c: os.makedirs(c.dir, exist_ok=True)),
+    Case("create-in-protected-dir", "path-not-inode", a_create(("dir", "new.conf")),
+         lambda c: exists(c.p("dir", "new.conf"))(c), [lambda c: {"type": "file", "dir": c.p("dir")}],
+         setup_dir_and_prepared),
+    Case("replaced-then-write", "path-not-inode", a_replaced_then_write, lambda c: b"TAMPERED" in (read(P(c)) or b""),
+         [lambda c: file_rule(P(c))], setup_protected),
+    Case("inode-reuse", "false-positive", a_inode_reuse, e_inode_reuse, [lambda c: file_rule(P(c))],
+         setup_protected, fp=True, note="a new file reusing a deleted protected file's inode number must be writable",
+         disk=True),
+    # other entry points
+    Case("io-uring-openat", "other-entry-points", lambda c: uring_open_write(P(c)), lambda c: changed(P(c))(c),
+         [lambda c: file_rule(P(c)), lambda c: {"type": "io_uring"}], setup_protected),
+    Case("io-uring-connect", "other-entry-points", lambda c: uring_connect(c.port), arrived,
+         [lambda c: connect_rule(c.port), lambda c: {"type": "io_uring"}], tcp_listener),
+    Case("open-by-handle-at", "other-entry-points", a_open_by_handle, lambda c: changed(P(c))(c),
+         [lambda c: file_rule(P(c))], setup_protected),
+    Case("udp-sendto", "other-entry-points", a_udp_sendto, arrived, [lambda c: connect_rule(c.port)], udp_listener),
+    Case("udp-sendmsg", "other-entry-points", a_udp_sendmsg, arrived, [lambda c: connect_rule(c.port)], udp_listener),
+    Case("udp-connect-send", "other-entry-points", a_udp_connect_send, arrived, [lambda c: connect_rule(c.port)],
+         udp_listener),
+    # the kill comes after the effect
+    Case("o-trunc-open", "kill-after-effect", a_open_trunc, lambda c: changed(P(c))(c), [lambda c: file_rule(P(c))],
+         setup_protected),
+    Case("fd-opened-before-start", "kill-after-effect", a_prior_fd, lambda c: changed(P(c))(c),
+         [lambda c: file_rule(P(c))], setup_prior_fd),
+    Case("clone-files-parent-writes", "kill-after-effect", a_clone_files, lambda c: changed(P(c))(c),
+         [lambda c: file_rule(P(c))], setup_protected),
+    # exec
+    Case("sh-script", "exec", a_sh_script, marker, [lambda c: {"type": "exec", "dir": c.p("denied-dir")}],
+         setup_denied_scripts),
+    Case("shebang-script", "exec", a_shebang, marker, [lambda c: {"type": "exec", "dir": c.p("denied-dir")}],
+         setup_denied_scripts),
+    Case("ldso-payload", "exec", a_ldso, marker, [lambda c: {"type": "exec", "path": c.p("denied")}],
+         setup_denied_tool),
+    Case("memfd-fexecve", "exec", a_memfd, marker,
+         [lambda c: {"type": "exec", "path": c.p("denied")}, lambda c: {"type": "fileless_exec"}], setup_denied_tool),
+    Case("bind-mount", "exec", a_bind_mount, bind_marker, [lambda c: {"type": "exec", "dir": c.p("denied-dir")}],
+         setup_bind),
+    Case("userns-bind-mount", "exec", a_userns_bind_mount, bind_marker,
+         [lambda c: {"type": "exec", "dir": c.p("denied-dir")}], setup_bind),
+    Case("sha256-copy-elsewhere", "exec", a_hash_copy(("elsewhere", "copy")), marker, [hash_rule], setup_hashed),
+    Case("sha256-copy-in-search-dir", "exec", a_hash_copy(("hashed-dir", "fresh-copy")), marker, [hash_rule],
+         setup_hashed),
+    # 32-bit (int 0x80)
+    Case("int80-open", "32-bit", a_int80("open", "{p}"), lambda c: changed(P(c))(c), [lambda c: file_rule(P(c))],
+         setup_protected, x86=True),
+    Case("int80-connect", "32-bit", a_int80("connect", "{port}"), arrived, [lambda c: connect_rule(c.port)],
+         tcp_listener, x86=True),
+    Case("int80-init-module", "32-bit", a_int80("init_module"), ran_unknown, [lambda c: {"type": "module_load"}],
+         group="module", x86=True),
+    Case("int80-bpf", "32-bit", a_int80("bpf"), ran_unknown, [lambda c: {"type": "bpf"}], group="bpf", x86=True),
+    # false positives
+    Case("fp-read-protected", "false-positive", a_fp_read, ran, [lambda c: file_rule(P(c))], setup_protected, fp=True),
+    Case("fp-write-sibling", "false-positive", a_fp_sibling, ran, [lambda c: file_rule(c.p("protected"))],
+         setup_protected, fp=True),
+    Case("fp-exec-allowed", "false-positive", a_fp_exec, ran, [lambda c: {"type": "exec", "path": c.p("denied")}],
+         lambda c: (setup_denied_tool(c), copy_tool(c.p("allowed"))), fp=True),
+    Case("fp-connect-allowed", "false-positive", a_fp_connect, ran, [lambda c: connect_rule(c.port + 1000)],
+         tcp_listener, fp=True),
+    Case("fp-int80-ordinary", "false-positive", a_int80("ordinary"), ran, [], x86=True, fp=True),
+    Case("fp-int80-rt-sigprocmask", "false-positive", a_int80("sigprocmask"), ran, [lambda c: {"type": "module_load"}],
+         group="module", x86=True, fp=True, note="i386 175 = x86_64 init_module"),
+    Case("fp-int80-splice", "false-positive", a_int80("splice"), ran, [lambda c: {"type": "module_load"}],
+         group="module", x86=True, fp=True, note="i386 313 = x86_64 finit_module"),
+    Case("fp-int80-signalfd", "false-positive", a_int80("signalfd"), ran, [lambda c: {"type": "bpf"}], group="bpf",
+         x86=True, fp=True, note="i386 321 = x86_64 bpf"),
+    # self-protection
+    Case("ptrace-sensor", "self-protection", a_ptrace, lambda c: "attached" in c.notes(),
+         [lambda c: {"type": "sensor"}]),
+    Case("sigstop-sensor", "self-protection", a_sigstop, e_sigstop, [lambda c: {"type": "sensor"}]),
+    Case("bpf-direct", "self-protection", a_bpf_direct, ran_unknown, [lambda c: {"type": "bpf"}], group="bpf"),
+    Case("bpf-map-delete-clone-files", "self-protection", a_bpf_map_delete, e_bpf_map_delete,
+         [lambda c: {"type": "bpf"}, lambda c: {"type": "exec", "path": c.p("denied")}], setup_denied_tool,
+         group="bpf"),
+    Case("join-sensor-cgroup", "self-protection", a_join_cgroup, ran_unknown, [lambda c: {"type": "bpf"}],
+         group="cgroup"),
+    Case("pins-removed-after-kill9", "self-protection", a_kill9_remove_pins, e_pins,
+         [lambda c: {"type": "exec", "path": c.p("denied")}], setup_denied_tool, group="pins", inline=True),
+]
+CASE_IDS = [c.id for c in CASES]
+assert len(set(CASE_IDS)) == len(CASE_IDS)
+SINGLETONS = ("module_load", "bpf", "fileless_exec", "io_uring", "sensor")
+TAMPER_EVENTS = ("sensor_tamper_denied",)
+
+
+def outcome(case, status, notes, effect):
+    """The outcome from the attacker's exit (`forked`), the notes its processes left and the effect check."""
+    killed = status == "killed" or "killed" in notes
+    refused = status in ("eperm", "eacces") or "refused" in notes
+    if case.fp:
+        return "ok" if effect and status == "ok" and not killed else "false-positive"
+    if effect is None:
+        return "killed" if killed else "blocked" if refused else "failed"
+    if effect:
+        return "killed-after-effect" if killed else "evaded"
+    if killed:
+        return "killed-before-effect"
+    return "blocked" if refused else "failed"
+
+
+# ------------------------------------------------------------------ running a group under one sensor
+
+def forked(action, ctx) -> str:
+    """Run action(ctx) in a forked child with the case's comm: 'ok', 'killed', 'signal:N', 'eperm', 'eacces',
+    'errno:NAME', 'exit:N' or 'error:timeout'."""
+    pid = os.fork()
+    ctx.pid = pid
+    if pid == 0:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        libc.prctl(15, ctx.comm.encode(), 0, 0, 0)  # PR_SET_NAME: events are matched to cases by comm
+        code = 0
+        try:
+            action(ctx)
+        except OSError as exc:
+            code = 100 + exc.errno if exc.errno and exc.errno < 150 else 99
+            try:
+                ctx.note("oserror:" + errno.errorcode.get(exc.errno or 0, str(exc.errno)))
+            except OSError:
+                pass
+        except BaseException as exc:
+            try:
+                ctx.note("exception:" + type(exc).__name__)
+            except OSError:
+                pass
+            code = 98
+        os._exit(code)
+    deadline = time.monotonic() + ATTACK_TIMEOUT
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "error:timeout"
+        time.sleep(0.005)
+    if os.WIFSIGNALED(status):
+        return "killed" if os.WTERMSIG(status) == signal.SIGKILL else "signal:%d" % os.WTERMSIG(status)
+    code = os.WEXITSTATUS(status)
+    if code == 0:
+        return "ok"
+    if 100 < code < 250:
+        return {errno.EPERM: "eperm", errno.EACCES: "eacces"}.get(code - 100, "errno:" + errno.errorcode.get(
+            code - 100, str(code - 100)))
+    return "exit:%d" % code
+
+
+def rule_text(rules):
+    out = []
+    for r in rules:
+        out.append("[[rule]]\n" + "".join("%s = %s\n" % (k, json.dumps(v)) for k, v in r.items()))
+    return "\n".join(out)
+
+
+def known_rule_types(sensor_path):
+    """RULE_TYPES of the sensor under test (rules of types it does not know yet are left out, and noted)."""
+    for path in sensor_path:
+        if os.path.isdir(path) and path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        from endura_sensor import policy
+        return tuple(policy.RULE_TYPES)
+    except ImportError:
+        return ("exec", "file", "connect", "module_load", "bpf")
+
+
+class Runner:
+    def __init__(self, tier, root, sensor_cmd, env=None, int80=None, sensor_path=(), log=sys.stderr):
+        self.tier, self.root, self.sensor_cmd, self.env, self.int80 = tier, root, sensor_cmd, env, int80
+        self.log = log
+        self.rule_types = known_rule_types(sensor_path)
+        self.sensor = None
+        self.sensor_pid = 0
+        self.pin_dir = ""
+        self.cgroup_root = ""
+        self.timings = {}
+
+    def say(self, text):
+        print(text, file=self.log, flush=True)
+
+    def int80_copy(self, ctx):
+        """The helper under the case's comm, so its events are matched to the case."""
+        path = ctx.p(ctx.comm)
+        if not os.path.exists(path):
+            os.makedirs(ctx.dir, exist_ok=True)
+            shutil.copy(self.int80, path)
+            os.chmod(path, 0o755)
+        return path
+
+    # --------------------------------------------------------- the sensor
+    def start_sensor(self, name, rules_text, pin_dir="", cgroup=""):
+        gdir = os.path.join(self.root, ".sensor-" + name)
+        os.makedirs(os.path.join(gdir, "policies"), exist_ok=True)
+        with open(os.path.join(gdir, "policies", "50-evasion.toml"), "w") as fh:
+            fh.write(rules_text)
+        with open(os.path.join(gdir, "sensor.conf"), "w") as fh:
+            fh.write('mode = "standalone"\nterminate_process = %s\n' % ("false" if self.tier == "lsm" else "true"))
+        self.out_path = os.path.join(gdir, "out-%d.jsonl" % int(time.time() * 1000))
+        argv = list(self.sensor_cmd) + ["run", "--config", os.path.join(gdir, "sensor.conf"), "--policy-dir",
+                                        os.path.join(gdir, "policies"), "--log-dir", os.path.join(gdir, "log"),
+                                        "--tier", self.tier, "--pin-dir", pin_dir]
+        if cgroup:
+            argv = ["sh", "-c", 'echo $$ > %s/cgroup.procs && exec "$@"' % cgroup, "sh"] + argv
+        with open(self.out_path, "w") as out, open(self.out_path + ".err", "w") as err:
+            self.sensor = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env)
+        self.sensor_pid = self.sensor.pid
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and self.sensor.poll() is None:
+            started = [r for r in self.records() if r.get("type") == "started"]
+            if started:
+                return started[0]
+            time.sleep(0.05)
+        self.stop_sensor()
+        with open(self.out_path + ".err") as fh:
+            raise RuntimeError("the sensor did not start (exit %s): %s" % (self.sensor.returncode, fh.read()[-2000:]))
+
+    def records(self):
+        out = []
+        try:
+            with open(self.out_path) as fh:
+                for line in fh:
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        pass
+        except OSError:
+            pass
+        return out
+
+    def stop_sensor(self):
+        if self.sensor is None:
+            return
+        if self.sensor.poll() is None:
+            os.kill(self.sensor.pid, signal.SIGCONT)
+            self.sensor.terminate()
+            try:
+                self.sensor.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.sensor.kill()
+                self.sensor.wait()
+
+    def kill_sensor(self):
+        self.sensor.kill()
+        self.sensor.wait()
+
+    # --------------------------------------------------------- one group
+    def run_group(self, group, cases):
+        results = {}
+        todo = []
+        for case in cases:
+            if case.x86 and (not X86_64 or not self.int80):
+                results[case.id] = {"outcome": "n/a", "detail": "x86_64 with the int80 helper only"}
+            elif case.attack is a_ldso and not ldso():
+                results[case.id] = {"outcome": "n/a", "detail": "no ld.so found"}
+            else:
+                todo.append(case)
+        if not todo:
+            return results
+        ctxs, rules, names, skipped = {}, [], {}, {}
+        seen_singletons = {}
+        for case in todo:
+            ctx = Ctx(self.root, case, BASE_PORT + CASES.index(case), self)
+            os.makedirs(ctx.dir, exist_ok=True)
+            os.makedirs(os.path.dirname(ctx.notes_path), exist_ok=True)
+            if case.setup:
+                case.setup(ctx)
+            ctxs[case.id] = ctx
+            own = []
+            for i, make in enumerate(case.rules):
+                r = make(ctx)
+                if r["type"] not in self.rule_types:
+                    skipped.setdefault(case.id, []).append(r["type"])
+                    continue
+                if r["type"] in SINGLETONS:
+                    name = "ev-" + r["type"].replace("_", "-")
+                    if r["type"] not in seen_singletons:
+                        seen_singletons[r["type"]] = name
+                        rules.append(dict({"name": name}, **r))
+                    own.append(name)
+                else:
+                    name = "ev-%s-%d" % (case.id, i)
+                    rules.append(dict({"name": name}, **r))
+                    own.append(name)
+            names[case.id] = own
+        cgroup = ""
+        if group == "cgroup":
+            cgroup = self.make_cgroup()
+        if group == "pins":
+            self.pin_dir = self.mount_bpffs()
+        t0 = time.monotonic()
+        try:
+            started = self.start_sensor(group, rule_text(rules), pin_dir=self.pin_dir if group == "pins" else "",
+                                        cgroup=cgroup)
+            self.say("evasion: group %s: sensor %d started (tier %s, %d rules) in %.1fs" % (
+                group, self.sensor_pid, started.get("tier"), len(rules), time.monotonic() - t0))
+            if started.get("tier") != self.tier:
+                raise RuntimeError("asked for tier %s, the sensor started %s" % (self.tier, started.get("tier")))
+            for case in todo:
+                ctx = ctxs[case.id]
+                status = case.attack(ctx) if case.inline else forked(case.attack, ctx)
+                try:
+                    effect = case.effect(ctx)
+                except OSError as exc:
+                    effect = None
+                    ctx.note("effect-check:" + str(exc))
+                res = {"outcome": outcome(case, status, ctx.notes(), effect), "status": status,
+                       "notes": ctx.notes(), "rules": names[case.id]}
+                if case.id in skipped:
+                    res["rules_not_supported"] = skipped[case.id]
+                results[case.id] = res
+                if "fd" in ctx.state:
+                    os.close(ctx.state.pop("fd"))
+            time.sleep(0.5)  # the sensor polls its ring buffer every 100 ms
+            if group == "pins":  # the next start must say the pins were removed
+                self.start_sensor(group + "-next", rule_text(rules), pin_dir=self.pin_dir)
+                time.sleep(0.5)
+        finally:
+            self.stop_sensor()
+            if cgroup:
+                self.remove_cgroup(cgroup)
+            if group == "pins":
+                subprocess.run(["umount", "-l", os.path.dirname(self.pin_dir)], check=False)
+        records = self.records() if group != "pins" else self.group_records(group)
+        for case in todo:
+            results[case.id]["event"] = has_event(records, names[case.id], ctxs[case.id], case)
+        self.timings[group] = round(time.monotonic() - t0, 1)
+        return results
+
+    def group_records(self, group):
+        out = []
+        gdirs = [os.path.join(self.root, ".sensor-" + g) for g in (group, group + "-next")]
+        for gdir in gdirs:
+            for name in sorted(os.listdir(gdir)):
+                if name.endswith(".jsonl"):
+                    self.out_path = os.path.join(gdir, name)
+                    out.extend(self.records())
+        return out
+
+    def mount_bpffs(self):
+        mnt = os.path.join(self.root, ".bpffs")
+        os.makedirs(mnt, exist_ok=True)
+        subprocess.run(["mount", "-t", "bpf", "bpf", mnt], check=True)
+        return os.path.join(mnt, "endura")
+
+    def make_cgroup(self):
+        root = ""
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                f = line.split()
+                if f[f.index("-") + 1] == "cgroup2":
+                    root = f[4]
+                    break
+        if not root:
+            root = "/sys/fs/cgroup"
+            subprocess.run(["mount", "-t", "cgroup2", "none", root], check=True)
+        self.cgroup_root = root
+        path = os.path.join(root, "endura-evasion-%d" % os.getpid())
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def remove_cgroup(self, path):
+        for _ in range(100):
+            try:
+                os.rmdir(path)
+                return
+            except OSError:
+                time.sleep(0.1)
+
+    def run(self, case_ids=None):
+        """Every group under its own sensor; the cases' files on a tmpfs mounted over <root>/fs."""
+        fs = os.path.join(self.root, "fs")
+        os.makedirs(fs, exist_ok=True)
+        os.makedirs(os.path.join(self.root, "disk"), exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "evasion", fs], check=True)
+        try:
+            return self._run(case_ids)
+        finally:
+            subprocess.run(["umount", "-l", fs], check=False)
+
+    def _run(self, case_ids):
+        wanted = [c for c in CASES if case_ids is None or c.id in case_ids]
+        results = {}
+        for group in GROUPS:
+            cases = [c for c in wanted if c.group == group]
+            if cases:
+                results.update(self.run_group(group, cases))
+        return {"tier": self.tier, "kernel": os.uname().release, "machine": MACHINE, "timings": self.timings,
+                "cases": {c.id: results[c.id] for c in wanted if c.id in results}}
+
+
+def has_event(records, names, ctx, case):
+    """An event naming one of the case's rules caused by the case's processes (its comm, or the attacker's
+    pid or parent pid: inode numbers are reused, and a stale rule can name another case's file), a tamper
+    event from them, or for the pins case the next start reporting removed pins."""
+    for r in records:
+        kind = r.get("type")
+        ours = case.inline or r.get("comm") == ctx.comm or ctx.pid in (r.get("pid"), r.get("ppid"))
+        if not ours:
+            continue
+        if r.get("rule") in names or kind in TAMPER_EVENTS:
+            return True
+        if case.group == "pins" and ("pin" in (kind or "") or any(
+                "pin" in w and any(x in w for x in ("removed", "missing")) for w in r.get("warnings", ()))):
+            return True
+    return False
+
+
+# ------------------------------------------------------------------ output
+
+def table(result):
+    rows = [("case", "class", "outcome", "event")]
+    for cid, res in result["cases"].items():
+        case = CASES[CASE_IDS.index(cid)]
+        rows.append((cid, case.cls, res["outcome"], "yes" if res.get("event") else "no"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    counts = {}
+    for res in result["cases"].values():
+        counts[res["outcome"]] = counts.get(res["outcome"], 0) + 1
+    lines.append("tier %s (%s): %s" % (result["tier"], result["kernel"],
+                                       ", ".join("%s %d" % kv for kv in sorted(counts.items()))))
+    return "\n".join(lines)
+
+
+def build_int80(out):
+    """Compile the 32-bit probe with clang (host only); None when clang cannot."""
+    if not X86_64:
+        return None
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    proc = subprocess.run(["clang", "-m32", "-nostdlib", "-static", "-ffreestanding", "-fno-pic", "-fno-builtin",
+                           "-fno-stack-protector", "-O1", "-o", out, os.path.join(HERE, "evasion_int80.c")],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError("clang could not build the int 0x80 helper: " + proc.stderr[-500:])
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python3 -m vmtest.evasion", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tier", choices=TIERS)
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--cases", help="comma-separated case ids (default: all)")
+    ap.add_argument("--sensor", help="the sensor command (default: this tree's, python3 -m endura_sensor)")
+    ap.add_argument("--int80", help="the built 32-bit helper (default: build it with clang)")
+    ap.add_argument("--root", help="scratch directory (default: a new one under /var/tmp, removed after)")
+    ap.add_argument("--table", action="store_true", help="render docs/evasion.md from build/evasion/*.json")
+    args = ap.parse_args(argv)
+    repo = os.path.dirname(HERE)
+    if args.table:
+        from vmtest import evasion_doc
+        path = evasion_doc.write(repo)
+        print(path)
+        return 0
+    if not args.tier:
+        ap.error("--tier or --table is required")
+    env = dict(os.environ)
+    sensor_path = ["/usr/lib/endura-sensor"]
+    if args.sensor:
+        sensor_cmd = args.sensor.split()
+    else:
+        sensor_cmd = [sys.executable, "-m", "endura_sensor"]
+        env["PYTHONPATH"] = os.path.join(repo, "sensor")
+        env.setdefault("ENDURA_BPF_DIR", os.path.join(repo, "build", "bpf", {"x86_64": "amd64"}.get(MACHINE, "arm64")))
+        sensor_path = [os.path.join(repo, "sensor")]
+    int80 = args.int80
+    if int80 is None and X86_64:
+        int80 = build_int80(os.path.join(repo, "build", "evasion", "int80"))
+    root = args.root or tempfile.mkdtemp(prefix="endura-evasion-", dir="/var/tmp")
+    os.chmod(root, 0o755)
+    try:
+        runner = Runner(args.tier, root, sensor_cmd, env=env, int80=int80, sensor_path=sensor_path)
+        start = time.monotonic()
+        result = runner.run(args.cases.split(",") if args.cases else None)
+        result["seconds"] = round(time.monotonic() - start, 1)
+    finally:
+        if not args.root:
+            shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1, sort_keys=True)
+    print(table(result))
+    print("%d cases in %.1fs (%s)" % (len(result["cases"]), result["seconds"],
+                                      ", ".join("%s %ss" % kv for kv in result["timings"].items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
