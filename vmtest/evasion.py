@@ -8,6 +8,7 @@ did the program run. Outcome per case:
   blocked               refused (EPERM/EACCES), no effect
   killed-before-effect  the attacker (or a process of it) was SIGKILLed and the effect did not happen
   killed-after-effect   SIGKILLed, but the effect happened anyway
+  refused-after-effect  the call failed (EPERM), but part of its effect happened (a denied create left the file)
   killed                SIGKILLed; whether the call ran cannot be seen from outside (bpf(), init_module())
   evaded                the effect happened and nobody was killed
   failed                no effect, no kill, no refusal: the attack itself did not work here (detail says why)
@@ -48,8 +49,8 @@ MACHINE = os.uname().machine
 X86_64 = MACHINE == "x86_64"
 CLASSES = ("path-not-inode", "other-entry-points", "kill-after-effect", "exec", "32-bit", "self-protection",
            "false-positive")
-OUTCOMES = ("blocked", "killed-before-effect", "killed-after-effect", "killed", "evaded", "failed", "n/a",
-            "ok", "false-positive")
+OUTCOMES = ("blocked", "killed-before-effect", "killed-after-effect", "refused-after-effect", "killed", "evaded", "failed", "n/a",
+            "ok", "false-positive", "error")
 GROUPS = ("main", "module", "bpf", "cgroup", "pins")
 TIERS = ("lsm", "fentry", "tracepoint")
 BASE_PORT = 40500
@@ -145,6 +146,15 @@ def copy_tool(dst, name="touch", extra=b""):
     os.chmod(dst, 0o755)
 
 
+def try_run(argv):
+    """A program's exit code; a refused exec (the LSM tier's EPERM) is -1000."""
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=ATTACK_TIMEOUT).returncode
+    except OSError:
+        return -1000
+
+
 def check_errno(ret, what):
     if ret < 0:
         e = ctypes.get_errno()
@@ -154,13 +164,12 @@ def check_errno(ret, what):
 
 def run_argv(ctx, argv):
     """Run a program from the attacker; a SIGKILL of it is noted (the attacker itself goes on)."""
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                          timeout=ATTACK_TIMEOUT)
-    if proc.returncode == -signal.SIGKILL:
+    code = try_run(argv)
+    if code == -signal.SIGKILL:
         ctx.note("killed")
-    elif proc.returncode in (100 + errno.EPERM, 100 + errno.EACCES, 126):
+    elif code in (100 + errno.EPERM, 100 + errno.EACCES, 126, -1000):
         ctx.note("refused")
-    return proc.returncode
+    return code
 
 
 def clone_files(fn):
@@ -361,11 +370,11 @@ def a_inode_reuse(ctx):
             os.write(fd, b"harmless")
             os.close(fd)
             return
-    ctx.note("not-reused")
+    ctx.note("n/a")  # this filesystem did not hand the number out again (tmpfs, ramfs): nothing to measure
 
 
 def e_inode_reuse(ctx):
-    return bool({"reused", "not-reused", "unlink-denied"} & set(ctx.notes()))
+    return bool({"reused", "n/a", "unlink-denied"} & set(ctx.notes()))
 
 
 # ------------------------------------------------------------------ other entry points
@@ -630,7 +639,7 @@ def a_bpf_map_delete(ctx):
 
 def e_bpf_map_delete(ctx):
     """Enforcement gone: the program the policy denies now runs."""
-    subprocess.run([ctx.p("denied"), ctx.p("marker")], timeout=30, stderr=subprocess.DEVNULL)
+    try_run([ctx.p("denied"), ctx.p("marker")])
     return marker(ctx)
 
 
@@ -670,7 +679,7 @@ def a_ptrace(ctx):
 def a_kill9_remove_pins(ctx):
     """Inline: kill -9 the sensor (its pinned programs go on enforcing), then remove the pins."""
     ctx.runner.kill_sensor()
-    if subprocess.run([ctx.p("denied"), ctx.p("marker-before")], timeout=30).returncode != -signal.SIGKILL:
+    if try_run([ctx.p("denied"), ctx.p("marker-before")]) == 0:
         ctx.note("not-enforcing-after-kill9")
     for name in os.listdir(ctx.runner.pin_dir):
         os.unlink(os.path.join(ctx.runner.pin_dir, name))
@@ -681,7 +690,7 @@ def e_pins(ctx):
     """Enforcement gone: the denied program runs. Programs detach asynchronously once their last pin is gone
     (RCU), so a few tries over up to 3 s."""
     for _ in range(15):
-        subprocess.run([ctx.p("denied"), ctx.p("marker")], timeout=30)
+        try_run([ctx.p("denied"), ctx.p("marker")])
         if marker(ctx):
             return True
         time.sleep(0.2)
@@ -827,6 +836,8 @@ TAMPER_EVENTS = ("sensor_tamper_denied",)
 
 def outcome(case, status, notes, effect):
     """The outcome from the attacker's exit (`forked`), the notes its processes left and the effect check."""
+    if "n/a" in notes:
+        return "n/a"
     killed = status == "killed" or "killed" in notes
     refused = status in ("eperm", "eacces") or "refused" in notes
     if case.fp:
@@ -834,7 +845,7 @@ def outcome(case, status, notes, effect):
     if effect is None:
         return "killed" if killed else "blocked" if refused else "failed"
     if effect:
-        return "killed-after-effect" if killed else "evaded"
+        return "killed-after-effect" if killed else "refused-after-effect" if refused else "evaded"
     if killed:
         return "killed-before-effect"
     return "blocked" if refused else "failed"
@@ -1143,7 +1154,12 @@ class Runner:
         for group in GROUPS:
             cases = [c for c in wanted if c.group == group]
             if cases:
-                results.update(self.run_group(group, cases))
+                try:
+                    results.update(self.run_group(group, cases))
+                except Exception as exc:  # the other groups still run; these cases say why they have no outcome
+                    self.say("evasion: group %s failed: %s: %s" % (group, type(exc).__name__, exc))
+                    for c in cases:
+                        results[c.id] = {"outcome": "error", "detail": "%s: %s" % (type(exc).__name__, exc)}
         return {"tier": self.tier, "kernel": os.uname().release, "machine": MACHINE, "timings": self.timings,
                 "cases": {c.id: results[c.id] for c in wanted if c.id in results}}
 
@@ -1196,6 +1212,48 @@ def build_int80(out):
     return out
 
 
+#: kernel test VM boots (vmtest.plan) -> the tier the guest measures there
+GUEST_TIERS = {"lsm-on": "lsm", "lsm-off": "fentry"}
+GUEST_INT80 = "/vmtest/int80"
+
+
+def guest_main():
+    """Inside the kernel test VM (vmtest/evasion_vm.py boots it): the boot's tier, every case, one JSON line
+    per case to /dev/ttyS1, then {"type": "done"}; the host judges."""
+    tty = open("/dev/ttyS1", "w")
+
+    def emit(obj):
+        tty.write(json.dumps(obj, sort_keys=True) + "\n")
+        tty.flush()
+
+    with open("/proc/cmdline") as fh:
+        boot = next((w.split("=", 1)[1] for w in fh.read().split() if w.startswith("endura_vmtest=")), "")
+    tier = GUEST_TIERS.get(boot)
+    emit({"type": "hello", "boot": boot, "tier": tier, "kernel": os.uname().release})
+    if tier is None:
+        emit({"type": "error", "message": "unknown boot %r" % boot})
+        return 1
+    import compileall
+
+    compileall.compile_dir("/usr/lib/endura-sensor", quiet=2)  # the launcher runs python -B
+    root = tempfile.mkdtemp(prefix="endura-evasion-", dir="/var/tmp")
+    os.chmod(root, 0o755)
+    start = time.monotonic()
+    try:
+        runner = Runner(tier, root, ["endura-sensor"], int80=GUEST_INT80 if os.path.exists(GUEST_INT80) else None,
+                        sensor_path=["/usr/lib/endura-sensor"])
+        result = runner.run()
+    except Exception as exc:
+        emit({"type": "error", "message": "%s: %s" % (type(exc).__name__, exc)})
+        return 1
+    for case_id, res in result["cases"].items():
+        emit(dict(res, type="case", id=case_id))
+    emit({"type": "done", "tier": tier, "kernel": result["kernel"], "timings": result["timings"],
+          "seconds": round(time.monotonic() - start, 1)})
+    print(table(result), file=sys.stderr)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m vmtest.evasion", description=__doc__.split("\n\n")[0])
     ap.add_argument("--tier", choices=TIERS)
@@ -1205,7 +1263,16 @@ def main(argv=None):
     ap.add_argument("--int80", help="the built 32-bit helper (default: build it with clang)")
     ap.add_argument("--root", help="scratch directory (default: a new one under /var/tmp, removed after)")
     ap.add_argument("--table", action="store_true", help="render docs/evasion.md from build/evasion/*.json")
+    ap.add_argument("--expected-from", metavar="JSON", help="print the EXPECTED entry for a measured run")
+    ap.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)  # inside the test VM
     args = ap.parse_args(argv)
+    if args.guest:
+        return guest_main()
+    if args.expected_from:
+        from vmtest import evasion_doc
+        with open(args.expected_from) as fh:
+            print(evasion_doc.expected_block(json.load(fh)))
+        return 0
     repo = os.path.dirname(HERE)
     if args.table:
         from vmtest import evasion_doc

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 #: from better to worse, to say in which direction a case moved
-RANK = {"blocked": 0, "ok": 0, "killed-before-effect": 1, "killed": 2, "killed-after-effect": 3, "evaded": 4,
-        "false-positive": 4, "failed": 5, "n/a": 6}
+RANK = {"blocked": 0, "ok": 0, "killed-before-effect": 1, "killed": 2, "killed-after-effect": 3, "refused-after-effect": 3, "evaded": 4,
+        "false-positive": 4, "failed": 5, "n/a": 6, "error": 7}
 
 EXPECTED: Dict[str, Dict[str, Tuple[str, bool]]] = {
     # host: Debian 12 userspace, kernel 6.18 (x86_64), measured 2026-12-02

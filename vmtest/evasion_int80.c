@@ -4,7 +4,7 @@
  *   int80 open PATH      open(PATH, O_WRONLY) and write "TAMPERED" (i386 5, 4)
  *   int80 connect PORT   socket + connect to 127.0.0.1:PORT (i386 359, 362)
  *   int80 bpf            bpf(BPF_PROG_GET_NEXT_ID) (i386 357; x86_64 321 is bpf too)
- *   int80 init_module    init_module(buf, 0, "") (i386 128; nothing can load)
+ *   int80 init_module    init_module(zeroes, 256, "") (i386 128; not an ELF image: nothing can load)
  *   int80 sigprocmask    rt_sigprocmask (i386 175 = x86_64 init_module)
  *   int80 splice         splice(-1, ...) (i386 313 = x86_64 finit_module)
  *   int80 signalfd       signalfd (i386 321 = x86_64 bpf)
@@ -80,8 +80,8 @@ int cmain(long *sp)
 		long r = sc(357, 11 /* BPF_PROG_GET_NEXT_ID */, (long)buf, 8, 0, 0);
 		leave(r == -ENOENT ? 0 : judge(r));
 	}
-	if (eq(argv[1], "init_module"))
-		leave(judge(sc(128, (long)buf, 0, (long)"", 0, 0)));
+	if (eq(argv[1], "init_module")) /* long enough to pass the size check that precedes the LSM hook */
+		leave(judge(sc(128, (long)buf, sizeof(buf), (long)"", 0, 0)));
 	if (eq(argv[1], "sigprocmask"))
 		leave(judge(sc(175, 0 /* SIG_BLOCK */, 0, (long)buf, 8, 0)));
 	if (eq(argv[1], "splice"))
