@@ -404,6 +404,11 @@ def a_udp_connect_send(ctx):
     sock.send(b"exfil")
 
 
+def a_tcp_fastopen(ctx):
+    """TCP Fast Open: sendto(MSG_FASTOPEN) connects without a connect() call."""
+    socket.socket(socket.AF_INET, socket.SOCK_STREAM).sendto(b"hello", socket.MSG_FASTOPEN, ("127.0.0.1", ctx.port))
+
+
 def a_tcp_connect(ctx):
     socket.create_connection(("127.0.0.1", ctx.port), timeout=5).close()
 
@@ -445,6 +450,22 @@ def marker(ctx):
 
 def a_exec_direct(ctx):
     os.execv(ctx.p("denied"), [ctx.p("denied"), ctx.p("marker")])
+
+
+def a_execveat_o_path(ctx):
+    """execveat(fd, "", AT_EMPTY_PATH) of an O_PATH fd (what fexecve does): no path at exec time."""
+    fd = os.open(ctx.p("denied"), os.O_PATH)
+    os.execve(fd, ["denied", ctx.p("marker")], dict(os.environ))
+
+
+def a_hardlink_exec(ctx):
+    os.link(ctx.p("denied"), ctx.p("innocent"))
+    os.execv(ctx.p("innocent"), ["innocent", ctx.p("marker")])
+
+
+def a_renamed_exec(ctx):
+    os.rename(ctx.p("denied"), ctx.p("renamed"))
+    os.execv(ctx.p("renamed"), ["renamed", ctx.p("marker")])
 
 
 def setup_denied_scripts(ctx):
@@ -769,6 +790,7 @@ CASES = [
     Case("udp-sendmsg", "other-entry-points", a_udp_sendmsg, arrived, [lambda c: connect_rule(c.port)], udp_listener),
     Case("udp-connect-send", "other-entry-points", a_udp_connect_send, arrived, [lambda c: connect_rule(c.port)],
          udp_listener),
+    Case("tcp-fastopen", "other-entry-points", a_tcp_fastopen, arrived, [lambda c: connect_rule(c.port)], tcp_listener),
     # the kill comes after the effect
     Case("o-trunc-open", "kill-after-effect", a_open_trunc, lambda c: changed(P(c))(c), [lambda c: file_rule(P(c))],
          setup_protected),
@@ -781,6 +803,12 @@ CASES = [
          setup_denied_scripts),
     Case("shebang-script", "exec", a_shebang, marker, [lambda c: {"type": "exec", "dir": c.p("denied-dir")}],
          setup_denied_scripts),
+    Case("execveat-o-path", "exec", a_execveat_o_path, marker, [lambda c: {"type": "exec", "path": c.p("denied")}],
+         setup_denied_tool),
+    Case("hardlink-exec", "exec", a_hardlink_exec, marker, [lambda c: {"type": "exec", "path": c.p("denied")}],
+         setup_denied_tool),
+    Case("renamed-exec", "exec", a_renamed_exec, marker, [lambda c: {"type": "exec", "path": c.p("denied")}],
+         setup_denied_tool),
     Case("ldso-payload", "exec", a_ldso, marker, [lambda c: {"type": "exec", "path": c.p("denied")}],
          setup_denied_tool),
     Case("memfd-fexecve", "exec", a_memfd, marker,

@@ -11,12 +11,14 @@ table and judged against vmtest/evasion_expected.py. Exit 1 when a boot failed o
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import tarfile
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 from distros import load_catalog
 from toolbox import log
@@ -38,9 +40,6 @@ EVASION_LINE = "python3 /vmtest/evasion.py --guest"
 def write_overlay(fh, deb: Path, int80: Path | None) -> None:
     writer = cpio.Writer(fh)
     data = run(["dpkg-deb", "--fsys-tarfile", os.fspath(deb)], text=False, timeout=300).stdout
-    import io
-    import tarfile
-
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         rootfs.tar_to_cpio(tar, writer, skip=lambda name: False)
     init = rootfs.INIT_SCRIPT.read_text()
