@@ -57,6 +57,7 @@ BASE_PORT = 40500
 CONTENT = b"original content\n"
 START_TIMEOUT = 90.0
 ATTACK_TIMEOUT = 30.0
+SENSOR_DURATION = 1200  # a backstop: a group's sensor that cannot be stopped (self-protection) still ends
 
 # syscall numbers this file needs that Python lacks (x86_64, aarch64)
 NR = {"x86_64": {"clone": 56, "bpf": 321, "io_uring_setup": 425, "io_uring_enter": 426, "renameat2": 316},
@@ -688,7 +689,7 @@ def e_sigstop(ctx):
     time.sleep(0.2)
     with open("/proc/%d/stat" % ctx.runner.sensor_pid) as fh:
         state = fh.read().rsplit(")", 1)[1].split()[0]
-    os.kill(ctx.runner.sensor_pid, signal.SIGCONT)
+    ctx.runner.signal_sensor(signal.SIGCONT)
     return state in ("T", "t")
 
 
@@ -995,7 +996,7 @@ class Runner:
         self.out_path = os.path.join(gdir, "out-%d.jsonl" % int(time.time() * 1000))
         argv = list(self.sensor_cmd) + ["run", "--config", os.path.join(gdir, "sensor.conf"), "--policy-dir",
                                         os.path.join(gdir, "policies"), "--log-dir", os.path.join(gdir, "log"),
-                                        "--tier", self.tier, "--pin-dir", pin_dir]
+                                        "--tier", self.tier, "--pin-dir", pin_dir, "--duration", str(SENSOR_DURATION)]
         if cgroup:
             argv = ["sh", "-c", 'echo $$ > %s/cgroup.procs && exec "$@"' % cgroup, "sh"] + argv
         with open(self.out_path, "w") as out, open(self.out_path + ".err", "w") as err:
@@ -1026,20 +1027,33 @@ class Runner:
             pass
         return out
 
+    def signal_sensor(self, sig):
+        """Signal the sensor from a forked child: a sensor that protects itself may kill the sender, and the
+        sender must not be this runner (or the test process above it)."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.kill(self.sensor.pid, sig)
+            except OSError:
+                os._exit(1)
+            os._exit(0)
+        return os.waitpid(pid, 0)[1]
+
     def stop_sensor(self):
+        """SIGTERM (and SIGKILL after 60 s); a sensor that refuses both ends at its --duration."""
         if self.sensor is None:
             return
         if self.sensor.poll() is None:
-            os.kill(self.sensor.pid, signal.SIGCONT)
-            self.sensor.terminate()
+            self.signal_sensor(signal.SIGCONT)
+            self.signal_sensor(signal.SIGTERM)
             try:
                 self.sensor.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.sensor.kill()
+                self.signal_sensor(signal.SIGKILL)
                 self.sensor.wait()
 
     def kill_sensor(self):
-        self.sensor.kill()
+        self.signal_sensor(signal.SIGKILL)
         self.sensor.wait()
 
     # --------------------------------------------------------- one group
