@@ -3,8 +3,8 @@
 `python3 -m vmtest.evasion_vm [--boot lsm-on,lsm-off] [--dist DIR | --build] [--work-dir DIR] [--timeout S]`
 
 Boots Debian 12's kernel (6.1; vmtest's verified fetch) with vmtest's Debian 12 userspace, the .deb built
-from this tree, vmtest/evasion.py and the 32-bit probe (built here with clang), once per boot; the guest
-runs every case of the catalog under the boot's tier (`python3 /vmtest/evasion.py --guest`) and writes one
+from this tree, vmtest/evasion.py and evasion_run.py, the 32-bit probe (built here with clang), once per boot; the guest
+runs every case of the catalog under the boot's tier (`python3 /vmtest/evasion_run.py --guest`) and writes one
 JSON line per case to ttyS1. Here each boot's cases are written to build/evasion/<tier>.json, printed as a
 table and judged against vmtest/evasion_expected.py. Exit 1 when a boot failed or a case moved.
 """
@@ -25,7 +25,7 @@ from toolbox import log
 from toolbox.errors import EnduraError
 from toolbox.run import run
 from toolbox.tools import require
-from vmtest import cpio, evasion, kernels, plan, results, rootfs, runner
+from vmtest import cpio, evasion_run, kernels, plan, results, rootfs, runner
 from vmtest.evasion_expected import judge
 
 HERE = Path(__file__).resolve().parent
@@ -34,7 +34,7 @@ TARGET = "debian-12"
 BOOTS = ("lsm-on", "lsm-off")
 #: guest_init.sh runs the vmtest driver; this overlay's /init runs the evasion suite instead
 DRIVER_LINE = "python3 /vmtest/guest.py"
-EVASION_LINE = "python3 /vmtest/evasion.py --guest"
+EVASION_LINE = "python3 /vmtest/evasion_run.py --guest"
 
 
 def write_overlay(fh, deb: Path, int80: Path | None) -> None:
@@ -47,7 +47,8 @@ def write_overlay(fh, deb: Path, int80: Path | None) -> None:
         raise EnduraError(f"{rootfs.INIT_SCRIPT} no longer runs '{DRIVER_LINE}'; update vmtest/evasion_vm.py")
     writer.file("init", init.replace(DRIVER_LINE, EVASION_LINE).encode(), 0o755)
     writer.directory("vmtest")
-    writer.file("vmtest/evasion.py", (HERE / "evasion.py").read_bytes(), 0o644)
+    for name in ("evasion.py", "evasion_run.py"):
+        writer.file(f"vmtest/{name}", (HERE / name).read_bytes(), 0o644)
     if int80 is not None:
         writer.file("vmtest/int80", int80.read_bytes(), 0o755)
     writer.directory("var/tmp", 0o1777)
@@ -93,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               runner.ARCH, cache=cache)
         base = rootfs.build_base(runner.userspace_suite(target.kernel.suite), mirror, runner.ARCH,
                                  target.python_package, target.libbpf_package, cache=cache)
-        int80 = evasion.build_int80(os.fspath(work / "int80"))
+        int80 = evasion_run.build_int80(os.fspath(work / "int80"))
         initrd = rootfs.assemble(base, work / "evasion.initrd.cpio",
                                  writer=lambda fh: write_overlay(fh, deb, Path(int80) if int80 else None))
         failed = False
@@ -102,15 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                cmdline=plan.kernel_cmdline(plan.BOOTS[boot], target.bpf_lsm_default),
                                console_log=work / f"{boot}.console.log", results_log=work / f"{boot}.results.jsonl")
             with log.step(f"booting {image.release} ({boot}): the evasion suite under tier "
-                          f"{evasion.GUEST_TIERS[boot]}"):
+                          f"{evasion_run.GUEST_TIERS[boot]}"):
                 seconds, problem = runner.boot(spec, ns.timeout)
             lines = results.parse_lines(spec.results_log.read_text(errors="replace") if spec.results_log.exists() else "")
             result = collect(lines)
             result["vm_seconds"] = round(seconds, 1)
-            tier = evasion.GUEST_TIERS[boot]
+            tier = evasion_run.GUEST_TIERS[boot]
             (ns.out_dir / f"{tier}.json").write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
             if result["cases"]:
-                print(evasion.table(result))
+                print(evasion_run.table(result))
             problems = ([problem] if problem else []) + result["errors"]
             if not result["complete"]:
                 problems.append("the guest did not finish (see the console log)")
