@@ -23,6 +23,12 @@ itself did not work there); false-positive cases are harmless operations: **ok**
 (`tests/integration/test_evasion.py`); the LSM and fentry tiers in the Debian 12 (6.1) test VM
 (`tests/integration/test_evasion_vm.py`).
 
+Where measured: tracepoint on the development host (kernel 6.18, x86_64; the scratch files on a tmpfs,
+inode-reuse on ext4); lsm and fentry in qemu (TCG) with Debian 12's 6.1 kernel, its root a ramfs, which
+never hands an inode number out again: inode-reuse is n/a there. Rules of a type the sensor does not
+have yet (`fileless_exec`, `io_uring`, `sensor`) are left out of the policy; the cases that would use them
+run with the rest of their rules.
+
 Re-run: `python3 -m vmtest.evasion --tier tracepoint` (root, on this host);
 `python3 -m vmtest.evasion_vm` (the VM tiers). A case that changes fails the suite until
 `vmtest/evasion_expected.py` is updated.
