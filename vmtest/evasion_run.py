@@ -17,9 +17,47 @@ import tempfile
 import time
 
 try:
-    from vmtest.evasion import (ATTACK_TIMEOUT, BASE_PORT, CASES, CASE_IDS, Ctx, GROUPS, HERE, MACHINE, SENSOR_DURATION, SINGLETONS, START_TIMEOUT, TAMPER_EVENTS, TIERS, X86_64, a_ldso, ldso, libc, outcome)
+    from vmtest.evasion import (
+        ATTACK_TIMEOUT,
+        BASE_PORT,
+        CASE_IDS,
+        CASES,
+        GROUPS,
+        HERE,
+        MACHINE,
+        SENSOR_DURATION,
+        SINGLETONS,
+        START_TIMEOUT,
+        TAMPER_EVENTS,
+        TIERS,
+        X86_64,
+        Ctx,
+        a_ldso,
+        ldso,
+        libc,
+        outcome,
+    )
 except ImportError:  # in the test VM: /vmtest/evasion_run.py next to /vmtest/evasion.py
-    from evasion import (ATTACK_TIMEOUT, BASE_PORT, CASES, CASE_IDS, Ctx, GROUPS, HERE, MACHINE, SENSOR_DURATION, SINGLETONS, START_TIMEOUT, TAMPER_EVENTS, TIERS, X86_64, a_ldso, ldso, libc, outcome)  # type: ignore[no-redef]
+    from evasion import (  # type: ignore[no-redef]
+        ATTACK_TIMEOUT,
+        BASE_PORT,
+        CASE_IDS,
+        CASES,
+        GROUPS,
+        HERE,
+        MACHINE,
+        SENSOR_DURATION,
+        SINGLETONS,
+        START_TIMEOUT,
+        TAMPER_EVENTS,
+        TIERS,
+        X86_64,
+        Ctx,
+        a_ldso,
+        ldso,
+        libc,
+        outcome,
+    )
 
 # ------------------------------------------------------------------ running a group under one sensor
 

@@ -14,8 +14,8 @@ import argparse
 import io
 import json
 import os
-import tarfile
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import List, Sequence
