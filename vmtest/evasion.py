@@ -58,8 +58,10 @@ ATTACK_TIMEOUT = 30.0
 SENSOR_DURATION = 1200  # a backstop: a group's sensor that cannot be stopped (self-protection) still ends
 
 # syscall numbers this file needs that Python lacks (x86_64, aarch64)
-NR = {"x86_64": {"clone": 56, "bpf": 321, "io_uring_setup": 425, "io_uring_enter": 426, "renameat2": 316},
-      "aarch64": {"clone": 220, "bpf": 280, "io_uring_setup": 425, "io_uring_enter": 426, "renameat2": 276}
+NR = {"x86_64": {"clone": 56, "bpf": 321, "io_uring_setup": 425, "io_uring_enter": 426, "renameat2": 316,
+                 "openat2": 437, "creat": 85, "sendmmsg": 307},
+      "aarch64": {"clone": 220, "bpf": 280, "io_uring_setup": 425, "io_uring_enter": 426, "renameat2": 276,
+                  "openat2": 437, "sendmmsg": 269}
       }.get(MACHINE, {})
 CLONE_FILES, CLONE_NEWNS, CLONE_NEWUSER = 0x400, 0x20000, 0x10000000
 MS_BIND, MS_REC, MS_PRIVATE = 0x1000, 0x4000, 1 << 18
@@ -395,6 +397,48 @@ def a_udp_sendto(ctx):
 
 def a_udp_sendmsg(ctx):
     socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendmsg([b"exfil"], [], 0, ("127.0.0.1", ctx.port))
+
+
+def a_openat2(ctx):
+    how = struct.pack("QQQ", os.O_WRONLY, 0, 0)  # struct open_how
+    fd = check_errno(libc.syscall(NR["openat2"], -100, ctx.p("protected").encode(), how, len(how)), "openat2")
+    os.write(fd, b"TAMPERED")
+
+
+def a_creat(ctx):
+    """creat(2), the old open(O_CREAT|O_WRONLY|O_TRUNC) of its own (x86_64 85): empties the protected file."""
+    fd = check_errno(libc.syscall(NR["creat"], ctx.p("protected").encode(), 0o644), "creat")
+    os.write(fd, b"TAMPERED")
+
+
+def a_hardlink_write(ctx):
+    os.link(ctx.p("protected"), ctx.p("alias"))
+    fd = os.open(ctx.p("alias"), os.O_WRONLY)
+    os.write(fd, b"TAMPERED")
+
+
+def a_symlink_write(ctx):
+    os.symlink(ctx.p("protected"), ctx.p("alias"))
+    fd = os.open(ctx.p("alias"), os.O_WRONLY)
+    os.write(fd, b"TAMPERED")
+
+
+def a_v4_mapped_connect(ctx):
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(("::ffff:127.0.0.1", ctx.port))
+
+
+def a_udp_sendmmsg(ctx):
+    """sendmmsg(2) with a destination in the msghdr: no connect(), no sendto()."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sin = ctypes.create_string_buffer(struct.pack("=H", socket.AF_INET) + struct.pack("!H", ctx.port)
+                                      + socket.inet_aton("127.0.0.1") + b"\0" * 8)
+    data = ctypes.create_string_buffer(b"exfil")
+    iov = ctypes.create_string_buffer(struct.pack("QQ", ctypes.addressof(data), 5))
+    msg = ctypes.create_string_buffer(struct.pack("QI4xQQQQi4xI4x", ctypes.addressof(sin), 16, ctypes.addressof(iov),
+                                                  1, 0, 0, 0, 0))  # struct mmsghdr: msghdr + msg_len
+    check_errno(libc.syscall(NR["sendmmsg"], sock.fileno(), msg, 1, 0), "sendmmsg")
 
 
 def a_udp_connect_send(ctx):
@@ -764,6 +808,10 @@ CASES = [
          [lambda c: {"type": "file", "dir": c.p("dir")}], setup_dir_and_prepared),
     Case("ln-into-dir", "path-not-inode", a_link_into_dir, lambda c: exists(c.p("dir", "linked"))(c),
          [lambda c: {"type": "file", "dir": c.p("dir")}], setup_dir_and_prepared),
+    Case("hardlink-then-write", "path-not-inode", a_hardlink_write, lambda c: changed(P(c))(c),
+         [lambda c: file_rule(P(c))], setup_protected),
+    Case("symlink-then-write", "path-not-inode", a_symlink_write, lambda c: changed(P(c))(c),
+         [lambda c: file_rule(P(c))], setup_protected),
     Case("unlink", "path-not-inode", a_unlink, lambda c: not os.path.exists(P(c)), [lambda c: file_rule(P(c))],
          setup_protected),
     Case("truncate-path", "path-not-inode", a_truncate, lambda c: changed(P(c))(c), [lambda c: file_rule(P(c))],
@@ -783,10 +831,17 @@ CASES = [
          [lambda c: file_rule(P(c)), lambda c: {"type": "io_uring"}], setup_protected),
     Case("io-uring-connect", "other-entry-points", lambda c: uring_connect(c.port), arrived,
          [lambda c: connect_rule(c.port), lambda c: {"type": "io_uring"}], tcp_listener),
+    Case("openat2", "other-entry-points", a_openat2, lambda c: changed(P(c))(c), [lambda c: file_rule(P(c))],
+         setup_protected),
+    Case("creat", "other-entry-points", a_creat, lambda c: changed(P(c))(c), [lambda c: file_rule(P(c))],
+         setup_protected, x86=True),
+    Case("v4-mapped-v6-connect", "other-entry-points", a_v4_mapped_connect, arrived, [lambda c: connect_rule(c.port)],
+         tcp_listener),
     Case("open-by-handle-at", "other-entry-points", a_open_by_handle, lambda c: changed(P(c))(c),
          [lambda c: file_rule(P(c))], setup_protected),
     Case("udp-sendto", "other-entry-points", a_udp_sendto, arrived, [lambda c: connect_rule(c.port)], udp_listener),
     Case("udp-sendmsg", "other-entry-points", a_udp_sendmsg, arrived, [lambda c: connect_rule(c.port)], udp_listener),
+    Case("udp-sendmmsg", "other-entry-points", a_udp_sendmmsg, arrived, [lambda c: connect_rule(c.port)], udp_listener),
     Case("udp-connect-send", "other-entry-points", a_udp_connect_send, arrived, [lambda c: connect_rule(c.port)],
          udp_listener),
     Case("tcp-fastopen", "other-entry-points", a_tcp_fastopen, arrived, [lambda c: connect_rule(c.port)], tcp_listener),

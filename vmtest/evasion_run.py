@@ -240,8 +240,13 @@ class Runner:
         results = {}
         todo = []
         for case in cases:
-            if case.x86 and (not X86_64 or not self.int80):
-                results[case.id] = {"outcome": "n/a", "detail": "x86_64 with the int80 helper only"}
+            if case.x86 and not X86_64:
+                results[case.id] = {"outcome": "n/a", "detail": "x86_64 only"}
+            elif case.cls == "32-bit" or case.id.startswith("fp-int80"):
+                if not self.int80:
+                    results[case.id] = {"outcome": "n/a", "detail": "needs the int80 helper (clang)"}
+                else:
+                    todo.append(case)
             elif case.attack is a_ldso and not ldso():
                 results[case.id] = {"outcome": "n/a", "detail": "no ld.so found"}
             else:
