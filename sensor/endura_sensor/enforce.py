@@ -41,12 +41,16 @@ TIERS = (
     Tier("fentry", "sensor_fentry.bpf.o", _programs(
         "endura_fentry", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
         ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf")), False),
-    # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed
+    # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed.
+    # sys_enter with file rules too: it kills the processes sharing a killed opener's fd table
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
-        "endura_tp", ("exec", "exec"), ("sys_exit", "file"), ("sys_enter", "connect module_load bpf")), False),
+        "endura_tp", ("exec", "exec"), ("sys_exit", "file"),
+        ("sys_enter", "file connect module_load bpf io_uring")), False),
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net")
+#: singleton rule types -> their endura_tamper index (the policy's `type`)
+TAMPER_INDEXES = {"module_load": events.TAMPER_MODULE_LOAD, "bpf": events.TAMPER_BPF, "io_uring": events.TAMPER_IO_URING}
 CONFIG_MARKER = "endura_config"  # pinned config map: the sensor that left these pins marks its bpf rule
 BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf rule is enforced
 #: the ring buffer and drop counter, so that a successor reads what this sensor's programs report while no
@@ -234,8 +238,8 @@ class Enforcer:
         want.update(file_map_values(resolved, self._rule_id))
         for rule in resolved.networks:
             want["endura_net"][events.net_key(rule.network, rule.port)] = self._value(rule)
-        tamper = {index: self._value(resolved.tamper[name]) for name, index in
-                  (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF)) if name in resolved.tamper}
+        tamper = {index: self._value(resolved.tamper[name]) for name, index in TAMPER_INDEXES.items()
+                  if name in resolved.tamper}
         for name, entries in want.items():
             if len(entries) > events.MAX_RULES:
                 raise SensorError(f"the policy needs {len(entries)} entries in {name} (limit {events.MAX_RULES}); "
@@ -355,7 +359,14 @@ class Enforcer:
         reads = sum(1 for own, under in files if own[events.SLOT_READ][1] or under[events.SLOT_READ][1])
         return events.CONFIG.pack(events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate),
                                   os.getpid(), below(exec_), len(files), below(files), len(want["endura_net"]), reads,
-                                  self.cgroup.id, self.cgroup.parent_id, self.cgroup.name.encode(), 0, 0, 0)
+                                  self.cgroup.id, self.cgroup.parent_id, self.cgroup.name.encode(), 0, 0,
+                                  self._tainted_files())
+
+    def _tainted_files(self) -> int:
+        """config.tainted_files as the kernel has it: the tracepoint tier sets it when it marks an fd table
+        (endura_tainted), and a rewrite of the config must not make it stop checking the marked ones."""
+        raw = libbpf.map_lookup(self._fds["endura_config"], ZERO, events.CONFIG.size)
+        return events.CONFIG.unpack(raw)[13] if raw else 0
 
     def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
               extra_exec: Sequence[str] = ()) -> Applied:
@@ -382,7 +393,7 @@ class Enforcer:
                     libbpf.map_update(self._fds[name], key, value)
                     current[key] = value
                     changed += 1
-        for index in (events.TAMPER_MODULE_LOAD, events.TAMPER_BPF):
+        for index in TAMPER_INDEXES.values():
             value = tamper.get(index, NO_RULE)
             if self._tamper.get(index, NO_RULE) != value:
                 libbpf.map_update(self._fds["endura_tamper"], index.to_bytes(4, "little"), value)
@@ -390,8 +401,7 @@ class Enforcer:
                 changed += 1
         kinds = {kind for kind, entries in (("exec", want["endura_exec"]), ("file", want["endura_files"]),
                                             ("connect", want["endura_net"])) if entries}
-        kinds |= {name for name, index in (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF))
-                  if index in tamper}
+        kinds |= {name for name, index in TAMPER_INDEXES.items() if index in tamper}
         self._kinds |= kinds
         self._sync_programs(detach=False)  # programs for new kinds, now that their maps are filled
         # 3. stale entries

@@ -43,5 +43,8 @@ def test_every_tier_attaches_its_exec_program_first_and_covers_every_rule_type()
     for tier in enforce.TIERS:
         assert tier.programs[0].kinds == ("exec",) and tier.program == tier.programs[0].name
         kinds = {k for p in tier.programs for k in p.kinds}
-        assert kinds == {"exec", "file", "connect", "module_load", "bpf"}, tier.name
+        assert kinds - {"io_uring"} == {"exec", "file", "connect", "module_load", "bpf"}, tier.name
         assert all(p.name.startswith(f"endura_{tier.object_name.split('_')[1].split('.')[0]}_") for p in tier.programs)
+    # io_uring_setup: only the tracepoint tier has a program for it so far
+    assert "io_uring" in enforce.TIER_BY_NAME["tracepoint"].programs[2].kinds
+    assert enforce.TAMPER_INDEXES["io_uring"] == enforce.events.TAMPER_IO_URING
