@@ -46,7 +46,10 @@ struct endura_taint {
 	__u32 rule_id;
 	__u32 detail;
 	__s32 fd;      /* the fd the killed process got (open) or used (send) ... */
-	__u64 file;    /* ... and its struct file: a recycled files_struct does not hold it at that fd */
+	__u64 file;    /* ... its struct file, inode number and f_mode: once every process using the table */
+	__u64 ino;     /* is gone, the files_struct and the struct file can both be recycled for another */
+	__u32 fmode;   /* process (seen: the next process of a test loop); a socket's inode number is new, */
+	__u32 pad;     /* and a protected file at that fd with that mode was itself a denied open */
 };
 
 struct {
@@ -135,6 +138,7 @@ static __always_inline void endura_taint_after(struct endura_tp_kill *last, stru
 					       __u32 detail)
 {
 	struct endura_taint taint = {};
+	struct file *file;
 	__u64 files;
 
 	if (!last || !last->type)
@@ -146,15 +150,18 @@ static __always_inline void endura_taint_after(struct endura_tp_kill *last, stru
 	taint.rule_id = last->rule_id;
 	taint.detail = detail;
 	taint.fd = fd;
-	taint.file = (__u64)endura_fd_file(fd);
+	file = endura_fd_file(fd);
+	taint.file = (__u64)file;
+	taint.ino = BPF_CORE_READ(file, f_inode, i_ino);
+	taint.fmode = BPF_CORE_READ(file, f_mode);
 	if (bpf_map_update_elem(&endura_tainted, &files, &taint, BPF_ANY) == 0 && !cfg->tainted_files)
 		__sync_fetch_and_add(&cfg->tainted_files, 1); /* userspace keeps it when it rewrites the config */
 }
 
 /*
  * A process sharing the fd table of one killed for an open or a send holds the same fds: kill it at
- * its next syscall (which still completes). A files_struct recycled for another process does not hold
- * the same struct file at the same fd, so it is left alone.
+ * its next syscall (which still completes). A files_struct recycled for another process is recognised
+ * (struct endura_taint) and left alone.
  */
 static __always_inline void endura_check_tainted(void)
 {
@@ -170,7 +177,8 @@ static __always_inline void endura_check_tainted(void)
 	if (!taint || endura_sigkill_pending())
 		return;
 	file = endura_fd_file(taint->fd);
-	if ((__u64)file != taint->file || !file)
+	if (!file || (__u64)file != taint->file || BPF_CORE_READ(file, f_inode, i_ino) != taint->ino ||
+	    BPF_CORE_READ(file, f_mode) != taint->fmode)
 		return;
 	endura_decide(ENDURA_RULE_KILL, false, true, &action, &kill_result);
 	e = endura_event_begin(taint->type, ENDURA_TIER_TRACEPOINT, taint->rule_id, action, kill_result);
