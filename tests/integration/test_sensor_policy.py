@@ -220,7 +220,7 @@ def test_file_rule_kills_writers_and_lets_readers_read(start, tmp_path):
     other = tmp_path / "etc" / "other.conf"
     sensor = start(rule(name="protect", type="file", path=str(protected))
                    + rule(name="secrets", type="file", dir=str(tmp_path / "secrets"), access="read-write"))
-    assert sensor.started["programs"] == ["endura_tp_exec", "endura_tp_sys_exit"]
+    assert sensor.started["programs"] == ["endura_tp_exec", "endura_tp_sys_exit", "endura_tp_sys_enter"]
     writer = [sys.executable, "-c", f"open({str(protected)!r}, 'a').write('tampered\\n')"]
     assert run(*writer) == KILLED
     assert run(sys.executable, "-c", f"open({str(protected)!r}, 'w')") == KILLED  # O_TRUNC: see README

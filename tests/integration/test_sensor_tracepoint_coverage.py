@@ -159,9 +159,9 @@ else:  # sendmmsg: an allowed first message, the denied one second
                     ("flags", ctypes.c_int), ("pad", ctypes.c_int), ("len", ctypes.c_uint)]  # struct mmsghdr: 64 bytes
     data = ctypes.create_string_buffer(b"x")
     iov = Iov(ctypes.cast(data, ctypes.c_void_p), 1)
+    iov_p = ctypes.cast(ctypes.pointer(iov), ctypes.c_void_p)
     addrs = [Addr(2, (p >> 8, p & 255), (127, 0, 0, 1)) for p in (int(sys.argv[3]), port)]
-    msgs = (Msg * 2)(*[Msg(ctypes.cast(ctypes.pointer(a), ctypes.c_void_p), 16, ctypes.cast(ctypes.pointer(iov), ctypes.c_void_p), 1)
-                        for a in addrs])
+    msgs = (Msg * 2)(*[Msg(ctypes.cast(ctypes.pointer(a), ctypes.c_void_p), 16, iov_p, 1) for a in addrs])
     assert ctypes.CDLL(None).sendmmsg(s.fileno(), msgs, 2, 0) == 2
 """
 
