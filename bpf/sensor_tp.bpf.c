@@ -344,8 +344,8 @@ int BPF_PROG(endura_tp_sys_exit, struct pt_regs *regs, long ret)
 	/* runs at the exit of every syscall: the cheapest tests first */
 	if (ret < 0)
 		return 0;
-	sc = endura_sc_classify(regs, ENDURA_SC_NR(regs), &compat, &layout32);
-	if (sc == ENDURA_SC_NONE || sc > ENDURA_SC_EXIT_LAST)
+	sc = endura_sc_classify(regs, ENDURA_SC_NR(regs), true, &compat, &layout32);
+	if (sc == ENDURA_SC_NONE)
 		return 0;
 	cfg = endura_cfg();
 	if (!cfg || !cfg->file_rules)
@@ -482,8 +482,8 @@ int BPF_PROG(endura_tp_sys_enter, struct pt_regs *regs, long id)
 		return 0;
 	if (cfg->tainted_files)
 		endura_check_tainted();
-	sc = endura_sc_classify(regs, (int)id, &compat, &layout32);
-	if (sc <= ENDURA_SC_EXIT_LAST)
+	sc = endura_sc_classify(regs, (int)id, false, &compat, &layout32);
+	if (sc == ENDURA_SC_NONE)
 		return 0;
 	switch (sc) {
 	case ENDURA_SC_CONNECT:

@@ -233,10 +233,10 @@ static __always_inline unsigned long endura_sc_arg(struct pt_regs *regs, bool co
 /*
  * What syscall `nr` does for the current task: *compat gets whether it is a compat syscall (32-bit
  * arguments), *layout32 whether user structs (msghdr) have the 32-bit layout (compat or x32). The
- * task's ABI is read only when the number means something in one of the tables: the common case
- * (read, write, futex, ...) costs two loads.
+ * task's ABI is read only when the number means something to this tracepoint (at_exit: sys_exit's
+ * kinds, else sys_enter's) in one of the tables: the common case (read, write, futex, ...) costs two loads.
  */
-static __always_inline int endura_sc_classify(struct pt_regs *regs, int nr, bool *compat, bool *layout32)
+static __always_inline int endura_sc_classify(struct pt_regs *regs, int nr, bool at_exit, bool *compat, bool *layout32)
 {
 	bool x32 = ENDURA_X32_BIT && (nr & ENDURA_X32_BIT);
 	__u64 i;
@@ -256,6 +256,11 @@ static __always_inline int endura_sc_classify(struct pt_regs *regs, int nr, bool
 	}
 	*compat = false;
 	*layout32 = x32;
+	/* only what this tracepoint handles (sys_exit: the results, sys_enter: the arguments) */
+	if ((native > ENDURA_SC_EXIT_LAST) == at_exit)
+		native = ENDURA_SC_NONE;
+	if ((other > ENDURA_SC_EXIT_LAST) == at_exit)
+		other = ENDURA_SC_NONE;
 	if (native == ENDURA_SC_NONE && other == ENDURA_SC_NONE)
 		return ENDURA_SC_NONE;
 	if (!x32 && endura_in_compat_syscall(regs)) {
