@@ -265,6 +265,29 @@ static __always_inline int endura_fd_check(struct endura_config *cfg, struct fil
 }
 
 /*
+ * Whether the name endura_name_op() read has a '/' after its first character (a path of more than one
+ * component). A global function: its answer is a number the verifier does not know, so what follows is
+ * not explored once per position of the loop's exit (24,000 instructions instead of 2,000).
+ */
+__noinline int endura_name_has_dir(void)
+{
+	struct endura_tp_name *buf;
+	__u32 zero = 0;
+	int i;
+
+	buf = bpf_map_lookup_elem(&endura_tp_names, &zero);
+	if (!buf)
+		return 1;
+	for (i = 1; i < ENDURA_PATH_LEN; i++) {
+		if (buf->name[i] == '\0')
+			return 0;
+		if (buf->name[i] == '/')
+			return 1;
+	}
+	return 0;
+}
+
+/*
  * A name (dirfd, user path) changed by a path syscall: when the directory it is in can be found without
  * a path walk, its `below` (dir rule) write verdicts apply. Found: a single component relative to the
  * dirfd or the cwd, or "/name" (the task's root). Returns whether it reported (and killed). Global:
@@ -278,20 +301,14 @@ __noinline int endura_name_op(__s64 dirfd, __u64 upath, __u32 op)
 	struct dentry *dir;
 	struct file *file;
 	__u32 zero = 0, flags = (1 << ENDURA_SLOT_WRITE) | ENDURA_CHECK_SKIP_SELF | ENDURA_CHECK_USER_NAME;
-	int i, len;
+	int len;
 
 	buf = bpf_map_lookup_elem(&endura_tp_names, &zero);
 	if (!buf || !upath)
 		return 0;
 	len = bpf_probe_read_user_str(buf->name, sizeof(buf->name), (const void *)upath);
-	if (len <= 1)
-		return 0;
-	for (i = 1; i < ENDURA_PATH_LEN; i++) {
-		if (buf->name[i] == '\0')
-			break;
-		if (buf->name[i] == '/')
-			return 0; /* a deeper path: not resolved by this tier */
-	}
+	if (len <= 1 || endura_name_has_dir())
+		return 0; /* a deeper path: not resolved by this tier */
 	if (buf->name[0] == '/') {
 		flags |= ENDURA_CHECK_NAME_AT1;
 		mnt = BPF_CORE_READ(task, fs, root.mnt);
