@@ -375,8 +375,8 @@ int BPF_PROG(endura_tp_sys_exit, struct pt_regs *regs, long ret)
 		endura_open_exit(regs, cfg, sc, compat, ret);
 		return 0;
 	}
-	if (ret != 0)
-		return 0;
+	if (ret != 0 || endura_sigkill_pending())
+		return 0; /* failed, or killed already (ext4's tracepoints saw this unlink or truncate) */
 	if (sc == ENDURA_SC_FTRUNCATE) {
 		endura_fd_check(cfg, endura_fd_file((int)endura_sc_arg(regs, compat, 0)), ENDURA_FILE_OP_TRUNCATE);
 		return 0;
@@ -412,6 +412,62 @@ int BPF_PROG(endura_tp_sys_exit, struct pt_regs *regs, long ret)
 										   : ENDURA_FILE_OP_UNLINK);
 		break;
 	}
+	return 0;
+}
+
+/*
+ * ext4's own tracepoints (the root filesystem of most hosts): they see unlink and truncate of any path,
+ * however deep, with the inode itself, in the caller's context. Loaded only where the kernel has them
+ * (Program.needs in enforce.py). The walk up is not possible without the mount: the file's own rules
+ * and its directory's `dir` rules count, not those of directories further up.
+ */
+#define ENDURA_PF_KTHREAD 0x00200000
+
+static __always_inline void endura_ext4_op(struct dentry *dentry, __u32 op)
+{
+	struct endura_config *cfg = endura_cfg();
+	struct endura_tp_name *buf;
+	__u32 zero = 0;
+
+	if (!cfg || !cfg->file_rules || !dentry || (bpf_get_current_task_btf()->flags & ENDURA_PF_KTHREAD))
+		return;
+	if (endura_file_check(0, (__u64)dentry, 1 << ENDURA_SLOT_WRITE, op))
+		return;
+	buf = bpf_map_lookup_elem(&endura_tp_names, &zero);
+	if (!buf || !cfg->file_subtree_rules)
+		return;
+	bpf_probe_read_kernel_str(buf->name, sizeof(buf->name), BPF_CORE_READ(dentry, d_name.name));
+	endura_file_check(0, (__u64)BPF_CORE_READ(dentry, d_parent),
+			  (1 << ENDURA_SLOT_WRITE) | ENDURA_CHECK_SKIP_SELF | ENDURA_CHECK_USER_NAME, op);
+}
+
+/* (struct inode *parent, struct dentry *dentry): read as a number, for endura_file_check()'s arguments */
+SEC("tp_btf/ext4_unlink_enter")
+int endura_tp_ext4_unlink(__u64 *ctx)
+{
+	struct dentry *dentry = NULL;
+
+	bpf_probe_read_kernel(&dentry, sizeof(dentry), &ctx[1]);
+	endura_ext4_op(dentry, ENDURA_FILE_OP_UNLINK);
+	return 0;
+}
+
+/*
+ * ext4_truncate(): truncate(2), ftruncate(2), O_TRUNC. Not for inodes without a name (i_nlink 0): a
+ * deleted file is truncated when its last user lets go (possibly any process), which is no attack.
+ */
+SEC("tp_btf/ext4_truncate_enter")
+int BPF_PROG(endura_tp_ext4_truncate, struct inode *inode)
+{
+	struct hlist_node *alias;
+
+	if (!BPF_CORE_READ(inode, i_nlink))
+		return 0;
+	alias = BPF_CORE_READ(inode, i_dentry.first);
+	if (!alias)
+		return 0;
+	endura_ext4_op((struct dentry *)((void *)alias - bpf_core_field_offset(struct dentry, d_u.d_alias)),
+		       ENDURA_FILE_OP_TRUNCATE);
 	return 0;
 }
 

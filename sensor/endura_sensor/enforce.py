@@ -15,6 +15,7 @@ from .errors import SensorError
 class Program:
     name: str
     kinds: Tuple[str, ...]  # rule types it enforces; attached only while the policy has such rules
+    needs: str = ""  # a kernel BTF type its attach point needs (optional program: not loaded without it)
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,24 @@ class Tier:
         return self.programs[0].name
 
 
-def _programs(prefix: str, *specs: Tuple[str, str]) -> Tuple[Program, ...]:
-    return tuple(Program(f"{prefix}_{name}", tuple(kinds.split())) for name, kinds in specs)
+def _programs(prefix: str, *specs: Tuple[str, ...]) -> Tuple[Program, ...]:
+    return tuple(Program(f"{prefix}_{spec[0]}", tuple(spec[1].split()), *spec[2:]) for spec in specs)
+
+
+_BTF_NAMES: Dict[str, bytes] = {}
+
+
+def kernel_has_btf_type(name: str, btf_dir: Path = Path("/sys/kernel/btf")) -> bool:
+    """Whether the kernel's BTF (vmlinux or a loaded module's) names `name` (e.g. a tracepoint's btf_trace_ type)."""
+    if str(btf_dir) not in _BTF_NAMES:
+        blobs = []
+        for path in sorted(btf_dir.glob("*")) if btf_dir.is_dir() else []:
+            try:
+                blobs.append(path.read_bytes())
+            except OSError:
+                pass
+        _BTF_NAMES[str(btf_dir)] = b"\0".join(blobs)
+    return b"\0" + name.encode() + b"\0" in _BTF_NAMES[str(btf_dir)]
 
 
 TIERS = (
@@ -45,7 +62,10 @@ TIERS = (
     # sys_enter with file rules too: it kills the processes sharing a killed opener's fd table
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
         "endura_tp", ("exec", "exec"), ("sys_exit", "file"),
-        ("sys_enter", "file connect module_load bpf io_uring")), False),
+        ("sys_enter", "file connect module_load bpf io_uring"),
+        # ext4's tracepoints: unlink and truncate by any path (where the kernel has ext4)
+        ("ext4_unlink", "file", "btf_trace_ext4_unlink_enter"),
+        ("ext4_truncate", "file", "btf_trace_ext4_truncate_enter")), False),
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net")
@@ -187,6 +207,8 @@ class Enforcer:
             raise SensorError(f"BPF object {self.path} is missing; build it with 'python3 -m bpf.build' "
                               "(nox -s bpf) or reinstall endura-sensor")
         self._obj = libbpf.BpfObject(self.path)
+        #: optional programs whose attach point this kernel lacks: not loaded, never attached
+        self.unavailable = [p.name for p in tier.programs if p.needs and not kernel_has_btf_type(p.needs)]
         self._ring: libbpf.RingBuffer | None = None
         self._entries: Dict[str, Dict[bytes, bytes]] = {name: {} for name in MAPS}
         self._tamper: Dict[int, bytes] = {}
@@ -204,6 +226,8 @@ class Enforcer:
         self._kinds: set = set()
         self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
         try:
+            for name in self.unavailable:
+                self._obj.skip(name)
             self._obj.load()
             self._fds = {name: self._obj.map_fd(name) for name in MAPS + ("endura_tamper", "endura_config",
                                                                           "endura_events", "endura_drops")}
@@ -257,6 +281,8 @@ class Enforcer:
         if not self._attach:
             return
         for program in self.tier.programs:
+            if program.name in self.unavailable:
+                continue
             needed = program is self.tier.programs[0] or bool(self._kinds & set(program.kinds))
             if needed and program.name not in self._links:
                 self._links[program.name] = link = self._obj.attach(program.name)

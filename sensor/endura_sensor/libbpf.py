@@ -146,6 +146,7 @@ def library(names=LIBRARY_NAMES) -> ctypes.CDLL:
         _proto(lib, "bpf_object__find_program_by_name", vp, vp, cp)
         _proto(lib, "bpf_object__find_map_fd_by_name", i, vp, cp)
         _proto(lib, "bpf_program__attach", vp, vp)
+        _proto(lib, "bpf_program__set_autoload", i, vp, ctypes.c_bool)
         _proto(lib, "bpf_link__destroy", i, vp)
         _proto(lib, "bpf_link__pin", i, vp, cp)
         _proto(lib, "bpf_obj_pin", i, i, cp)
@@ -219,6 +220,13 @@ class BpfObject:
         if err:
             raise BpfError(f"opening {self.path}", err, take_log())
         self._ptr: int | None = ptr
+
+    def skip(self, program: str) -> None:
+        """Do not load `program` (before load(): e.g. its attach point is missing from this kernel)."""
+        prog = library().bpf_object__find_program_by_name(self._ptr, program.encode())
+        if not prog:
+            raise BpfError(f"finding program {program} in {self.path.name}", errno_mod.ENOENT)
+        _raise_rc(f"not loading {program}", library().bpf_program__set_autoload(prog, False))
 
     def load(self) -> None:
         raise_memlock_rlimit()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_sensor_policy import KILLED, Sensor, bpf_dir, rule, run, start  # noqa: F401 (fixtures)
+from .test_sensor_policy import EXT4, KILLED, Sensor, bpf_dir, rule, run, start  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "sensor")]
@@ -69,7 +69,7 @@ def test_32bit_ordinary_syscalls_that_share_denied_64bit_numbers_are_not_killed(
     try:
         sensor = start(rule(type="module_load") + rule(type="bpf") + rule(type="file", path=str(protected))
                        + rule(type="connect", address="127.0.0.1", port=port))
-        assert sensor.started["programs"] == ["endura_tp_exec", "endura_tp_sys_exit", "endura_tp_sys_enter"]
+        assert sensor.started["programs"] == ["endura_tp_exec", "endura_tp_sys_exit", "endura_tp_sys_enter", *EXT4]
         # rt_sigprocmask 175 = init_module, splice 313 = finit_module, signalfd 321 = bpf (x86_64 numbers)
         results = [run(compat[bits], "ordinary", 2000) for bits in ("32", "64") for _ in range(5)]
         false_positives = sum(1 for r in results if r == KILLED)
@@ -108,7 +108,10 @@ def test_32bit_open_connect_send_bpf_and_module_calls_are_killed(start, tmp_path
     assert outcomes == {case: KILLED for case in cases}
     assert protected.read_text() == ""  # creat(2) is O_TRUNC: this tier kills after the effect (README)
     denied = [(r["type"], r.get("rule"), r.get("how")) for r in records if r["type"].endswith("_denied")]
-    assert denied == [("file_open_denied", "protect", None)] * 5 + [("connect_denied", "c2", "connect")] * 3 + [
+    # creat(2) truncates: on ext4 that is seen (and killed for) before the open's own check
+    truncated = [("file_op_denied", "protect", None)] if EXT4 else []
+    assert denied == [("file_open_denied", "protect", None)] * 2 + truncated + [
+        ("file_open_denied", "protect", None)] * 3 + [("connect_denied", "c2", "connect")] * 3 + [
         ("connect_denied", "udp", "sendmsg")] * 2 + [("bpf_denied", "bpf", None)] * 2 + [
         ("module_load_denied", "modules", "init_module"), ("module_load_denied", "modules", "finit_module")]
     assert all(r["action"] == ["killed"] for r in records if r["type"].endswith("_denied"))
@@ -276,3 +279,36 @@ def test_io_uring_setup_is_killed_under_an_io_uring_rule(bpf_dir, compat):
                 break
             enforcer.poll(got.append, 500)
     assert [(e.type, e.rule_id, e.action, e.detail) for e in got] == [("io_uring_denied", 42, ["killed"], 1)] * 2
+
+
+# ---------------------------------------------------------------- ext4's tracepoints: unlink and truncate by any path
+
+def _on_ext4(path):
+    return subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True).stdout.strip() == "ext2/ext3"
+
+
+def test_unlink_and_truncate_by_a_deep_path_are_killed_on_ext4(start, tmp_path):
+    from endura_sensor.enforce import TIER_BY_NAME, kernel_has_btf_type
+
+    if not _on_ext4(tmp_path) or not kernel_has_btf_type("btf_trace_ext4_unlink_enter"):
+        pytest.skip("needs the temporary directory on ext4 (this host's) and ext4 in the kernel")
+    log = _protected(tmp_path, "auth.log")
+    passwd = _protected(tmp_path, "passwd")
+    logs = tmp_path / "var" / "log"
+    logs.mkdir(parents=True)
+    (logs / "secure").write_text("entries\n")
+    other, new = tmp_path / "other", tmp_path / "etc" / "new"
+    other.write_text("x"), new.write_text("x")  # now: a file created after the rm could reuse auth.log's inode
+    sensor = start(rule(name="log", type="file", path=str(log)) + rule(name="passwd", type="file", path=str(passwd))
+                   + rule(name="logs", type="file", dir=str(logs)))
+    assert [p for p in sensor.started["programs"] if "ext4" in p] == [
+        p.name for p in TIER_BY_NAME["tracepoint"].programs if p.needs]
+    assert run("rm", "-f", log) == KILLED  # absolute, deep: unlinkat(AT_FDCWD, "/tmp/.../etc/auth.log")
+    assert run(sys.executable, "-c", f"import os; os.truncate({str(passwd)!r}, 0)") == KILLED  # truncate(2)
+    assert run("rm", "-f", logs / "secure") == KILLED  # a file in a `dir` rule's directory
+    assert run("rm", "-f", other) == 0 and run("truncate", "-s", "0", new) == 0
+    sensor.wait_for(lambda r: len(sensor.events("file_op_denied")) >= 3)
+    records = sensor.stop()
+    ops = [(r["rule"], r["op"], r["filename"]) for r in records if r["type"] == "file_op_denied"]
+    assert ops == [("log", "unlink", "auth.log"), ("passwd", "truncate", "passwd"), ("logs", "unlink", "secure")]
+    assert not log.exists() and passwd.read_text() == ""  # killed after the effect: this tier cannot refuse

@@ -48,3 +48,13 @@ def test_every_tier_attaches_its_exec_program_first_and_covers_every_rule_type()
     # io_uring_setup: only the tracepoint tier has a program for it so far
     assert "io_uring" in enforce.TIER_BY_NAME["tracepoint"].programs[2].kinds
     assert enforce.TAMPER_INDEXES["io_uring"] == enforce.events.TAMPER_IO_URING
+
+
+def test_optional_programs_need_their_attach_point_in_the_kernel_btf(tmp_path):
+    (tmp_path / "vmlinux").write_bytes(b"\0task_struct\0btf_trace_ext4_unlink_enter\0")
+    assert enforce.kernel_has_btf_type("btf_trace_ext4_unlink_enter", tmp_path)
+    assert not enforce.kernel_has_btf_type("btf_trace_ext4", tmp_path)  # whole names only
+    assert not enforce.kernel_has_btf_type("task", tmp_path / "missing")
+    optional = {p.name: p.needs for p in enforce.TIER_BY_NAME["tracepoint"].programs if p.needs}
+    assert optional == {"endura_tp_ext4_unlink": "btf_trace_ext4_unlink_enter",
+                        "endura_tp_ext4_truncate": "btf_trace_ext4_truncate_enter"}
