@@ -80,7 +80,8 @@ def test_32bit_ordinary_syscalls_that_share_denied_64bit_numbers_are_not_killed(
         records = sensor.stop()
     finally:
         server.close()
-    assert [r for r in records if r["type"].endswith("_denied")] == []
+    # (other processes of this shared host calling bpf() meanwhile are killed and reported: not ours)
+    assert [r for r in records if r["type"].endswith("_denied") and r["comm"].startswith("compat")] == []
 
 
 def test_32bit_open_connect_send_bpf_and_module_calls_are_killed(start, tmp_path, compat):
@@ -297,8 +298,13 @@ def test_unlink_and_truncate_by_a_deep_path_are_killed_on_ext4(start, tmp_path):
     logs = tmp_path / "var" / "log"
     logs.mkdir(parents=True)
     (logs / "secure").write_text("entries\n")
+    # second names elsewhere: the inodes outlive the unlinks. Else a file created later anywhere on this
+    # filesystem (the sensor's own status.json) may reuse a deleted protected file's inode number while its
+    # rule is still keyed on it: inode reuse is the path semantics' part of issue 14, not this tier's
+    os.link(log, tmp_path / "auth.log.keep")
+    os.link(logs / "secure", tmp_path / "secure.keep")
     other, new = tmp_path / "other", tmp_path / "etc" / "new"
-    other.write_text("x"), new.write_text("x")  # now: a file created after the rm could reuse auth.log's inode
+    other.write_text("x"), new.write_text("x")
     sensor = start(rule(name="log", type="file", path=str(log)) + rule(name="passwd", type="file", path=str(passwd))
                    + rule(name="logs", type="file", dir=str(logs)))
     assert [p for p in sensor.started["programs"] if "ext4" in p] == [
