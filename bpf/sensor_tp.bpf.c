@@ -10,7 +10,8 @@
  *  - ftruncate of a protected file; truncate/rename/link/unlink of a name whose directory is protected
  *    (a `dir` rule), where the tier can find that directory: a single-component name relative to a
  *    dirfd or the cwd, or /name. Raw sys_exit with ret == 0: the effect has happened. Deeper paths are
- *    not resolved here (no path walk in BPF): the LSM and fentry tiers see those.
+ *    not resolved here (no path walk in BPF), except unlink and truncate on ext4, whose own tracepoints
+ *    give the inode: the LSM and fentry tiers see the rest.
  *  - connect, and sendto/sendmsg/sendmmsg with a destination address (UDP, TCP Fast Open): raw
  *    sys_enter; the process dies when the call returns (a TCP SYN or one datagram may leave).
  *  - init_module/finit_module, bpf(), io_uring_setup(): raw sys_enter; the call completes, the
