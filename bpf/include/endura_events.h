@@ -32,6 +32,7 @@ enum endura_event_type {
 	ENDURA_EVENT_BPF_DENIED = 5,         /* bpf() by a process other than the sensor; detail = cmd */
 	ENDURA_EVENT_FILE_OP_DENIED = 6,     /* another change to a protected file or directory; detail = enum endura_file_op */
 	ENDURA_EVENT_SENSOR_TAMPER_DENIED = 7, /* an attempt on the sensor itself; detail = enum endura_sensor_op */
+	ENDURA_EVENT_IO_URING_DENIED = 8,    /* io_uring_setup(2) under an io_uring rule; detail = the entries asked for */
 };
 
 /* struct endura_event.detail for ENDURA_EVENT_EXEC_DENIED: how the file was to be run */

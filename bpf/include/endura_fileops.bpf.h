@@ -350,7 +350,7 @@ static __always_inline int endura_sendmsg_policy(struct msghdr *msg, __u32 tier,
 	name = BPF_CORE_READ(msg, msg_name);
 	if (!name || BPF_CORE_READ(msg, msg_namelen) < 4 || bpf_probe_read_kernel(sa, 28, name) < 0)
 		return 0;
-	return endura_connect_policy_how(sa, ENDURA_NET_SENDMSG, tier, can_block);
+	return endura_net_policy(sa, ENDURA_NET_SENDMSG, tier, can_block);
 }
 
 #endif /* ENDURA_FILEOPS_BPF_H */

@@ -24,35 +24,7 @@
 #define ENDURA_O_ACCMODE 3
 #define ENDURA_O_RDONLY 0
 
-/* syscall numbers (tracepoint tier: raw syscalls); -1 = no such syscall on this arch */
-#if defined(__TARGET_ARCH_x86)
-#define ENDURA_NR_OPEN 2
-#define ENDURA_NR_CREAT 85
-#define ENDURA_NR_OPENAT 257
-#define ENDURA_NR_OPENAT2 437
-#define ENDURA_NR_CONNECT 42
-#define ENDURA_NR_INIT_MODULE 175
-#define ENDURA_NR_FINIT_MODULE 313
-#define ENDURA_NR_BPF 321
-/* regs is a tp_btf argument (a trusted BTF pointer): read directly, no helper call on this hot path */
-#define ENDURA_SYSCALL_NR(regs) ((long)(regs)->orig_ax)
-#define ENDURA_SYSCALL_ARG1(regs) ((regs)->si) /* arguments 2 and 3 (0-based 1, 2): intact at sys_exit */
-#define ENDURA_SYSCALL_ARG2(regs) ((regs)->dx)
-#elif defined(__TARGET_ARCH_arm64)
-#define ENDURA_NR_OPEN -1
-#define ENDURA_NR_CREAT -1
-#define ENDURA_NR_OPENAT 56
-#define ENDURA_NR_OPENAT2 437
-#define ENDURA_NR_CONNECT 203
-#define ENDURA_NR_INIT_MODULE 105
-#define ENDURA_NR_FINIT_MODULE 273
-#define ENDURA_NR_BPF 280
-#define ENDURA_SYSCALL_NR(regs) ((long)(regs)->syscallno)
-#define ENDURA_SYSCALL_ARG1(regs) ((regs)->regs[1])
-#define ENDURA_SYSCALL_ARG2(regs) ((regs)->regs[2])
-#else
-#error "unsupported __TARGET_ARCH"
-#endif
+/* syscall numbers and arguments: endura_syscalls.bpf.h (the tracepoint tier only) */
 
 /*
  * Keep struct endura_event in the object's BTF (the layout test compares it with the Python
@@ -198,7 +170,11 @@ static __always_inline void endura_lookup_dentry(void *map, void *names, struct 
 				d = BPF_CORE_READ(mnt, mnt_mountpoint);
 				mnt = up;
 			}
-			rule = endura_rule_of(map, d, &up_key);
+			/* no generation test here: it doubled the verifier's cost of the walk (a directory with a
+			   `dir` rule is rarely removed, and the lsm/fentry tiers refuse it) */
+			if (endura_key_of_dentry(d, &up_key) != 0)
+				break;
+			rule = bpf_map_lookup_elem(map, &up_key);
 			if (rule)
 				endura_stricter(rule->below, slots);
 		}
@@ -245,6 +221,14 @@ static __always_inline int endura_decide(__u32 rule_action, bool can_block, bool
 	return ret;
 }
 
+/*
+ * A tier that can only kill may want to know what it killed for (the tracepoint tier marks the killed
+ * process's fd table: endura_tainted); it defines ENDURA_NOTE_KILL(type, rule_id) before including this.
+ */
+#ifndef ENDURA_NOTE_KILL
+#define ENDURA_NOTE_KILL(type, rule_id) ((void)0)
+#endif
+
 /* Reserve and fill the common part of an event; NULL (and a counted drop) when the ring is full. */
 static __always_inline struct endura_event *endura_event_begin(__u32 type, __u32 tier, __u32 rule_id, __u32 action,
 								int kill_result)
@@ -256,6 +240,8 @@ static __always_inline struct endura_event *endura_event_begin(__u32 type, __u32
 	__u32 zero = 0;
 
 	endura_anchor_event_type();
+	if (action & ENDURA_ACTION_KILLED)
+		ENDURA_NOTE_KILL(type, rule_id);
 	e = bpf_ringbuf_reserve(&endura_events, sizeof(*e), 0);
 	if (!e) {
 		__u64 *drops = bpf_map_lookup_elem(&endura_drops, &zero);
@@ -510,8 +496,8 @@ static __always_inline int endura_file_policy(struct file *file, __u32 tier, boo
 
 /* ---------------------------------------------------------------- connect */
 
-/* sa: a struct sockaddr copy (at least 28 bytes); how: enum endura_net_how (the event's detail). */
-static __always_inline int endura_connect_policy_how(const __u8 *sa, __u32 how, __u32 tier, bool can_block)
+/* sa: a struct sockaddr copy (at least 28 bytes); how: enum endura_net_how (connect, or a send with an address) */
+static __always_inline int endura_net_policy(const __u8 *sa, __u32 how, __u32 tier, bool can_block)
 {
 	struct endura_config *cfg = endura_cfg();
 	struct endura_net_key key = {};
@@ -556,7 +542,7 @@ static __always_inline int endura_connect_policy_how(const __u8 *sa, __u32 how, 
 
 static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, bool can_block)
 {
-	return endura_connect_policy_how(sa, ENDURA_NET_CONNECT, tier, can_block);
+	return endura_net_policy(sa, ENDURA_NET_CONNECT, tier, can_block);
 }
 
 /* ---------------------------------------------------------------- tamper: modules, bpf() */
@@ -596,7 +582,7 @@ static __always_inline bool endura_in_sensor_cgroup(const struct endura_config *
 	return true;
 }
 
-/* index: enum endura_tamper_index; detail: module how / bpf cmd; name may be NULL */
+/* index: enum endura_tamper_index; detail: module how / bpf cmd / io_uring_setup entries; name may be NULL */
 static __always_inline int endura_tamper_policy(__u32 index, __u32 detail, const char *name, bool user_name,
 						__u32 tier, bool can_block)
 {
@@ -620,7 +606,9 @@ static __always_inline int endura_tamper_policy(__u32 index, __u32 detail, const
 	}
 	/* request_module(): autoload on behalf of a process that did not ask for a module: refuse, never kill */
 	ret = endura_decide(rule->action, can_block, detail != ENDURA_MODULE_REQUEST, &action, &kill_result);
-	e = endura_event_begin(index == ENDURA_TAMPER_BPF ? ENDURA_EVENT_BPF_DENIED : ENDURA_EVENT_MODULE_LOAD_DENIED,
+	e = endura_event_begin(index == ENDURA_TAMPER_BPF        ? ENDURA_EVENT_BPF_DENIED
+			       : index == ENDURA_TAMPER_IO_URING ? ENDURA_EVENT_IO_URING_DENIED
+								 : ENDURA_EVENT_MODULE_LOAD_DENIED,
 			       tier, rule->rule_id, action, kill_result);
 	if (e) {
 		e->detail = detail;

@@ -15,8 +15,9 @@ from .errors import SensorError
 class Program:
     name: str
     kinds: Tuple[str, ...]  # rule types it enforces; attached only while the policy has such rules
-    #: optional programs: the kernel function they attach to. Missing in the kernel's BTF (path_* without
-    #: CONFIG_SECURITY_PATH, file_truncate before 6.2) -> not loaded, a warning names it; the tier still loads
+    #: optional programs: a name the kernel's BTF must hold for their attach point (bpf_lsm_path_rename,
+    #: security_file_truncate, btf_trace_ext4_unlink_enter). Missing (path_* without CONFIG_SECURITY_PATH,
+    #: file_truncate before 6.2, no ext4) -> not loaded, a warning names it; the tier still loads
     target: str = ""
 
 
@@ -32,8 +33,24 @@ class Tier:
         return self.programs[0].name
 
 
-def _programs(prefix: str, *specs: Tuple[str, str]) -> Tuple[Program, ...]:
-    return tuple(Program(f"{prefix}_{name}", tuple(kinds.split())) for name, kinds in specs)
+def _programs(prefix: str, *specs: Tuple[str, ...]) -> Tuple[Program, ...]:
+    return tuple(Program(f"{prefix}_{spec[0]}", tuple(spec[1].split()), *spec[2:]) for spec in specs)
+
+
+_BTF_NAMES: Dict[str, bytes] = {}
+
+
+def kernel_has_btf_type(name: str, btf_dir: Path = Path("/sys/kernel/btf")) -> bool:
+    """Whether the kernel's BTF (vmlinux or a loaded module's) names `name` (e.g. a tracepoint's btf_trace_ type)."""
+    if str(btf_dir) not in _BTF_NAMES:
+        blobs = []
+        for path in sorted(btf_dir.glob("*")) if btf_dir.is_dir() else []:
+            try:
+                blobs.append(path.read_bytes())
+            except OSError:
+                pass
+        _BTF_NAMES[str(btf_dir)] = b"\0".join(blobs)
+    return b"\0" + name.encode() + b"\0" in _BTF_NAMES[str(btf_dir)]
 
 
 #: the effect hooks (bpf/include/endura_fileops.bpf.h) of the lsm and fentry tiers: (LSM hook, kinds)
@@ -59,10 +76,14 @@ TIERS = (
         "endura_fentry", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"),
         ("socket_connect", "connect"), ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
         ("bpf", "bpf")) + _hooks("endura_fentry", "security_"), True),
-    # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed
+    # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed.
+    # sys_enter with file rules too: it kills the processes sharing a killed opener's fd table
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
         "endura_tp", ("exec", "exec fileless_exec"), ("sys_exit", "file"),
-        ("sys_enter", "connect module_load bpf"), ("sys_exit_interp", "interpreted")), False),
+        ("sys_enter", "file connect module_load bpf io_uring"), ("sys_exit_interp", "interpreted"),
+        # ext4's tracepoints: unlink and truncate by any path (where the kernel has ext4)
+        ("ext4_unlink", "file", "btf_trace_ext4_unlink_enter"),
+        ("ext4_truncate", "file", "btf_trace_ext4_truncate_enter")), False),
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net", "endura_exec_names", "endura_file_names", "endura_interpreters")
@@ -233,7 +254,7 @@ class Enforcer:
         self._kinds: set = set()
         self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
         #: optional programs whose kernel function is missing: never loaded nor attached
-        self.unavailable = {p.name: p for p in tier.programs if p.target and not libbpf.kernel_has_function(p.target)}
+        self.unavailable = {p.name: p for p in tier.programs if p.target and not kernel_has_btf_type(p.target)}
         try:
             for name in self.unavailable:
                 self._obj.set_autoload(name, False)
@@ -399,7 +420,13 @@ class Enforcer:
         return events.CONFIG.pack(events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate),
                                   os.getpid(), below(exec_), len(files) + len(names), below(files),
                                   len(want["endura_net"]), reads, self.cgroup.id, self.cgroup.parent_id,
-                                  self.cgroup.name.encode(), interpreters, n_names, 0)
+                                  self.cgroup.name.encode(), interpreters, n_names, self._tainted_files())
+
+    def _tainted_files(self) -> int:
+        """config.tainted_files as the kernel has it: the tracepoint tier sets it when it marks an fd table
+        (endura_tainted), and a rewrite of the config must not make it stop checking the marked ones."""
+        raw = libbpf.map_lookup(self._fds["endura_config"], ZERO, events.CONFIG.size)
+        return events.CONFIG.unpack(raw)[13] if raw else 0
 
     def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
               extra_exec: Sequence[str] = ()) -> Applied:
@@ -439,7 +466,8 @@ class Enforcer:
             kinds.add("interpreted")  # the open hooks see an interpreter reading an exec-denied file
         kinds |= {name for name, index in SINGLETON_INDEX.items() if index in tamper}
         missing = sorted(p.target for p in self.unavailable.values() if kinds & set(p.kinds)
-                         and not p.name.endswith("_file_truncate"))  # before 6.2 path_truncate covers it
+                         and not p.name.endswith("_file_truncate")  # before 6.2 path_truncate covers it
+                         and not p.target.startswith("btf_trace_ext4"))  # not an ext4 host: nothing to see
         if missing:
             warnings.append(f"tier {self.tier.name}: this kernel lacks {', '.join(missing)} (path hooks need "
                             "CONFIG_SECURITY_PATH; file_truncate came in 6.2): what they check is not enforced here")

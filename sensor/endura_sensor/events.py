@@ -15,11 +15,11 @@ COMM_LEN = 16
 PATH_LEN = 256
 
 EVENT_EXEC_DENIED, EVENT_FILE_OPEN_DENIED, EVENT_CONNECT_DENIED, EVENT_MODULE_LOAD_DENIED, EVENT_BPF_DENIED = 1, 2, 3, 4, 5
-EVENT_FILE_OP_DENIED, EVENT_SENSOR_TAMPER_DENIED = 6, 7
+EVENT_FILE_OP_DENIED, EVENT_SENSOR_TAMPER_DENIED, EVENT_IO_URING_DENIED = 6, 7, 8
 EVENT_TYPES: Dict[int, str] = {EVENT_EXEC_DENIED: "exec_denied", EVENT_FILE_OPEN_DENIED: "file_open_denied",
                                EVENT_CONNECT_DENIED: "connect_denied", EVENT_MODULE_LOAD_DENIED: "module_load_denied",
                                EVENT_BPF_DENIED: "bpf_denied", EVENT_FILE_OP_DENIED: "file_op_denied",
-                               EVENT_SENSOR_TAMPER_DENIED: "sensor_tamper_denied"}
+                               EVENT_SENSOR_TAMPER_DENIED: "sensor_tamper_denied", EVENT_IO_URING_DENIED: "io_uring_denied"}
 #: struct endura_event.detail names per event type (enum endura_exec_how, endura_file_op, endura_net_how,
 #: endura_sensor_op)
 EXEC_HOW: Dict[int, str] = {0: "execve", 1: "interpreted", 2: "mmap", 3: "fileless"}
@@ -140,7 +140,7 @@ class Event:
         if self.type != "connect_denied":
             for key in ("addr", "port", "family"):
                 del d[key]
-        if self.type in ("connect_denied", "module_load_denied", "bpf_denied", "sensor_tamper_denied"):
+        if self.type in ("connect_denied", "module_load_denied", "bpf_denied", "sensor_tamper_denied", "io_uring_denied"):
             del d["dev"], d["ino"]
         if self.type == "file_open_denied":
             d["access"] = [name for bit, name in ((1, "read"), (2, "write")) if self.detail & bit]
@@ -220,7 +220,8 @@ def to_record(v: tuple) -> dict:
               "tier": TIERS.get(tier) or f"unknown({tier})", "rule_id": v[3], "timestamp_ns": v[4],
               "cgroup_id": v[5], "pid": v[6], "tid": v[7], "ppid": v[8], "uid": v[9], "gid": v[10],
               "kill_result": v[11]}
-    if kind not in (EVENT_CONNECT_DENIED, EVENT_MODULE_LOAD_DENIED, EVENT_BPF_DENIED, EVENT_SENSOR_TAMPER_DENIED):
+    if kind not in (EVENT_CONNECT_DENIED, EVENT_MODULE_LOAD_DENIED, EVENT_BPF_DENIED, EVENT_SENSOR_TAMPER_DENIED,
+                    EVENT_IO_URING_DENIED):
         record["dev"], record["ino"] = v[12], v[13]
     record["comm"] = _cstring(v[14])
     record["filename"] = _cstring(v[15])

@@ -221,6 +221,13 @@ class BpfObject:
             raise BpfError(f"opening {self.path}", err, take_log())
         self._ptr: int | None = ptr
 
+    def skip(self, program: str) -> None:
+        """Do not load `program` (before load(): e.g. its attach point is missing from this kernel)."""
+        prog = library().bpf_object__find_program_by_name(self._ptr, program.encode())
+        if not prog:
+            raise BpfError(f"finding program {program} in {self.path.name}", errno_mod.ENOENT)
+        _raise_rc(f"not loading {program}", library().bpf_program__set_autoload(prog, False))
+
     def load(self) -> None:
         raise_memlock_rlimit()
         _raise_rc(f"loading {self.path.name}", library().bpf_object__load(self._ptr))
@@ -268,20 +275,6 @@ class BpfObject:
         self.close()
 
 
-_btf_strings: Dict[str, bytes] = {}
-
-
-def kernel_has_function(name: str, btf: Path = Path("/sys/kernel/btf/vmlinux")) -> bool:
-    """Whether the kernel's BTF names `name` (what libbpf needs to attach lsm/ and fmod_ret/ programs to it).
-    A whole-name match in the BTF blob (its string table: function names such as bpf_lsm_path_rename or
-    security_file_truncate are no other type's names); True when the BTF cannot be read (the load decides)."""
-    key = os.fspath(btf)
-    if key not in _btf_strings:
-        try:
-            _btf_strings[key] = btf.read_bytes()
-        except OSError:
-            return True
-    return b"\0" + name.encode() + b"\0" in _btf_strings[key]
 
 
 def obj_pin(fd: int, path: Path) -> None:

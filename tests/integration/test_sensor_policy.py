@@ -22,6 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "sensor")]
 from endura_sensor import events  # noqa: E402
+from endura_sensor.enforce import TIER_BY_NAME, kernel_has_btf_type  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/sys/kernel/btf/vmlinux"),
                                 reason="loading BPF needs root and a kernel with BTF")
@@ -29,6 +30,9 @@ TRUE = shutil.which("true")
 KILLED = -signal.SIGKILL
 #: the program that sees interpreters read exec-denied files, attached with any exec rule
 INTERP = ["endura_tp_sys_exit_interp"]
+#: the tracepoint tier's ext4 programs (file rules), where this kernel has ext4
+EXT4 = [p.name for p in TIER_BY_NAME["tracepoint"].programs
+        if p.target.startswith("btf_trace_") and kernel_has_btf_type(p.target)]
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +227,7 @@ def test_file_rule_kills_writers_and_lets_readers_read(start, tmp_path):
     other = tmp_path / "etc" / "other.conf"
     sensor = start(rule(name="protect", type="file", path=str(protected))
                    + rule(name="secrets", type="file", dir=str(tmp_path / "secrets"), access="read-write"))
-    assert sensor.started["programs"] == ["endura_tp_exec", "endura_tp_sys_exit"]
+    assert sensor.started["programs"] == ["endura_tp_exec", "endura_tp_sys_exit", "endura_tp_sys_enter", *EXT4]
     writer = [sys.executable, "-c", f"open({str(protected)!r}, 'a').write('tampered\\n')"]
     assert run(*writer) == KILLED
     assert run(sys.executable, "-c", f"open({str(protected)!r}, 'w')") == KILLED  # O_TRUNC: see README
@@ -428,7 +432,7 @@ def test_programs_follow_the_rule_kinds_across_reloads(start, tmp_path):
     assert sensor.started["programs"] == ["endura_tp_exec", *INTERP]
     sensor.write("50-test.toml", rule(type="file", path=str(protected)) + rule(type="bpf", action="audit"))
     loaded = sensor.wait_for(lambda r: r["type"] == "policy_loaded")
-    assert loaded["programs"] == ["endura_tp_exec", "endura_tp_sys_exit", "endura_tp_sys_enter"]
+    assert loaded["programs"] == ["endura_tp_exec", "endura_tp_sys_exit", "endura_tp_sys_enter", *EXT4]
     assert run("sh", "-c", f"echo x > {protected}") == KILLED
     sensor.write("50-test.toml", rule(type="connect", port=9))
     loaded = sensor.wait_for(lambda r: len(sensor.events("policy_loaded")) == 2)

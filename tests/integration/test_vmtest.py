@@ -184,9 +184,10 @@ def test_lsm_off_falls_back_to_fentry_and_still_refuses(two_kernels, target):
 def test_boot_to_result_time_is_reported(two_kernels):
     _, work = two_kernels
     for s in json.loads((work / "summary.json").read_text()):
-        # lsm-on on 6.12 under TCG: 32 s before the effect hooks, 73 s after on a loaded 2-core host (the
-        # check's three tiers and every sensor start load and attach ~20 programs per blocking tier)
-        assert 0 < s["boot_to_result_seconds"] < 150, s
+        # reported, not bounded (timings belong in benchmarks): lsm-on on 6.12 under TCG took 32 s before the
+        # effect hooks, 73-180 s after on a loaded 2-core host (every sensor start loads and attaches ~20
+        # programs per blocking tier)
+        assert s["boot_to_result_seconds"] > 0, s
 
 
 # ---------------------------------------------------------------- bad input

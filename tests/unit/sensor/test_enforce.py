@@ -43,7 +43,8 @@ def test_every_tier_attaches_its_exec_program_first_and_covers_every_rule_type()
     for tier in enforce.TIERS:
         assert tier.programs[0].kinds[0] == "exec" and tier.program == tier.programs[0].name
         kinds = {k for p in tier.programs for k in p.kinds}
-        assert kinds == {"exec", "file", "connect", "module_load", "bpf", "fileless_exec", "interpreted"}, tier.name
+        assert kinds - {"io_uring"} == {"exec", "file", "connect", "module_load", "bpf", "fileless_exec",
+                                         "interpreted"}, tier.name
         assert all(p.name.startswith(f"endura_{tier.object_name.split('_')[1].split('.')[0]}_") for p in tier.programs)
 
 
@@ -58,16 +59,19 @@ def test_the_blocking_tiers_have_the_same_effect_hooks_and_only_they_are_optiona
         assert all(p.target == prefix + hook for hook, p in optional.items())
         assert optional["socket_sendmsg"].kinds == ("connect",) and optional["file_mprotect"].kinds == ("exec",)
         assert set(optional["mmap_file"].kinds) == {"exec", "file"} and optional["path_rename"].kinds == ("file",)
-    assert not any(p.target for p in enforce.TIER_BY_NAME["tracepoint"].programs)
+    # the tracepoint tier's optional programs are ext4's tracepoints
+    assert {p.name: p.target for p in enforce.TIER_BY_NAME["tracepoint"].programs if p.target} == {
+        "endura_tp_ext4_unlink": "btf_trace_ext4_unlink_enter", "endura_tp_ext4_truncate": "btf_trace_ext4_truncate_enter"}
 
 
-def test_a_kernel_function_is_found_by_its_whole_name_in_the_btf(tmp_path):
-    from endura_sensor import libbpf
-
-    btf = tmp_path / "vmlinux"
-    btf.write_bytes(b"\x9f\xeb\x01\0...\0security_path_rename\0bpf_lsm_path_rename\0security_file_truncate_x\0")
-    assert libbpf.kernel_has_function("security_path_rename", btf)
-    assert libbpf.kernel_has_function("bpf_lsm_path_rename", btf)
-    assert not libbpf.kernel_has_function("security_file_truncate", btf)  # only a longer name has it as prefix
-    assert not libbpf.kernel_has_function("path_rename", btf)  # nor as a suffix
-    assert libbpf.kernel_has_function("anything", tmp_path / "missing")  # unreadable: the load decides
+def test_a_kernel_function_or_type_is_found_by_its_whole_name_in_the_btf(tmp_path):
+    (tmp_path / "vmlinux").write_bytes(b"\x9f\xeb\x01\0...\0security_path_rename\0bpf_lsm_path_rename\0"
+                                       b"security_file_truncate_x\0")
+    (tmp_path / "ext4").write_bytes(b"\0task_struct\0btf_trace_ext4_unlink_enter\0")  # a module's BTF
+    assert enforce.kernel_has_btf_type("security_path_rename", tmp_path)
+    assert enforce.kernel_has_btf_type("bpf_lsm_path_rename", tmp_path)
+    assert enforce.kernel_has_btf_type("btf_trace_ext4_unlink_enter", tmp_path)
+    assert not enforce.kernel_has_btf_type("security_file_truncate", tmp_path)  # only a longer name has it as prefix
+    assert not enforce.kernel_has_btf_type("path_rename", tmp_path)  # nor as a suffix
+    assert not enforce.kernel_has_btf_type("task", tmp_path / "missing")
+    assert enforce.SINGLETON_INDEX["io_uring"] == enforce.events.TAMPER_IO_URING
