@@ -101,12 +101,15 @@ def test_two_kernels_pass_every_scenario(two_kernels):
 
 
 def _events(obs: dict) -> dict[str, list]:
-    """event type -> [(rule, action)] of one scenario's events from the exec, file and connect probes (the
-    effect probes' events, which say how or which op, are checked by _effects_refused)."""
+    """event type -> [(rule, action)] of one scenario's events from the exec, file and connect probes, each
+    once (the effects' open_trunc repeats file_open_denied; the other effect probes' events, which say how or
+    which op, are checked by _effects_refused)."""
     out: dict[str, list] = {}
     for e in obs["events"]:
         if e["type"] not in ("stopped", "file_op_denied") and e.get("how") not in ("mmap", "sendmsg"):
-            out.setdefault(e["type"], []).append((e.get("rule"), e.get("action")))
+            seen = out.setdefault(e["type"], [])
+            if (e.get("rule"), e.get("action")) not in seen:
+                seen.append((e.get("rule"), e.get("action")))
     return out
 
 
