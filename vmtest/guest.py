@@ -167,6 +167,17 @@ def _create_in_protdir() -> None:
     os.close(os.open(os.path.join(PROTDIR, "new"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
 
+def _exchange() -> None:
+    """renameat2(prepared, protected, RENAME_EXCHANGE): both names move (the protected file out)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, PREPARED.encode(), at_fdcwd, PROTECTED.encode(), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def _sendto(port: int):
     def action() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -196,6 +207,7 @@ def effect_actions(early_fd: int) -> list:
     return [
         ("rename_over", lambda: os.rename(PREPARED, PROTECTED)),
         ("rename_away", lambda: os.rename(PROTECTED, PREPARED + ".moved")),
+        ("rename_exchange", _exchange),
         ("rename_into", lambda: os.rename(PREPARED, new)),
         ("link_into", lambda: os.link(PREPARED, new)),
         ("link_from", lambda: os.link(PROTECTED, PREPARED + ".link")),

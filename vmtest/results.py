@@ -57,6 +57,7 @@ EVENTS = {
 EFFECT_EVENTS = {
     "rename_over": ("file_op_denied", "op", "rename_to", "vmtest-file"),
     "rename_away": ("file_op_denied", "op", "rename_from", "vmtest-file"),
+    "rename_exchange": ("file_op_denied", "op", "rename_to", "vmtest-file"),  # renameat2 RENAME_EXCHANGE
     "rename_into": ("file_op_denied", "op", "rename_to", "vmtest-dir"),
     "link_into": ("file_op_denied", "op", "link_to", "vmtest-dir"),
     "link_from": ("file_op_denied", "op", "link_from", "vmtest-file"),
