@@ -71,6 +71,7 @@ EFFECT_EVENTS = {
     "mkdir": ("file_op_denied", "op", "create", "vmtest-dir"),
     "symlink": ("file_op_denied", "op", "create", "vmtest-dir"),
     "ldso": ("exec_denied", "how", "mmap", "vmtest-exec"),
+    "tcp_fastopen": ("connect_denied", "how", "sendmsg", "vmtest-connect"),  # sendto(MSG_FASTOPEN), no connect()
     "sendto": ("connect_denied", "how", "sendmsg", "vmtest-connect"),
 }
 PROTDIR_LISTING = ["kept", "sub"]
