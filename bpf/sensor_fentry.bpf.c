@@ -79,7 +79,7 @@ int BPF_PROG(endura_fentry_path_rename, const struct path *old_dir, struct dentr
 {
 	if (ret)
 		return ret;
-	return endura_rename_policy(old_dir, old_dentry, new_dir, new_dentry, ENDURA_TIER_FENTRY, true);
+	return endura_rename_policy(old_dir, old_dentry, new_dir, new_dentry, flags, ENDURA_TIER_FENTRY, true);
 }
 
 SEC("fmod_ret/security_path_link")

@@ -87,7 +87,7 @@ int BPF_PROG(endura_lsm_path_rename, const struct path *old_dir, struct dentry *
 {
 	if (ret)
 		return ret;
-	return endura_rename_policy(old_dir, old_dentry, new_dir, new_dentry, ENDURA_TIER_LSM, true);
+	return endura_rename_policy(old_dir, old_dentry, new_dir, new_dentry, flags, ENDURA_TIER_LSM, true);
 }
 
 SEC("lsm/path_link")

@@ -167,11 +167,28 @@ def _create_in_protdir() -> None:
     os.close(os.open(os.path.join(PROTDIR, "new"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
 
 
+def _exchange() -> None:
+    """renameat2(prepared, protected, RENAME_EXCHANGE): both names move (the protected file out)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, PREPARED.encode(), at_fdcwd, PROTECTED.encode(), rename_exchange) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def _sendto(port: int):
     def action() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(b"endura vmtest", ("127.0.0.1", port))
     return action
+
+
+def _fastopen() -> None:
+    """TCP Fast Open: the SYN (with data) goes out from sendto(MSG_FASTOPEN), no connect() call."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.sendto(b"endura vmtest", socket.MSG_FASTOPEN, ("127.0.0.1", DENIED_PORT))
 
 
 def ldso(path: str) -> str:
@@ -196,6 +213,7 @@ def effect_actions(early_fd: int) -> list:
     return [
         ("rename_over", lambda: os.rename(PREPARED, PROTECTED)),
         ("rename_away", lambda: os.rename(PROTECTED, PREPARED + ".moved")),
+        ("rename_exchange", _exchange),
         ("rename_into", lambda: os.rename(PREPARED, new)),
         ("link_into", lambda: os.link(PREPARED, new)),
         ("link_from", lambda: os.link(PROTECTED, PREPARED + ".link")),
@@ -215,7 +233,8 @@ def effect_actions(early_fd: int) -> list:
 def effect_probes(early_fd: int) -> dict:
     out = {name: forked(action) for name, action in effect_actions(early_fd)}
     out["ldso"] = ldso(DENIED)
-    out["sendto"] = forked(_sendto(DENIED_PORT))  # last: the driver waits for its event
+    out["tcp_fastopen"] = forked(_fastopen)
+    out["sendto"] = forked(_sendto(DENIED_PORT))  # last: the driver waits for its event (the 2nd with how sendmsg)
     out["sendto_allowed"] = forked(_sendto(ALLOWED_PORT))
     out["ldso_allowed"] = ldso(ALLOWED)
     try:
@@ -381,12 +400,13 @@ EVENT_WAIT = 3.0
 def wait_for_events(out_path: str, timeout: float, effects: bool = False) -> None:
     """Until the sensor wrote an event of each of EVENT_TYPES (it polls its ring buffer every 100 ms),
     at most `timeout` seconds: under load a fixed pause is either too short or wasted. With effects: also
-    the sendto probe's event, the last one they cause (the ring buffer keeps the order)."""
+    the sendto probe's event, the last one they cause (the 2nd with how sendmsg, after tcp_fastopen's; the
+    ring buffer keeps the order)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         events = read_json_lines(out_path)
         if set(EVENT_TYPES) <= {e.get("type") for e in events} and (
-                not effects or any(e.get("how") == "sendmsg" for e in events)):
+                not effects or sum(e.get("how") == "sendmsg" for e in events) >= 2):
             return
         time.sleep(0.05)
 

@@ -57,6 +57,7 @@ EVENTS = {
 EFFECT_EVENTS = {
     "rename_over": ("file_op_denied", "op", "rename_to", "vmtest-file"),
     "rename_away": ("file_op_denied", "op", "rename_from", "vmtest-file"),
+    "rename_exchange": ("file_op_denied", "op", "rename_to", "vmtest-file"),  # renameat2 RENAME_EXCHANGE
     "rename_into": ("file_op_denied", "op", "rename_to", "vmtest-dir"),
     "link_into": ("file_op_denied", "op", "link_to", "vmtest-dir"),
     "link_from": ("file_op_denied", "op", "link_from", "vmtest-file"),
@@ -70,6 +71,7 @@ EFFECT_EVENTS = {
     "mkdir": ("file_op_denied", "op", "create", "vmtest-dir"),
     "symlink": ("file_op_denied", "op", "create", "vmtest-dir"),
     "ldso": ("exec_denied", "how", "interpreted", "vmtest-exec"),  # ld.so is an interpreter: its open is refused
+    "tcp_fastopen": ("connect_denied", "how", "sendmsg", "vmtest-connect"),  # sendto(MSG_FASTOPEN), no connect()
     "sendto": ("connect_denied", "how", "sendmsg", "vmtest-connect"),
 }
 PROTDIR_LISTING = ["kept", "sub"]

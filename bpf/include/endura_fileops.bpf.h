@@ -18,6 +18,7 @@
 #define ENDURA_VM_EXEC 4     /* vma->vm_flags VM_EXEC */
 #define ENDURA_S_IFMT 0170000
 #define ENDURA_S_IFDIR 0040000
+#define ENDURA_RENAME_EXCHANGE 2 /* renameat2(2) flag: both names move */
 
 #define ENDURA_WANT_WRITE (1 << ENDURA_SLOT_WRITE)
 /*
@@ -122,15 +123,16 @@ static __always_inline void endura_lookup_object(bool global, struct vfsmount *m
 }
 
 /*
- * The write verdict for the name d in the directory dir (mnt): an existing object as above; a name
- * that does not exist yet (a negative dentry): a `path` rule on that very name (the names map) and the
- * `below` write verdicts of dir and its ancestors, *key = the directory.
+ * The verdict for the name d in the directory dir (mnt): an existing object as above (`wanted`: write when
+ * it is replaced, any when it moves too: RENAME_EXCHANGE); a name that does not exist yet (a negative
+ * dentry): a `path` rule on that very name (the names map) and the `below` write verdicts of dir and its
+ * ancestors, *key = the directory.
  */
 static __always_inline void endura_lookup_name(struct vfsmount *mnt, struct dentry *dir, struct dentry *d, bool subtree,
-					       bool names, struct endura_found *found)
+					       bool names, __u32 wanted, struct endura_found *found)
 {
 	if (BPF_CORE_READ(d, d_inode)) {
-		endura_lookup_object(true, mnt, d, subtree, ENDURA_WANT_WRITE, found);
+		endura_lookup_object(true, mnt, d, subtree, wanted, found);
 		return;
 	}
 	if (!subtree && !names)
@@ -151,8 +153,8 @@ static __always_inline struct endura_config *endura_file_cfg(void)
 /* ---------------------------------------------------------------- rename, link */
 
 static __always_inline int endura_rename_policy(const struct path *old_dir, struct dentry *old_dentry,
-						const struct path *new_dir, struct dentry *new_dentry, __u32 tier,
-						bool can_block)
+						const struct path *new_dir, struct dentry *new_dentry, unsigned int flags,
+						__u32 tier, bool can_block)
 {
 	struct endura_config *cfg = endura_file_cfg();
 	struct endura_found found = {};
@@ -167,7 +169,7 @@ static __always_inline int endura_rename_policy(const struct path *old_dir, stru
 		return endura_file_op_report(ENDURA_FILE_OP_RENAME_FROM, &found, old_dentry, tier, can_block);
 	/* the target: a protected object replaced, or a new name in a protected directory */
 	endura_lookup_name(BPF_CORE_READ(new_dir, mnt), BPF_CORE_READ(new_dir, dentry), new_dentry, subtree,
-			   cfg->name_rules != 0, &found);
+			   cfg->name_rules != 0, flags & ENDURA_RENAME_EXCHANGE ? ENDURA_WANT_ANY : ENDURA_WANT_WRITE, &found);
 	if (found.best.action != ENDURA_RULE_NONE)
 		return endura_file_op_report(ENDURA_FILE_OP_RENAME_TO, &found, new_dentry, tier, can_block);
 	return 0;
@@ -188,7 +190,8 @@ static __always_inline int endura_link_policy(struct dentry *old_dentry, const s
 	endura_lookup_object(true, mnt, old_dentry, subtree, ENDURA_WANT_ANY, &found);
 	if (found.best.action != ENDURA_RULE_NONE)
 		return endura_file_op_report(ENDURA_FILE_OP_LINK_FROM, &found, old_dentry, tier, can_block);
-	endura_lookup_name(mnt, BPF_CORE_READ(new_dir, dentry), new_dentry, subtree, cfg->name_rules != 0, &found);
+	endura_lookup_name(mnt, BPF_CORE_READ(new_dir, dentry), new_dentry, subtree, cfg->name_rules != 0,
+			   ENDURA_WANT_WRITE, &found);
 	if (found.best.action != ENDURA_RULE_NONE)
 		return endura_file_op_report(ENDURA_FILE_OP_LINK_TO, &found, new_dentry, tier, can_block);
 	return 0;
@@ -266,6 +269,8 @@ static __always_inline int endura_write_policy(struct file *file, int mask, __u3
 			    cfg->file_subtree_rules != 0, false, ENDURA_WANT_WRITE, &found);
 	if (found.best.action == ENDURA_RULE_NONE)
 		return 0;
+	if (cfg->sensor_tgid == (__u32)(bpf_get_current_pid_tgid() >> 32))
+		return 0; /* the sensor's own event log, opened before it attached, in a protected /var/log */
 	return endura_file_op_report(ENDURA_FILE_OP_WRITE, &found, BPF_CORE_READ(file, f_path.dentry), tier, can_block);
 }
 

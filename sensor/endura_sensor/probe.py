@@ -143,52 +143,64 @@ def host_facts(root: Path = Path("/"), machine: str | None = None, mount_securit
 
 # ---------------------------------------------------------------- load + canary
 
-def run_canary(tier: Tier, bpf_dir: Path) -> str:
-    """Deny a private copy of `true`, exec it, and report what happened (blocked/killed/not enforced)."""
+def _canary_copy(tmp: str) -> tuple[str, str]:
+    """(path of a private copy of `true` that runs, "") or ("", the error why it cannot be the canary)."""
     true = shutil.which("true") or "/bin/true"
+    canary = os.path.join(tmp, "endura-canary")
+    shutil.copy(true, canary)
+    os.chmod(canary, 0o755)
+    try:
+        baseline = subprocess.run([canary], timeout=10).returncode
+    except OSError as exc:
+        return "", f"error: the canary cannot run here at all ({exc.strerror}; noexec {tmp}?)"
+    if baseline != 0:
+        return "", f"error: the canary exited {baseline} before any policy was loaded"
+    return canary, ""
+
+
+def _canary_exec(enforcer: Enforcer, canary: str) -> str:
+    """Exec the denied canary under `enforcer` and report what happened (blocked/killed/not enforced)."""
     seen: list = []
-    with tempfile.TemporaryDirectory(prefix="endura-canary-") as tmp:
-        canary = os.path.join(tmp, "endura-canary")
-        shutil.copy(true, canary)
-        os.chmod(canary, 0o755)
-        try:
-            baseline = subprocess.run([canary], timeout=10).returncode
-        except OSError as exc:
-            return f"error: the canary cannot run here at all ({exc.strerror}; noexec {tmp}?)"
-        if baseline != 0:
-            return f"error: the canary exited {baseline} before any policy was loaded"
-        # LSM: block without killing, to observe -EPERM; the others can only kill
-        with Enforcer(tier, bpf_dir, enforce=True, terminate=not tier.can_block, deny=[canary]) as enforcer:
-            try:
-                rc = subprocess.run([canary], timeout=10).returncode
-                outcome = "killed" if rc == -9 else f"not enforced (exit code {rc})"
-            except PermissionError:
-                outcome = "blocked"
-            enforcer.poll(seen.append, 200)
+    try:
+        rc = subprocess.run([canary], timeout=10).returncode
+        outcome = "killed" if rc == -9 else f"not enforced (exit code {rc})"
+    except PermissionError:
+        outcome = "blocked"
+    enforcer.poll(seen.append, 200)
     if outcome in ("blocked", "killed") and not seen:
         return f"error: {outcome} but no event arrived on the ring buffer"
     return outcome
 
 
 def load_tier(tier: Tier, bpf_dir: Path, canary: bool) -> TierResult:
-    """Load + attach for real (then detach); with canary, prove enforcement."""
+    """Load + attach every program for real (then detach); with canary, prove enforcement with the same load:
+    a private copy of `true` is denied and executed (the blocking tiers refuse it, terminate_process off, to
+    observe -EPERM; the tracepoint tier kills it). One load per tier: under emulation each costs seconds."""
     path = bpf_dir / tier.object_name
     result = TierResult(tier.name, str(path), "ok")
     if not path.is_file():
         result.result = "missing"
         return result
-    try:
-        with Enforcer(tier, bpf_dir, enforce=False, terminate=False, attach_all=True):
-            pass
-    except libbpf.BpfError as exc:
-        result.result = libbpf.errno_name(exc.errno)
-        result.log = "\n".join(exc.log.splitlines()[-8:])
-        return result
-    if canary:
+    with tempfile.TemporaryDirectory(prefix="endura-canary-") as tmp:
+        copy = ""
+        if canary:
+            try:
+                copy, problem = _canary_copy(tmp)
+            except (OSError, subprocess.SubprocessError) as exc:
+                copy, problem = "", f"error: {exc}"
+            if problem:
+                result.canary = problem
         try:
-            result.canary = run_canary(tier, bpf_dir)
-        except (SensorError, OSError, subprocess.SubprocessError) as exc:
-            result.canary = f"error: {exc}"
+            with Enforcer(tier, bpf_dir, enforce=bool(copy), terminate=not tier.can_block, deny=[copy] if copy else [],
+                          attach_all=True) as enforcer:
+                if copy:
+                    try:
+                        result.canary = _canary_exec(enforcer, copy)
+                    except (SensorError, OSError, subprocess.SubprocessError) as exc:
+                        result.canary = f"error: {exc}"
+        except libbpf.BpfError as exc:
+            result.result = libbpf.errno_name(exc.errno)
+            result.log = "\n".join(exc.log.splitlines()[-8:])
     return result
 
 

@@ -101,15 +101,15 @@ def test_two_kernels_pass_every_scenario(two_kernels):
 
 
 def _events(obs: dict) -> dict[str, list]:
-    """event type -> [(rule, action)], each once, of one scenario's events from the exec, file and connect
-    probes (the effect probes' events, which say how or which op, are checked by _effects_refused; the O_TRUNC
-    probe's is a second file_open_denied of the same rule and action)."""
+    """event type -> [(rule, action)] of one scenario's events from the exec, file and connect probes, each
+    once (the effects' open_trunc repeats file_open_denied; the other effect probes' events, which say how or
+    which op, are checked by _effects_refused)."""
     out: dict[str, list] = {}
     for e in obs["events"]:
         if e["type"] not in ("stopped", "file_op_denied") and e.get("how") not in ("mmap", "sendmsg", "interpreted"):
-            pair = (e.get("rule"), e.get("action"))
-            if pair not in out.setdefault(e["type"], []):
-                out[e["type"]].append(pair)
+            seen = out.setdefault(e["type"], [])
+            if (e.get("rule"), e.get("action")) not in seen:
+                seen.append((e.get("rule"), e.get("action")))
     return out
 
 

@@ -166,7 +166,7 @@ def test_guest_policy_is_valid_for_the_sensor(tmp_path):
     assert guest.DENIED_PORT == results.DENIED_PORT and guest.ALLOWED_PORT != guest.DENIED_PORT
     assert set(rules) == {f"vmtest-{part}" for part in results.PARTS} | {"vmtest-dir"}
     assert all(r.action == "block" for r in rules.values())
-    assert {name for name, _ in guest.effect_actions(-1)} | {"ldso", "sendto"} == set(results.EFFECT_EVENTS) | set(
+    assert {name for name, _ in guest.effect_actions(-1)} | {"ldso", "tcp_fastopen", "sendto"} == set(results.EFFECT_EVENTS) | set(
         results.EFFECT_OUTCOME_ONLY)
 
 
