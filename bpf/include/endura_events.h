@@ -209,9 +209,18 @@ struct endura_event {
 #if defined(__bpf__)
 /* ---- maps shared by every program object (same names in every tier) ---- */
 
+/*
+ * The rule maps (exec, files, net, tamper, config) are read-only for every BPF program
+ * (BPF_F_RDONLY_PROG: the verifier refuses a program that writes or deletes, an attacker's included)
+ * and frozen by the sensor once filled (BPF_MAP_FREEZE: bpf() refuses every later change, from any
+ * process). A new policy is a new copy of the object, attached before the old one goes.
+ */
+#define ENDURA_RULE_MAP_FLAGS BPF_F_RDONLY_PROG
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ENDURA_MAX_RULES);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, struct endura_file_key);
 	__type(value, struct endura_file_rule);
 } endura_exec SEC(".maps");
@@ -219,6 +228,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ENDURA_MAX_RULES);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, struct endura_file_key);
 	__type(value, struct endura_file_rule);
 } endura_files SEC(".maps");
@@ -226,7 +236,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, ENDURA_MAX_RULES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(map_flags, BPF_F_NO_PREALLOC | ENDURA_RULE_MAP_FLAGS);
 	__type(key, struct endura_net_key);
 	__type(value, struct endura_rule);
 } endura_net SEC(".maps");
@@ -234,6 +244,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, ENDURA_TAMPER_COUNT);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, __u32);
 	__type(value, struct endura_rule);
 } endura_tamper SEC(".maps");
@@ -241,6 +252,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, __u32);
 	__type(value, struct endura_config);
 } endura_config SEC(".maps");

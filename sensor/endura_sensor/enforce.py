@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Sequence, Tuple
@@ -47,6 +48,15 @@ TIERS = (
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net")
+#: read-only for BPF programs (BPF_F_RDONLY_PROG) and frozen once filled (BPF_MAP_FREEZE): nobody changes them
+FROZEN_MAPS = MAPS + ("endura_tamper", "endura_config")
+#: one ring buffer and drop counter for every copy of the object (a reload does not lose events)
+SHARED_MAPS = ("endura_events", "endura_drops")
+KEY_SIZES = {"endura_exec": events.FILE_KEY.size, "endura_files": events.FILE_KEY.size,
+             "endura_net": events.NET_KEY.size, "endura_tamper": 4, "endura_config": 4}
+VALUE_SIZES = {"endura_exec": events.FILE_RULE.size, "endura_files": events.FILE_RULE.size,
+               "endura_net": events.RULE.size, "endura_tamper": events.RULE.size, "endura_config": events.CONFIG.size}
+TMP_PIN_PREFIX = "tmp-"  # a pin being replaced: renamed over the old one (never matches endura_*)
 CONFIG_MARKER = "endura_config"  # pinned config map: the sensor that left these pins marks its bpf rule
 BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf rule is enforced
 #: the ring buffer and drop counter, so that a successor reads what this sensor's programs report while no
@@ -54,6 +64,9 @@ BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf 
 RING_MARKER = f"endura_ring_v{events.ABI_VERSION}"
 DROPS_MARKER = f"endura_drops_v{events.ABI_VERSION}"
 MARKERS = (CONFIG_MARKER, BPF_GUARD_MARKER, RING_MARKER, DROPS_MARKER)
+#: policy rule type -> index in the endura_tamper array (singleton rules)
+TAMPER_INDEXES = (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF),
+                  ("sensor", events.TAMPER_SENSOR))
 ZERO = b"\0\0\0\0"
 NO_RULE = events.RULE.pack(0, events.RULE_NONE)
 #: access -> struct endura_file_rule slot, per map
@@ -157,6 +170,39 @@ class Predecessor:
                 os.close(fd)
 
 
+class _Copy:
+    """One loaded copy of the tier's object: its rule maps (filled once, then frozen) and its links.
+
+    Frozen maps cannot be changed by bpf() (by anyone: an attacker who got a map fd by its id, or this
+    sensor), so a new policy is a new copy: filled, frozen, attached, then the old copy is detached.
+    """
+
+    def __init__(self, path: Path, shared: Dict[str, int]) -> None:
+        self.obj = libbpf.BpfObject(path)
+        self.links: Dict[str, libbpf.BpfLink] = {}
+        try:
+            for name, fd in shared.items():
+                self.obj.reuse_map_fd(name, fd)
+            self.obj.load()
+            self.fds = {name: self.obj.map_fd(name) for name in FROZEN_MAPS + SHARED_MAPS}
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def fill(self, entries: Dict[str, Dict[bytes, bytes]], tamper: Dict[int, bytes], config: bytes) -> None:
+        for name in MAPS:
+            for key, value in entries[name].items():
+                libbpf.map_update(self.fds[name], key, value)
+        for index, value in tamper.items():
+            libbpf.map_update(self.fds["endura_tamper"], index.to_bytes(4, "little"), value)
+        libbpf.map_update(self.fds["endura_config"], ZERO, config)
+        for name in FROZEN_MAPS:
+            libbpf.map_freeze(self.fds[name])
+
+    def close(self) -> None:
+        self.obj.close()  # destroys the links: detached unless pinned
+
+
 @dataclass
 class Applied:
     """What one `apply()` put into the kernel."""
@@ -182,7 +228,10 @@ class Enforcer:
         if not self.path.is_file():
             raise SensorError(f"BPF object {self.path} is missing; build it with 'python3 -m bpf.build' "
                               "(nox -s bpf) or reinstall endura-sensor")
-        self._obj = libbpf.BpfObject(self.path)
+        self._copy: _Copy | None = None
+        self._shared: Dict[str, int] = {}  # our own fds of the ring buffer and drop counter (SHARED_MAPS)
+        self.swaps = 0  # copies loaded after the first (policy changes)
+        self.last_swap_ms = 0.0  # what the last one cost: load + fill + freeze + attach + pin
         self._ring: libbpf.RingBuffer | None = None
         self._entries: Dict[str, Dict[bytes, bytes]] = {name: {} for name in MAPS}
         self._tamper: Dict[int, bytes] = {}
@@ -193,25 +242,26 @@ class Enforcer:
         self.collisions: List[str] = []  # contradictory rules that resolve to one file (strictest enforced)
         self.rule_by_id: Dict[int, policy_mod.Rule] = {}
         self.rules: List[str] = []  # the --deny paths (kept for the CLI's "started" record)
-        self._links: Dict[str, libbpf.BpfLink] = {}
         self.pin_dir = Path(pin_dir) if pin_dir else None
         self.pin_problem = ""  # why pinning is off, when it failed
-        self._attach = False
+        self._attach = attach
+        self._attach_all = attach_all
         self._kinds: set = set()
         self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
         try:
-            self._obj.load()
-            self._fds = {name: self._obj.map_fd(name) for name in MAPS + ("endura_tamper", "endura_config",
-                                                                          "endura_events", "endura_drops")}
             self.apply(policy or policy_mod.Policy(), enforce=enforce, terminate=terminate, extra_exec=list(deny))
-            self._attach = attach
-            if attach_all:
-                self._kinds = {kind for program in tier.programs for kind in program.kinds}
-            self._sync_programs(detach=False)
-            self._sync_markers()
         except BaseException:
             self.close()
             raise
+
+    @property
+    def _fds(self) -> Dict[str, int]:
+        assert self._copy is not None
+        return {**self._copy.fds, **self._shared}
+
+    @property
+    def _links(self) -> Dict[str, libbpf.BpfLink]:
+        return self._copy.links if self._copy is not None else {}
 
     # ------------------------------------------------------------ policy -> maps
 
@@ -234,8 +284,8 @@ class Enforcer:
         want.update(file_map_values(resolved, self._rule_id))
         for rule in resolved.networks:
             want["endura_net"][events.net_key(rule.network, rule.port)] = self._value(rule)
-        tamper = {index: self._value(resolved.tamper[name]) for name, index in
-                  (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF)) if name in resolved.tamper}
+        tamper = {index: self._value(resolved.tamper[name]) for name, index in TAMPER_INDEXES
+                  if name in resolved.tamper}
         for name, entries in want.items():
             if len(entries) > events.MAX_RULES:
                 raise SensorError(f"the policy needs {len(entries)} entries in {name} (limit {events.MAX_RULES}); "
@@ -248,18 +298,37 @@ class Enforcer:
     def attached(self) -> List[str]:
         return [p.name for p in self.tier.programs if p.name in self._links]
 
-    def _sync_programs(self, detach: bool) -> None:
-        """Attach the programs the rule kinds need (the exec one always); with detach, drop the others."""
-        if not self._attach:
-            return
-        for program in self.tier.programs:
-            needed = program is self.tier.programs[0] or bool(self._kinds & set(program.kinds))
-            if needed and program.name not in self._links:
-                self._links[program.name] = link = self._obj.attach(program.name)
-                self._pin(program.name, link)
-            elif not needed and detach and program.name in self._links:
-                self._unpin(program.name)
-                self._links.pop(program.name).destroy()
+    def _swap(self, entries: Dict[str, Dict[bytes, bytes]], tamper: Dict[int, bytes], config: bytes,
+              kinds: set) -> None:
+        """Load a new copy holding exactly this state, freeze its maps, attach the programs the rule kinds need
+        (the exec one always), pin them over the old copy's pins, then detach the old copy. Both copies enforce
+        for a moment (their union); never neither."""
+        started = time.monotonic()
+        new = _Copy(self.path, self._shared)
+        try:
+            new.fill(entries, tamper, config)
+            if not self._shared:
+                self._shared = {name: os.dup(new.fds[name]) for name in SHARED_MAPS}
+            if self._attach:
+                for program in self.tier.programs:
+                    if program is self.tier.programs[0] or kinds & set(program.kinds):
+                        new.links[program.name] = new.obj.attach(program.name)
+        except BaseException:
+            new.close()
+            raise
+        old, self._copy = self._copy, new
+        if old is not None:
+            self.swaps += 1
+        self._entries = {name: dict(entries[name]) for name in MAPS}
+        self._tamper, self._config, self._kinds = dict(tamper), config, set(kinds)
+        for name, link in new.links.items():
+            self._pin(name, link)
+        if old is not None:
+            for name in old.links:
+                if name not in new.links:
+                    self._unpin(name)
+            old.close()
+        self.last_swap_ms = (time.monotonic() - started) * 1000
 
     # ------------------------------------------------------------ pinning (enforcement outlives the process)
 
@@ -268,11 +337,17 @@ class Enforcer:
         return self.pin_dir / f"{program}-{pid or os.getpid()}"  # bpffs refuses names with a '.' (EPERM)
 
     def _pin(self, program: str, link: libbpf.BpfLink) -> None:
+        """Pin at a temporary name, then rename over the current pin: the pinned name never goes missing."""
         if self.pin_dir is None:
             return
+        path = self._pin_path(program)
+        tmp = path.with_name(TMP_PIN_PREFIX + path.name)
         try:
             self.pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            link.pin(self._pin_path(program))
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            link.pin(tmp)
+            os.rename(tmp, path)
         except (OSError, libbpf.BpfError) as exc:
             self.pin_problem = (f"cannot pin in {self.pin_dir} ({exc}); enforcement stops if the sensor dies. "
                                 "Mount the BPF filesystem: mount -t bpf bpf /sys/fs/bpf")
@@ -284,14 +359,16 @@ class Enforcer:
         while a bpf rule is enforced."""
         if self.pin_dir is None or not self._attach:
             return
-        for name, map_name, wanted in ((CONFIG_MARKER, "endura_config", True),
-                                       (BPF_GUARD_MARKER, "endura_tamper", self._bpf_guard),
-                                       (RING_MARKER, "endura_events", True), (DROPS_MARKER, "endura_drops", True)):
+        for name, map_name, wanted in self._markers():
             path = self._pin_path(name)
-            if wanted and not path.exists():
+            if wanted and not self._pinned_is(path, self._fds[map_name]):
+                tmp = path.with_name(TMP_PIN_PREFIX + path.name)
                 try:
                     self.pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    libbpf.obj_pin(self._fds[map_name], path)
+                    if os.path.lexists(tmp):
+                        os.unlink(tmp)
+                    libbpf.obj_pin(self._fds[map_name], tmp)
+                    os.rename(tmp, path)  # over the previous copy's map
                 except (OSError, libbpf.BpfError):
                     pass  # reported by the program pins, which fail the same way
             elif not wanted:
@@ -299,6 +376,25 @@ class Enforcer:
                     path.unlink()
                 except OSError:
                     pass
+
+    def _markers(self):
+        """(marker, map, wanted) for each map pinned for a successor."""
+        return ((CONFIG_MARKER, "endura_config", True), (BPF_GUARD_MARKER, "endura_tamper", self._bpf_guard),
+                (RING_MARKER, "endura_events", True), (DROPS_MARKER, "endura_drops", True))
+
+    @staticmethod
+    def _pinned_is(path: Path, fd: int) -> bool:
+        """Whether the object pinned at path is the one behind fd (same kernel id)."""
+        try:
+            pinned = libbpf.obj_get(path)
+        except libbpf.BpfError:
+            return False
+        try:
+            return libbpf.obj_id(pinned) == libbpf.obj_id(fd)
+        except libbpf.BpfError:
+            return False
+        finally:
+            os.close(pinned)
 
     def _unpin(self, program: str) -> None:
         if self.pin_dir is not None:
@@ -357,55 +453,31 @@ class Enforcer:
                                   os.getpid(), below(exec_), len(files), below(files), len(want["endura_net"]), reads,
                                   self.cgroup.id, self.cgroup.parent_id, self.cgroup.name.encode(), 0, 0, 0)
 
-    def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
-              extra_exec: Sequence[str] = ()) -> Applied:
-        """Make the maps hold exactly `policy` (+ exec denials of extra_exec), never enforcing less meanwhile."""
-        want, tamper, warnings, collisions = self.desired(policy, extra_exec)
-        final_config = self._config_bytes(enforce, terminate, want)
-        union = {name: {**self._entries[name], **want[name]} for name in MAPS}
+    def _changes(self, want: Dict[str, Dict[bytes, bytes]], tamper: Dict[int, bytes], config: bytes) -> int:
+        """Entries added, changed or removed compared with the loaded copy (+1 for a changed config)."""
         changed = 0
         for name in MAPS:
-            if len(union[name]) > events.MAX_RULES:  # old + new do not fit: make room first
-                warnings.append(f"{name}: the old and new policies together exceed {events.MAX_RULES} entries; "
-                                "stale entries were removed before the new ones were added")
-                for key in [k for k in self._entries[name] if k not in want[name]]:
-                    libbpf.map_delete(self._fds[name], key)
-                    del self._entries[name][key]
-                    changed += 1
-        # 1. gates open for the union of old and new rules, with the new enforcement settings
-        libbpf.map_update(self._fds["endura_config"], ZERO, self._config_bytes(enforce, terminate, union))
-        # 2. new and changed entries
-        for name in MAPS:
             current = self._entries[name]
-            for key, value in want[name].items():
-                if current.get(key) != value:
-                    libbpf.map_update(self._fds[name], key, value)
-                    current[key] = value
-                    changed += 1
-        for index in (events.TAMPER_MODULE_LOAD, events.TAMPER_BPF):
-            value = tamper.get(index, NO_RULE)
-            if self._tamper.get(index, NO_RULE) != value:
-                libbpf.map_update(self._fds["endura_tamper"], index.to_bytes(4, "little"), value)
-                self._tamper[index] = value
-                changed += 1
+            changed += sum(1 for key, value in want[name].items() if current.get(key) != value)
+            changed += sum(1 for key in current if key not in want[name])
+        for index in set(tamper) | set(self._tamper):
+            changed += tamper.get(index, NO_RULE) != self._tamper.get(index, NO_RULE)
+        return changed + (config != self._config and self._copy is not None)
+
+    def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
+              extra_exec: Sequence[str] = ()) -> Applied:
+        """Make the kernel enforce exactly `policy` (+ exec denials of extra_exec), never less meanwhile: when
+        anything differs, a new copy with frozen maps is attached before the old one is detached."""
+        want, tamper, warnings, collisions = self.desired(policy, extra_exec)
+        config = self._config_bytes(enforce, terminate, want)
         kinds = {kind for kind, entries in (("exec", want["endura_exec"]), ("file", want["endura_files"]),
                                             ("connect", want["endura_net"])) if entries}
-        kinds |= {name for name, index in (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF))
-                  if index in tamper}
-        self._kinds |= kinds
-        self._sync_programs(detach=False)  # programs for new kinds, now that their maps are filled
-        # 3. stale entries
-        for name in MAPS:
-            current = self._entries[name]
-            for key in [k for k in current if k not in want[name]]:
-                libbpf.map_delete(self._fds[name], key)
-                del current[key]
-                changed += 1
-        # 4. gates for exactly the new rules
-        libbpf.map_update(self._fds["endura_config"], ZERO, final_config)
-        self._config = final_config
-        self._kinds = kinds
-        self._sync_programs(detach=True)
+        kinds |= {name for name, index in TAMPER_INDEXES if index in tamper}
+        if self._attach_all:
+            kinds = {kind for program in self.tier.programs for kind in program.kinds}
+        changed = self._changes(want, tamper, config)
+        if self._copy is None or changed or kinds != self._kinds:
+            self._swap(want, tamper, config, kinds)
         bpf_rule = tamper.get(events.TAMPER_BPF)
         self._bpf_guard = bool(enforce and bpf_rule and events.RULE.unpack(bpf_rule)[1] != events.RULE_ACTIONS["audit"])
         self._sync_markers()
@@ -431,8 +503,9 @@ class Enforcer:
         if own[events.SLOT_EXEC][1] < events.RULE_BLOCK:
             own[events.SLOT_EXEC] = (rule_id, events.RULE_BLOCK)
         value = events.pack_file_rule(own, below)
-        libbpf.map_update(self._fds["endura_exec"], key, value)
-        self._entries["endura_exec"][key] = value
+        entries = {name: dict(self._entries[name]) for name in MAPS}
+        entries["endura_exec"][key] = value
+        self._swap(entries, self._tamper, self._config, self._kinds | {"exec"})
         self.rules.append(os.path.abspath(path))
         return rule_id
 
@@ -462,7 +535,12 @@ class Enforcer:
         if not keep_pinned:
             for name in [*self._links, *MARKERS]:
                 self._unpin(name)
-        self._obj.close()
+        if self._copy is not None:
+            self._copy.close()
+            self._copy = None
+        for fd in self._shared.values():
+            os.close(fd)
+        self._shared = {}
 
     def __enter__(self) -> Enforcer:
         return self
