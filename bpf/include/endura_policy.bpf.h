@@ -439,8 +439,12 @@ static __always_inline int endura_tamper_policy(__u32 index, __u32 detail, const
 		if (cfg && endura_in_sensor_cgroup(cfg))
 			return 0; /* its service's cgroup: a restarted sensor */
 	}
-	/* request_module(): autoload on behalf of a process that did not ask for a module: refuse, never kill */
-	ret = endura_decide(rule->action, can_block, detail != ENDURA_MODULE_REQUEST, &action, &kill_result);
+	/*
+	 * request_module(): autoload on behalf of a process that did not ask for a module: refuse, never kill.
+	 * Only for the module rule: a bpf() cmd of the same number (3, BPF_MAP_DELETE_ELEM) must be killed.
+	 */
+	ret = endura_decide(rule->action, can_block,
+			    !(index == ENDURA_TAMPER_MODULE_LOAD && detail == ENDURA_MODULE_REQUEST), &action, &kill_result);
 	e = endura_event_begin(index == ENDURA_TAMPER_BPF ? ENDURA_EVENT_BPF_DENIED : ENDURA_EVENT_MODULE_LOAD_DENIED,
 			       tier, rule->rule_id, action, kill_result);
 	if (e) {

@@ -56,6 +56,7 @@ KEY_SIZES = {"endura_exec": events.FILE_KEY.size, "endura_files": events.FILE_KE
              "endura_net": events.NET_KEY.size, "endura_tamper": 4, "endura_config": 4}
 VALUE_SIZES = {"endura_exec": events.FILE_RULE.size, "endura_files": events.FILE_RULE.size,
                "endura_net": events.RULE.size, "endura_tamper": events.RULE.size, "endura_config": events.CONFIG.size}
+BPF_F_RDONLY_PROG = 1 << 7  # include/uapi/linux/bpf.h
 TMP_PIN_PREFIX = "tmp-"  # a pin being replaced: renamed over the old one (never matches endura_*)
 CONFIG_MARKER = "endura_config"  # pinned config map: the sensor that left these pins marks its bpf rule
 BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf rule is enforced
@@ -346,7 +347,7 @@ class Enforcer:
             self.pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if os.path.lexists(tmp):
                 os.unlink(tmp)
-            link.pin(tmp)
+            libbpf.obj_pin(link.fd, tmp)  # not bpf_link__pin(): libbpf refuses a second pin of a link (EBUSY)
             os.rename(tmp, path)
         except (OSError, libbpf.BpfError) as exc:
             self.pin_problem = (f"cannot pin in {self.pin_dir} ({exc}); enforcement stops if the sensor dies. "
@@ -508,6 +509,87 @@ class Enforcer:
         self._swap(entries, self._tamper, self._config, self._kinds | {"exec"})
         self.rules.append(os.path.abspath(path))
         return rule_id
+
+    # ------------------------------------------------------------ verification (tampering)
+
+    def expected(self) -> Dict[str, Dict[bytes, bytes]]:
+        """What each frozen map must hold, key -> value (arrays: every index)."""
+        want: Dict[str, Dict[bytes, bytes]] = {name: dict(self._entries[name]) for name in MAPS}
+        want["endura_tamper"] = {i.to_bytes(4, "little"): self._tamper.get(i, NO_RULE)
+                                 for i in range(events.TAMPER_COUNT)}
+        want["endura_config"] = {ZERO: self._config}
+        return want
+
+    def _check_maps(self, copy: _Copy) -> List[str]:
+        problems = []
+        for name, want in self.expected().items():
+            fd = copy.fds[name]
+            if not libbpf.map_frozen(fd):
+                problems.append(f"map {name} is not frozen")
+            if not libbpf.map_flags(fd) & BPF_F_RDONLY_PROG:
+                problems.append(f"map {name} is writable by BPF programs")
+            keys = libbpf.map_keys(fd, KEY_SIZES[name])
+            have = set(keys)
+            missing = sum(1 for key in want if key not in have)
+            extra = sum(1 for key in have if key not in want)
+            changed = sum(1 for key in keys if key in want and
+                          libbpf.map_lookup(fd, key, VALUE_SIZES[name]) != want[key])
+            if missing or extra or changed:
+                problems.append(f"map {name} holds {len(keys)} entries, {len(want)} were written: {missing} missing, "
+                                f"{extra} added, {changed} changed")
+        return problems
+
+    def verify(self, restore: bool = True) -> Tuple[List[str], List[str]]:
+        """Compare the kernel with what this sensor loaded: the rule maps (frozen, read-only for programs, exactly
+        the entries written), every program still attached (its link runs our program) and pinned, every marker
+        pinned. With restore, put back what differs: a new copy of the object for maps or links, pins again.
+        Returns (problems, restored), sentences; ([], []) when everything matches."""
+        copy = self._copy
+        if copy is None:
+            return [], []
+        problems, restored = [], []
+        try:
+            problems += self._check_maps(copy)
+        except libbpf.BpfError as exc:
+            problems.append(f"cannot read the rule maps: {exc}")
+        for name, link in copy.links.items():
+            try:
+                if libbpf.link_prog_id(link.fd) != libbpf.obj_id(copy.obj.program_fd(name)):
+                    problems.append(f"program {name} is detached")
+            except libbpf.BpfError as exc:
+                problems.append(f"program {name}: its link cannot be read ({exc})")
+        if problems and restore:
+            self._swap(self._entries, self._tamper, self._config, self._kinds)
+            restored.append(f"loaded the policy into a new copy (maps frozen, programs attached: "
+                            f"{', '.join(self.attached) or 'none'})")
+        if self.pin_dir is not None and self._attach:
+            for name, link in self._links.items():
+                if self.pin_dir is None:
+                    break
+                path = self._pin_path(name)
+                if not self._pinned_is(path, link.fd):
+                    problems.append(f"pin {path} was removed or replaced")
+                    if restore:
+                        self._pin(name, link)
+                        if self._pinned_is(path, link.fd):
+                            restored.append(f"pinned {path} again")
+            for name, map_name, wanted in self._markers():
+                if self.pin_dir is None:  # pinning failed above: pin_problem says why
+                    problems.append(self.pin_problem)
+                    break
+                path = self._pin_path(name)
+                if wanted and not self._pinned_is(path, self._fds[map_name]):
+                    problems.append(f"pin {path} was removed or replaced")
+            if restore:
+                self._sync_markers()
+        return problems, restored
+
+    def pin_names(self) -> List[str]:
+        """The names of everything this sensor pinned (programs and markers)."""
+        if self.pin_dir is None or not self._attach:
+            return []
+        return [self._pin_path(name).name for name in self._links] + [
+            self._pin_path(name).name for name, _, wanted in self._markers() if wanted]
 
     # ------------------------------------------------------------ events
 

@@ -1,0 +1,226 @@
+"""Self-protection on this host (tracepoint tier), attacked as a root attacker would (issue #14):
+
+1. empty the sensor's rule maps through bpf() (by map id), also from short-lived CLONE_FILES children
+   that a bpf rule kills only after their call: the maps are frozen and read-only for BPF programs, every
+   change is refused (EPERM), for the sensor too;
+2. join the sensor's own cgroup to be exempt from its bpf rule;
+3. kill -9 the sensor and remove its pins: enforcement stops (nothing can prevent that on this tier) but
+   the next start reports it; pins removed while it runs are put back and reported;
+4. SIGSTOP the sensor: `status` says so (exit 4) and systemd's watchdog restarts it.
+
+The attack programs (tests/integration/attacks/) are reusable by the evasion suite.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .test_sensor_policy import KILLED, BPF_SYSCALL, _syscall, bpf_dir, bpffs, copy_true, rule, run, service_cgroup, start  # noqa: F401
+
+ATTACKS = Path(__file__).resolve().parent / "attacks"
+RULE_MAPS = ("endura_exec", "endura_files", "endura_net", "endura_tamper", "endura_config")
+
+
+@pytest.fixture(scope="module")
+def attack_maps(tmp_path_factory):
+    """tests/integration/attacks/bpf_maps.c, compiled."""
+    from .test_sensor_bench import compile_loop
+
+    out = tmp_path_factory.mktemp("attacks")
+    return compile_loop(out, "bpf_maps", (ATTACKS / "bpf_maps.c").read_text())
+
+
+def empty_the_maps(attack, pid, clone_files=False):
+    argv = [str(attack), str(pid)] + (["--clone-files"] if clone_files else [])
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result
+    return json.loads(result.stdout)
+
+
+def by_name(result):
+    maps = {}
+    for key, value in result["maps"].items():
+        maps.setdefault(key.rsplit("-", 1)[0], []).append(value)
+    return maps
+
+
+def status(sensor, *extra):
+    return subprocess.run([sys.executable, "-m", "endura_sensor", "status", "--log-dir", str(sensor.log_dir), *extra],
+                          env=sensor.env, capture_output=True, text=True, timeout=60)
+
+
+def _policy(tmp_path, *extra):
+    denied = copy_true(tmp_path / "bin" / "denied")
+    protected = tmp_path / "protected"
+    protected.write_text("original\n")
+    return denied, protected, (rule(name="exec", type="exec", path=str(denied), action="kill")
+                               + rule(name="file", type="file", path=str(protected), action="kill")
+                               + rule(name="net", type="connect", address="127.0.0.1", port=40472, action="kill")
+                               + rule(name="modules", type="module_load", action="kill") + "".join(extra))
+
+
+def _still_enforced(denied, protected):
+    assert run(denied) == KILLED
+    assert run("sh", "-c", f"echo tampered >> {protected}") == KILLED
+    assert protected.read_text() == "original\n"
+
+
+# ---------------------------------------------------------------- 1. the rule maps
+
+def test_the_rule_maps_cannot_be_emptied_by_id_even_where_bpf_is_allowed(start, tmp_path, attack_maps):
+    """No bpf rule: the attacker's bpf() calls all run. Every change to a rule map is refused; the drop
+    counter (not a rule map, not frozen) shows that the same attack does change a writable map."""
+    denied, protected, policy = _policy(tmp_path)
+    sensor = start(policy)
+    result = empty_the_maps(attack_maps, sensor.proc.pid)
+    print("attack:", json.dumps(result))
+    maps = by_name(result)
+    assert set(RULE_MAPS) <= set(maps), result
+    for name in RULE_MAPS:
+        for found in maps[name]:
+            assert found["refused"] == found["keys"] > 0, (name, found)  # EPERM for every element
+    assert result["children_killed"] == 0 and result["updated"] >= 1  # endura_drops: writable, zeroed
+    _still_enforced(denied, protected)
+    checked = status(sensor, "--verify")
+    assert checked.returncode == 0, checked.stderr  # nothing changed: nothing to report
+    sensor.stop()
+    assert not sensor.events("enforcement_tampered")
+
+
+def test_clone_files_children_killed_after_each_call_change_nothing(start, tmp_path, attack_maps):
+    """With a bpf rule the tracepoint tier kills each caller after its call: the children get the fds into
+    the shared table, but every change is refused (frozen), so enforcement and `status` stay true."""
+    denied, protected, policy = _policy(tmp_path, rule(name="bpf", type="bpf", action="kill"))
+    sensor = start(policy)
+    result = empty_the_maps(attack_maps, sensor.proc.pid, clone_files=True)
+    print("attack:", json.dumps(result))
+    assert result["children_killed"] == 0 and result["updated"] >= 1  # endura_drops: writable, zeroed
+    _still_enforced(denied, protected)
+    checked = status(sensor, "--verify")
+    assert checked.returncode == 0, checked.stderr  # nothing changed: nothing to report
+    sensor.stop()
+    assert not sensor.events("enforcement_tampered")
+
+
+def test_clone_files_children_killed_after_each_call_change_nothing(start, tmp_path, attack_maps):
+    """With a bpf rule the tracepoint tier kills each caller after its call: the children get the fds into
+    the shared table, but every change is refused (frozen), so enforcement and `status` stay true."""
+    denied, protected, policy = _policy(tmp_path, rule(name="bpf", type="bpf", action="kill"))
+    sensor = start(policy)
+    result = empty_the_maps(attack_maps, sensor.proc.pid, clone_files=True)
+    print("attack:", json.dumps(result))
+    time.sleep(1)
+    import collections
+    sensor.wait_for(lambda r: False, 2) if False else None
+    try:
+        sensor.wait_for(lambda r: False, 3)
+    except AssertionError:
+        pass
+    print(collections.Counter((r.get("bpf_cmd"), tuple(r.get("action", ())), r.get("pid")) for r in sensor.records if r["type"] in ("bpf_denied", "events_summarized")).most_common(20))
+    assert result["children_killed"] == result["bpf_calls"] > 0  # every bpf() caller died
+    maps = by_name(result)
+    assert set(RULE_MAPS) <= set(maps), result
+    for name in RULE_MAPS:
+        for found in maps[name]:
+            assert found["left"] == (found["keys"] if name not in ("endura_tamper", "endura_config") else found["left"])
+            assert found["left"] > 0, (name, found)
+    _still_enforced(denied, protected)
+    assert status(sensor, "--verify").returncode == 0
+    sensor.wait_for(lambda r: r["type"] == "bpf_denied")
+    sensor.stop()
+    assert not sensor.events("enforcement_tampered")
+
+
+def test_a_policy_change_is_a_new_frozen_copy_and_costs_one_load(start, tmp_path):
+    denied, protected, policy = _policy(tmp_path)
+    other = copy_true(tmp_path / "bin" / "other")
+    sensor = start(policy)
+    sensor.write("60-more.toml", rule(name="other", type="exec", path=str(other)))
+    loaded = sensor.wait_for(lambda r: r["type"] == "policy_loaded")
+    print("swap_ms:", loaded["swap_ms"])
+    assert loaded["changed"] == 1 and loaded["swap_ms"] > 0
+    assert run(other) == KILLED
+    _still_enforced(denied, protected)
+    checked = status(sensor, "--verify", "--json")
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout)["policy_copies_loaded"] == 2
+    sensor.stop()
+
+
+# ---------------------------------------------------------------- 3. pins
+
+def test_pins_removed_while_the_sensor_runs_are_restored_and_reported(start, tmp_path, bpffs):
+    pins = bpffs / "endura"
+    denied, protected, policy = _policy(tmp_path)
+    sensor = start(policy, pin_dir=pins)
+    removed = sorted(p.name for p in pins.iterdir())
+    for pin in pins.iterdir():
+        pin.unlink()
+    checked = status(sensor, "--verify")
+    assert checked.returncode == 4 and "TAMPERED" in checked.stderr, checked
+    assert sorted(p.name for p in pins.iterdir()) == removed  # pinned again
+    tampered = sensor.wait_for(lambda r: r["type"] == "enforcement_tampered")
+    assert tampered["reason"] == "on demand (SIGUSR1)" and len(tampered["problems"]) == len(removed)
+    assert status(sensor).returncode == 4  # sticky: it happened
+    sensor.proc.kill()  # the restored pins keep enforcing after a crash
+    sensor.proc.wait()
+    _still_enforced(denied, protected)
+
+
+def test_pins_removed_after_a_kill_are_reported_by_the_next_start(start, tmp_path, bpffs):
+    """kill -9, then the pins go: nothing enforces (no program is left to refuse it on this tier) and nobody
+    sees it then; the next sensor reports it from what its predecessor wrote down."""
+    pins = bpffs / "endura"
+    denied, protected, policy = _policy(tmp_path)
+    first = start(policy, pin_dir=pins)
+    first.proc.kill()
+    first.proc.wait()
+    for pin in pins.iterdir():
+        pin.unlink()
+    assert run(denied) == 0  # the gap the attacker opened
+    second = start(policy, pin_dir=pins)
+    tampered = second.wait_for(lambda r: r["type"] == "enforcement_tampered")
+    assert tampered["predecessor"] == first.proc.pid and tampered["reason"] == "pins removed while no sensor ran"
+    assert len(tampered["missing_pins"]) >= 5
+    checked = status(second)
+    assert checked.returncode == 4 and "pins removed while no sensor ran" in checked.stderr
+    _still_enforced(denied, protected)
+    second.stop()
+
+
+def test_a_clean_restart_reports_nothing(start, tmp_path, bpffs):
+    pins = bpffs / "endura"
+    denied, protected, policy = _policy(tmp_path)
+    first = start(policy, pin_dir=pins, extra=("--handoff",))
+    first.stop()
+    second = start(policy, pin_dir=pins)
+    assert second.started["replaced_pins"]
+    assert status(second, "--verify").returncode == 0
+    second.stop()
+    assert not second.events("enforcement_tampered")
+
+
+# ---------------------------------------------------------------- 4. SIGSTOP
+
+def test_a_stopped_sensor_is_reported_by_status(start, tmp_path):
+    denied, protected, policy = _policy(tmp_path)
+    sensor = start(policy)
+    assert status(sensor).returncode == 0
+    sensor.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(0.2)
+        stopped = status(sensor)
+        assert stopped.returncode == 4 and "STOPPED" in stopped.stderr, stopped
+        _still_enforced(denied, protected)  # the kernel programs do not stop with it
+    finally:
+        sensor.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while status(sensor).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status(sensor).returncode == 0
+    sensor.stop()
