@@ -55,3 +55,6 @@ int BPF_PROG(endura_fentry_bpf, int cmd)
 	endura_tamper_policy(ENDURA_TAMPER_BPF, (__u32)cmd, NULL, false, ENDURA_TIER_FENTRY, false);
 	return 0;
 }
+
+#define ENDURA_SELF_FENTRY
+#include "endura_self.bpf.h"

@@ -72,3 +72,6 @@ int BPF_PROG(endura_lsm_bpf, int cmd)
 {
 	return endura_tamper_policy(ENDURA_TAMPER_BPF, (__u32)cmd, NULL, false, ENDURA_TIER_LSM, true);
 }
+
+#define ENDURA_SELF_LSM
+#include "endura_self.bpf.h"

@@ -94,3 +94,6 @@ int BPF_PROG(endura_tp_sys_enter, struct pt_regs *regs, long id)
 	}
 	return 0;
 }
+
+#define ENDURA_SELF_TP
+#include "endura_self.bpf.h"

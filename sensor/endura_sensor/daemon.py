@@ -241,8 +241,15 @@ class Sensor:
             risky = enforce_mod.BPF_GUARD_MARKER in names
         else:  # a sensor before the markers (<= ABI 2): any program that may hold a bpf rule
             risky = bool(names & {"endura_lsm_bpf", "endura_fentry_bpf", "endura_tp_sys_enter"})
-        if not risky or enforce_mod.own_service_cgroup()[0]:
+        if not risky:
             return []
+        if enforce_mod.own_service_cgroup()[0]:
+            # exempt by cgroup unless this process entered it from outside (an intruder, endura_intruders.bpf.h:
+            # e.g. a service manager that is not PID 1, or a start by hand): a child inherits the verdict
+            if bpf_allowed_for_a_child():
+                return []
+            log("this sensor runs in the service cgroup but is not exempt from the bpf rule of the sensor before it: "
+                "it entered the cgroup other than from init (PID 1) or a member")
         removed = []
         for path in pins:
             try:
@@ -308,6 +315,7 @@ class Sensor:
         if enforcement == "enforce" and not self.enforcer.tier.can_block and not terminate:
             log(f"warning: tier {self.enforcer.tier.name} can only kill and terminate_process = false: "
                 "violations of 'block' rules are reported, not enforced ('kill' rules still kill)")
+        self.write_rules_file()  # before `started`: what a successor must find pinned if this one is killed now
         self.emit({"type": "started", "tier": self.enforcer.tier.name, "enforcement": enforcement,
                    "terminate_process": terminate, "rules": self.enforcer.rules, "policy_rules": len(policy.rules),
                    "by_type": policy.summary(), "entries": applied.counts, "programs": self.enforcer.attached,
@@ -320,7 +328,6 @@ class Sensor:
                    "flood_control": self.flood_settings()})
         self.report_downgrades(self._new_downgrades, "start")
         self.take_over_events(predecessors)
-        self.write_rules_file()
         self.events.flush()
         self.write_status()
         eventlog.sd_notify(f"READY=1\nSTATUS=enforcing with tier {self.enforcer.tier.name}")

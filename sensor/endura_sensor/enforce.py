@@ -34,24 +34,32 @@ def _programs(prefix: str, *specs: Tuple[str, str]) -> Tuple[Program, ...]:
     return tuple(Program(f"{prefix}_{name}", tuple(kinds.split())) for name, kinds in specs)
 
 
+#: self-protection (bpf/include/endura_self.bpf.h): who joins the service cgroup (its exemption from the bpf and
+#: sensor rules must not be joinable), then what the sensor rule refuses on each tier
+_CGROUP_WATCH = (("cgroup_attach", "cgroup"), ("task_newtask", "cgroup"))  # kind "cgroup": see apply()
+_SELF_HOOKS = (("task_kill", "sensor"), ("ptrace_access_check", "sensor"), ("pin_unlink", "sensor"),
+               ("pin_rename", "sensor"))
 TIERS = (
     Tier("lsm", "sensor_lsm.bpf.o", _programs(
         "endura_lsm", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
         ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
-        ("kernel_module_request", "module_load"), ("bpf", "bpf")), True),
+        ("kernel_module_request", "module_load"), ("bpf", "bpf"), *_CGROUP_WATCH, *_SELF_HOOKS), True),
     Tier("fentry", "sensor_fentry.bpf.o", _programs(
         "endura_fentry", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
-        ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf")), False),
+        ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf"),
+        *_CGROUP_WATCH, *_SELF_HOOKS), False),
     # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
-        "endura_tp", ("exec", "exec"), ("sys_exit", "file"), ("sys_enter", "connect module_load bpf")), False),
+        "endura_tp", ("exec", "exec"), ("sys_exit", "file"), ("sys_enter", "connect module_load bpf"),
+        *_CGROUP_WATCH, ("signal_generate", "sensor")), False),
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net")
 #: read-only for BPF programs (BPF_F_RDONLY_PROG) and frozen once filled (BPF_MAP_FREEZE): nobody changes them
 FROZEN_MAPS = MAPS + ("endura_tamper", "endura_config")
-#: one ring buffer and drop counter for every copy of the object (a reload does not lose events)
-SHARED_MAPS = ("endura_events", "endura_drops")
+#: one ring buffer, drop counter and intruder record for every copy of the object (a reload loses nothing)
+INTRUDERS = "endura_intruders"
+SHARED_MAPS = ("endura_events", "endura_drops", INTRUDERS)
 KEY_SIZES = {"endura_exec": events.FILE_KEY.size, "endura_files": events.FILE_KEY.size,
              "endura_net": events.NET_KEY.size, "endura_tamper": 4, "endura_config": 4}
 VALUE_SIZES = {"endura_exec": events.FILE_RULE.size, "endura_files": events.FILE_RULE.size,
@@ -64,7 +72,18 @@ BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf 
 #: sensor runs (a restart); versioned: a successor decodes only the event layout it knows
 RING_MARKER = f"endura_ring_v{events.ABI_VERSION}"
 DROPS_MARKER = f"endura_drops_v{events.ABI_VERSION}"
-MARKERS = (CONFIG_MARKER, BPF_GUARD_MARKER, RING_MARKER, DROPS_MARKER)
+#: the processes that entered the service cgroup from outside (bpf/include/endura_intruders.bpf.h): pinned while a
+#: cgroup is exempt, reused by the successor, so that an intruder does not become exempt by a restart
+INTRUDERS_MARKER = f"endura_intruders_v{events.ABI_VERSION}"
+MANAGER_KEY = b"\xff\xff\xff\xff"  # ENDURA_MANAGER_KEY: a service manager other than init (0: none)
+
+
+def service_manager_pid(env=os.environ) -> int:
+    """$ENDURA_SERVICE_MANAGER_PID: the process that starts the service when it is not init (PID 1), trusted like
+    init to place processes in the service cgroup and to signal the sensor; 0 = init only."""
+    value = env.get("ENDURA_SERVICE_MANAGER_PID", "")
+    return int(value) if value.isdigit() else 0
+MARKERS = (CONFIG_MARKER, BPF_GUARD_MARKER, RING_MARKER, DROPS_MARKER, INTRUDERS_MARKER)
 #: policy rule type -> index in the endura_tamper array (singleton rules)
 TAMPER_INDEXES = (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF),
                   ("sensor", events.TAMPER_SENSOR))
@@ -250,10 +269,23 @@ class Enforcer:
         self._kinds: set = set()
         self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
         try:
+            self._reuse_intruders()
             self.apply(policy or policy_mod.Policy(), enforce=enforce, terminate=terminate, extra_exec=list(deny))
         except BaseException:
             self.close()
             raise
+
+    def _reuse_intruders(self) -> None:
+        """A predecessor's record of who intruded into the service cgroup (same layout only): its intruders must
+        not become exempt because the sensor restarted."""
+        if self.pin_dir is None or not self.cgroup.id or not self._attach:
+            return
+        for path in sorted(self.pin_dir.glob(f"{INTRUDERS_MARKER}-*"), key=lambda p: p.stat().st_mtime, reverse=True):
+            try:
+                self._shared[INTRUDERS] = libbpf.obj_get(path)
+                return
+            except (OSError, libbpf.BpfError):
+                continue
 
     @property
     def _fds(self) -> Dict[str, int]:
@@ -308,8 +340,13 @@ class Enforcer:
         new = _Copy(self.path, self._shared)
         try:
             new.fill(entries, tamper, config)
-            if not self._shared:
-                self._shared = {name: os.dup(new.fds[name]) for name in SHARED_MAPS}
+            for name in SHARED_MAPS:
+                if name not in self._shared:
+                    if name == INTRUDERS:  # key 0: the overflow flag, cleared; then only programs write it
+                        libbpf.map_update(new.fds[name], ZERO, bytes(8))
+                        libbpf.map_update(new.fds[name], MANAGER_KEY, service_manager_pid().to_bytes(8, "little"))
+                        libbpf.map_freeze(new.fds[name])
+                    self._shared[name] = os.dup(new.fds[name])
             if self._attach:
                 for program in self.tier.programs:
                     if program is self.tier.programs[0] or kinds & set(program.kinds):
@@ -381,7 +418,8 @@ class Enforcer:
     def _markers(self):
         """(marker, map, wanted) for each map pinned for a successor."""
         return ((CONFIG_MARKER, "endura_config", True), (BPF_GUARD_MARKER, "endura_tamper", self._bpf_guard),
-                (RING_MARKER, "endura_events", True), (DROPS_MARKER, "endura_drops", True))
+                (RING_MARKER, "endura_events", True), (DROPS_MARKER, "endura_drops", True),
+                (INTRUDERS_MARKER, INTRUDERS, bool(self.cgroup.id)))
 
     @staticmethod
     def _pinned_is(path: Path, fd: int) -> bool:
@@ -474,6 +512,8 @@ class Enforcer:
         kinds = {kind for kind, entries in (("exec", want["endura_exec"]), ("file", want["endura_files"]),
                                             ("connect", want["endura_net"])) if entries}
         kinds |= {name for name, index in TAMPER_INDEXES if index in tamper}
+        if self.cgroup.id and kinds & {"bpf", "sensor"}:
+            kinds.add("cgroup")  # the service cgroup is exempt from these: watch who joins it
         if self._attach_all:
             kinds = {kind for program in self.tier.programs for kind in program.kinds}
         changed = self._changes(want, tamper, config)

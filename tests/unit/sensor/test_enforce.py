@@ -43,5 +43,7 @@ def test_every_tier_attaches_its_exec_program_first_and_covers_every_rule_type()
     for tier in enforce.TIERS:
         assert tier.programs[0].kinds == ("exec",) and tier.program == tier.programs[0].name
         kinds = {k for p in tier.programs for k in p.kinds}
-        assert kinds == {"exec", "file", "connect", "module_load", "bpf"}, tier.name
+        # "sensor": the self-protection singleton (enforce.TAMPER_INDEXES), a policy type once the language has it;
+        # "cgroup": who joins the exempt service cgroup, watched while a bpf or sensor rule is loaded
+        assert kinds == {"exec", "file", "connect", "module_load", "bpf", "sensor", "cgroup"}, tier.name
         assert all(p.name.startswith(f"endura_{tier.object_name.split('_')[1].split('.')[0]}_") for p in tier.programs)
