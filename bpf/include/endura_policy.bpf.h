@@ -382,13 +382,13 @@ static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, boo
 
 /* ---------------------------------------------------------------- tamper: modules, bpf() */
 
-#include "endura_intruders.bpf.h"
+#include "endura_members.bpf.h"
 
 /*
- * Whether the current task may act as the sensor: the sensor itself, or a member of its service cgroup
- * (by id, or by name below the same parent: a restart's successor runs in a new cgroup of the same name
- * and must be exempt from its predecessor's rules, or taking over would need a gap) that did not join it
- * from outside (endura_intruders.bpf.h).
+ * Whether the current task is a member of the sensor's service cgroup: in it (by id, or by name below the
+ * same parent: a restart's successor runs in a new cgroup of the same name and must be exempt from its
+ * predecessor's rules, or taking over would need a gap) and placed there by the service manager or born
+ * there from a member (endura_members.bpf.h): joining the cgroup does not make a process exempt.
  */
 static __always_inline bool endura_in_sensor_cgroup(const struct endura_config *cfg)
 {
@@ -398,7 +398,7 @@ static __always_inline bool endura_in_sensor_cgroup(const struct endura_config *
 		return false;
 	if (bpf_get_current_cgroup_id() != cfg->sensor_cgroup_id && !endura_task_in_sensor_cgroup(cfg, task))
 		return false;
-	return !endura_is_intruder(task);
+	return endura_is_member(task);
 }
 
 /* index: enum endura_tamper_index; detail: module how / bpf cmd; name may be NULL */

@@ -11,11 +11,12 @@
  * | mem, pidfd_getfd of the sensor         | (ptrace_access_check)    | the check)             |                        |
  * | unlink/rename of its pins (endura_* in | refused (inode_unlink,   | caller killed (before  | not seen: re-pinned by |
  * | a BPF filesystem)                      | inode_rename)            | the unlink completes?) | the sensor, reported   |
- * | entering its cgroup from outside       | recorded: not exempt (tp_btf cgroup_attach_task, task_newtask)   |
+ * | entering its cgroup from outside       | not a member: not exempt (endura_members.bpf.h; tp_btf           |
+ * |                                        | cgroup_attach_task, task_newtask, sched_process_exit)            |
  *
  * Exempt: the sensor itself, init (PID 1: systemd stops, reloads and kills the service; or the service
- * manager named in endura_intruders, see endura_intruders.bpf.h), and members of
- * its service cgroup that did not join it from outside (endura_intruders.bpf.h): the successor of a
+ * manager named in endura_members, see endura_members.bpf.h), and members of
+ * its service cgroup placed there by the service manager (endura_members.bpf.h): the successor of a
  * restart, `endura-sensor release` in ExecStopPost=. Allowed to anyone: SIGHUP (reload), SIGUSR1
  * (verify), SIGCONT, and signals that do not end or stop a process (SIGCHLD, SIGURG, SIGWINCH, 0).
  */
@@ -131,40 +132,39 @@ static __always_inline int endura_self_pin(struct dentry *dentry)
 	return endura_sensor_tampered(rule, ENDURA_SENSOR_OP_PIN, (const char *)name);
 }
 
-/* ---------------------------------------------------------------- every tier: who joins the cgroup */
+/* ---------------------------------------------------------------- every tier: who is a member of the cgroup */
 
 SEC("tp_btf/cgroup_attach_task")
 int ENDURA_SELF_PROG(ENDURA_SELF(cgroup_attach), struct cgroup *dst_cgrp, const char *path, struct task_struct *task,
-	     bool threadgroup)
+		     bool threadgroup)
 {
 	struct endura_config *cfg = endura_cfg();
 	struct task_struct *current;
 	struct endura_rule *rule;
+	struct endura_event *e;
 	__u32 index = ENDURA_TAMPER_SENSOR;
 
 	if (!cfg || !cfg->sensor_cgroup_id || !endura_cgroup_is_sensor(cfg, dst_cgrp))
 		return 0;
-	current = (struct task_struct *)bpf_get_current_task();
 	if (endura_is_service_manager()) {
-		endura_clear_intruder(task); /* init placed it: the service itself (systemd attaches from both sides) */
+		endura_add_member(task); /* the service itself (systemd attaches its child from both sides) */
 		return 0;
 	}
-	if (endura_task_in_sensor_cgroup(cfg, current) && !endura_is_intruder(current))
-		return 0; /* a member (systemd's forked child after init placed it, a no-op move) */
-	endura_mark_intruder(task);
-	/* systemd < 255's forked child attaches itself, as a direct child of init: not reported (init confirms it
-	 * next); anything else is an attempt. Either way the task is not exempt until init places it. */
+	if (endura_is_member(task))
+		return 0; /* a no-op move of a member (systemd < 255's forked child after init placed it) */
+	current = (struct task_struct *)bpf_get_current_task();
+	/* systemd < 255's forked child attaching itself first, as a direct child of init: not reported (init
+	 * places it next); anything else is an attempt to join. Either way the task is not a member. */
 	if (task == current && BPF_CORE_READ(current, real_parent, tgid) == 1)
 		return 0;
 	rule = bpf_map_lookup_elem(&endura_tamper, &index);
-	if (rule && rule->rule_id) {
-		struct endura_event *e = endura_event_begin(ENDURA_EVENT_SENSOR_TAMPER_DENIED, ENDURA_SELF_TIER,
-							      rule->rule_id, ENDURA_ACTION_AUDITED, 0);
-		if (e) {
-			e->detail = ENDURA_SENSOR_OP_CGROUP;
-			bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(dst_cgrp, kn, name));
-			bpf_ringbuf_submit(e, 0);
-		}
+	if (!rule || !rule->rule_id)
+		return 0;
+	e = endura_event_begin(ENDURA_EVENT_SENSOR_TAMPER_DENIED, ENDURA_SELF_TIER, rule->rule_id, ENDURA_ACTION_AUDITED, 0);
+	if (e) {
+		e->detail = ENDURA_SENSOR_OP_CGROUP;
+		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(dst_cgrp, kn, name));
+		bpf_ringbuf_submit(e, 0);
 	}
 	return 0;
 }
@@ -176,22 +176,31 @@ int ENDURA_SELF_PROG(ENDURA_SELF(task_newtask), struct task_struct *task, __u64 
 	struct task_struct *current;
 
 	if (clone_flags & ENDURA_CLONE_THREAD)
-		return 0; /* the same thread group: marked by tgid already */
+		return 0; /* the same thread group */
 	cfg = endura_cfg();
-	if (!cfg || !cfg->sensor_cgroup_id)
+	if (!cfg || !cfg->sensor_cgroup_id || !endura_task_in_sensor_cgroup(cfg, task))
 		return 0;
 	current = (struct task_struct *)bpf_get_current_task();
-	if (endura_is_intruder(current)) {
-		__u32 zero = 0;
-		__u64 *overflow = bpf_map_lookup_elem(&endura_intruders, &zero);
-		if (overflow && !*overflow)
-			endura_mark_intruder(task); /* an intruder's children are intruders */
-		return 0;
+	/* born in the cgroup from the service manager (clone3(CLONE_INTO_CGROUP): systemd >= 255), the sensor or
+	 * a member (in the cgroup: a member moved out and cloning back in is not trusted with it) */
+	if (endura_is_service_manager() || BPF_CORE_READ(current, tgid) == cfg->sensor_tgid ||
+	    (endura_is_member(current) && endura_task_in_sensor_cgroup(cfg, current)))
+		endura_add_member(task);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int ENDURA_SELF_PROG(ENDURA_SELF(member_exit), struct task_struct *p)
+{
+	struct endura_config *cfg = endura_cfg();
+	__u32 tgid;
+
+	if (!cfg || !cfg->sensor_cgroup_id || BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
+		return 0; /* only the thread group leader's exit ends a membership */
+	if (endura_is_member(p)) {
+		tgid = BPF_CORE_READ(p, tgid);
+		bpf_map_delete_elem(&endura_members, &tgid);
 	}
-	if (!endura_task_in_sensor_cgroup(cfg, task) || endura_is_service_manager() ||
-	    endura_task_in_sensor_cgroup(cfg, current))
-		return 0; /* not born in the cgroup, or by init (CLONE_INTO_CGROUP: systemd >= 255), or by a member */
-	endura_mark_intruder(task); /* clone3(CLONE_INTO_CGROUP) into the cgroup by anyone else */
 	return 0;
 }
 

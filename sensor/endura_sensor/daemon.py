@@ -244,12 +244,12 @@ class Sensor:
         if not risky:
             return []
         if enforce_mod.own_service_cgroup()[0]:
-            # exempt by cgroup unless this process entered it from outside (an intruder, endura_intruders.bpf.h:
-            # e.g. a service manager that is not PID 1, or a start by hand): a child inherits the verdict
+            # exempt by cgroup only as a member (placed by the service manager, endura_members.bpf.h; not when
+            # started by hand into the cgroup, or by a manager that is not PID 1): a child inherits membership
             if bpf_allowed_for_a_child():
                 return []
             log("this sensor runs in the service cgroup but is not exempt from the bpf rule of the sensor before it: "
-                "it entered the cgroup other than from init (PID 1) or a member")
+                "it was not placed there by the service manager (PID 1, or $ENDURA_SERVICE_MANAGER_PID)")
         removed = []
         for path in pins:
             try:

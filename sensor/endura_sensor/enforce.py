@@ -36,7 +36,7 @@ def _programs(prefix: str, *specs: Tuple[str, str]) -> Tuple[Program, ...]:
 
 #: self-protection (bpf/include/endura_self.bpf.h): who joins the service cgroup (its exemption from the bpf and
 #: sensor rules must not be joinable), then what the sensor rule refuses on each tier
-_CGROUP_WATCH = (("cgroup_attach", "cgroup"), ("task_newtask", "cgroup"))  # kind "cgroup": see apply()
+_CGROUP_WATCH = (("cgroup_attach", "cgroup"), ("task_newtask", "cgroup"), ("member_exit", "cgroup"))  # see apply()
 _SELF_HOOKS = (("task_kill", "sensor"), ("ptrace_access_check", "sensor"), ("pin_unlink", "sensor"),
                ("pin_rename", "sensor"))
 TIERS = (
@@ -57,9 +57,9 @@ TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net")
 #: read-only for BPF programs (BPF_F_RDONLY_PROG) and frozen once filled (BPF_MAP_FREEZE): nobody changes them
 FROZEN_MAPS = MAPS + ("endura_tamper", "endura_config")
-#: one ring buffer, drop counter and intruder record for every copy of the object (a reload loses nothing)
-INTRUDERS = "endura_intruders"
-SHARED_MAPS = ("endura_events", "endura_drops", INTRUDERS)
+#: one ring buffer, drop counter and member record for every copy of the object (a reload loses nothing)
+MEMBERS = "endura_members"
+SHARED_MAPS = ("endura_events", "endura_drops", MEMBERS)
 KEY_SIZES = {"endura_exec": events.FILE_KEY.size, "endura_files": events.FILE_KEY.size,
              "endura_net": events.NET_KEY.size, "endura_tamper": 4, "endura_config": 4}
 VALUE_SIZES = {"endura_exec": events.FILE_RULE.size, "endura_files": events.FILE_RULE.size,
@@ -72,10 +72,10 @@ BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf 
 #: sensor runs (a restart); versioned: a successor decodes only the event layout it knows
 RING_MARKER = f"endura_ring_v{events.ABI_VERSION}"
 DROPS_MARKER = f"endura_drops_v{events.ABI_VERSION}"
-#: the processes that entered the service cgroup from outside (bpf/include/endura_intruders.bpf.h): pinned while a
-#: cgroup is exempt, reused by the successor, so that an intruder does not become exempt by a restart
-INTRUDERS_MARKER = f"endura_intruders_v{events.ABI_VERSION}"
-MANAGER_KEY = b"\xff\xff\xff\xff"  # ENDURA_MANAGER_KEY: a service manager other than init (0: none)
+#: the processes the service manager placed in the service cgroup (bpf/include/endura_members.bpf.h): pinned while
+#: a cgroup is exempt, reused by the successor (which is one of them)
+MEMBERS_MARKER = f"endura_members_v{events.ABI_VERSION}"
+MANAGER_KEY = b"\xff\xff\xff\xff"  # ENDURA_MANAGER_KEY in endura_members: a service manager other than init
 
 
 def service_manager_pid(env=os.environ) -> int:
@@ -83,7 +83,7 @@ def service_manager_pid(env=os.environ) -> int:
     init to place processes in the service cgroup and to signal the sensor; 0 = init only."""
     value = env.get("ENDURA_SERVICE_MANAGER_PID", "")
     return int(value) if value.isdigit() else 0
-MARKERS = (CONFIG_MARKER, BPF_GUARD_MARKER, RING_MARKER, DROPS_MARKER, INTRUDERS_MARKER)
+MARKERS = (CONFIG_MARKER, BPF_GUARD_MARKER, RING_MARKER, DROPS_MARKER, MEMBERS_MARKER)
 #: policy rule type -> index in the endura_tamper array (singleton rules)
 TAMPER_INDEXES = (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF),
                   ("sensor", events.TAMPER_SENSOR))
@@ -269,20 +269,20 @@ class Enforcer:
         self._kinds: set = set()
         self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
         try:
-            self._reuse_intruders()
+            self._reuse_members()
             self.apply(policy or policy_mod.Policy(), enforce=enforce, terminate=terminate, extra_exec=list(deny))
         except BaseException:
             self.close()
             raise
 
-    def _reuse_intruders(self) -> None:
-        """A predecessor's record of who intruded into the service cgroup (same layout only): its intruders must
-        not become exempt because the sensor restarted."""
+    def _reuse_members(self) -> None:
+        """A predecessor's record of who the service manager placed in the service cgroup (same layout only):
+        this sensor (placed while the predecessor's programs ran) is one of them."""
         if self.pin_dir is None or not self.cgroup.id or not self._attach:
             return
-        for path in sorted(self.pin_dir.glob(f"{INTRUDERS_MARKER}-*"), key=lambda p: p.stat().st_mtime, reverse=True):
+        for path in sorted(self.pin_dir.glob(f"{MEMBERS_MARKER}-*"), key=lambda p: p.stat().st_mtime, reverse=True):
             try:
-                self._shared[INTRUDERS] = libbpf.obj_get(path)
+                self._shared[MEMBERS] = libbpf.obj_get(path)
                 return
             except (OSError, libbpf.BpfError):
                 continue
@@ -342,7 +342,7 @@ class Enforcer:
             new.fill(entries, tamper, config)
             for name in SHARED_MAPS:
                 if name not in self._shared:
-                    if name == INTRUDERS:  # key 0: the overflow flag, cleared; then only programs write it
+                    if name == MEMBERS:  # key 0: the overflow flag, cleared; then only programs write it
                         libbpf.map_update(new.fds[name], ZERO, bytes(8))
                         libbpf.map_update(new.fds[name], MANAGER_KEY, service_manager_pid().to_bytes(8, "little"))
                         libbpf.map_freeze(new.fds[name])
@@ -419,7 +419,7 @@ class Enforcer:
         """(marker, map, wanted) for each map pinned for a successor."""
         return ((CONFIG_MARKER, "endura_config", True), (BPF_GUARD_MARKER, "endura_tamper", self._bpf_guard),
                 (RING_MARKER, "endura_events", True), (DROPS_MARKER, "endura_drops", True),
-                (INTRUDERS_MARKER, INTRUDERS, bool(self.cgroup.id)))
+                (MEMBERS_MARKER, MEMBERS, bool(self.cgroup.id)))
 
     @staticmethod
     def _pinned_is(path: Path, fd: int) -> bool:

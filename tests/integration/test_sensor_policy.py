@@ -543,8 +543,8 @@ def test_in_its_own_cgroup_a_restarted_sensor_takes_over_without_a_gap(start, tm
     second = start(policy, pin_dir=pins, cgroup=service_cgroup)  # exempt by cgroup: not killed while loading
     assert sorted(second.started["replaced_pins"]) == sorted(
         f"{name}-{first.proc.pid}" for name in ("endura_config", f"endura_drops_v{events.ABI_VERSION}", "endura_guard_bpf",
-                                                f"endura_intruders_v{events.ABI_VERSION}", "endura_tp_cgroup_attach",
-                                                "endura_tp_task_newtask",
+                                                f"endura_members_v{events.ABI_VERSION}", "endura_tp_cgroup_attach",
+                                                "endura_tp_task_newtask", "endura_tp_member_exit",
                                                 f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec", "endura_tp_sys_enter"))
     assert run(denied) == KILLED and _bpf_call_is_killed()  # everyone else is still denied
     second.stop()

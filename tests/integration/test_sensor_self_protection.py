@@ -152,6 +152,72 @@ def test_a_policy_change_is_a_new_frozen_copy_and_costs_one_load(start, tmp_path
     sensor.stop()
 
 
+# ---------------------------------------------------------------- 2. the service cgroup
+
+def _in_cgroup(cgroup, code):
+    """A process that joins the cgroup by itself (as an attacker would), then runs python code."""
+    return run("sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh", sys.executable, "-c", code)
+
+
+BPF_CALL = f"import ctypes; ctypes.CDLL(None).syscall({BPF_SYSCALL}, 11, 0, 0)"
+
+
+def test_joining_the_service_cgroup_exempts_nobody(start, tmp_path, service_cgroup):
+    """The cgroup is exempt from the bpf rule (a restarted sensor must load before the old programs go); a
+    process that writes itself into cgroup.procs, its children, and a process that another joined, are not."""
+    denied, protected, policy = _policy(tmp_path, rule(name="bpf", type="bpf", action="kill"))
+    sensor = start(policy, cgroup=service_cgroup)
+    assert sensor.started["cgroup_exempt_from_bpf_rules"] is True
+    assert "endura_tp_cgroup_attach" in sensor.started["programs"]
+    assert _in_cgroup(service_cgroup, BPF_CALL) == KILLED
+    child = f"import subprocess, sys; sys.exit(-subprocess.run([sys.executable, '-c', {BPF_CALL!r}]).returncode)"
+    assert _in_cgroup(service_cgroup, child) == 9  # the intruder's child: killed too
+    # moved in by another process that is not the service manager
+    waiting = subprocess.Popen(["sh", "-c", f'read go && exec {sys.executable} -c "{BPF_CALL}"'], stdin=subprocess.PIPE,
+                               text=True)
+    assert run("sh", "-c", f"echo {waiting.pid} > {service_cgroup}/cgroup.procs") == 0
+    waiting.communicate("go\n", timeout=30)
+    assert waiting.returncode == KILLED
+    # the same, placed by the service manager (this test, standing in for PID 1): exempt, like a successor
+    placed = subprocess.Popen(["sh", "-c", f'read go && exec {sys.executable} -c "{BPF_CALL}"'], stdin=subprocess.PIPE,
+                              text=True)
+    (service_cgroup / "cgroup.procs").write_text(str(placed.pid))
+    placed.communicate("go\n", timeout=30)
+    assert placed.returncode == 0
+    _still_enforced(denied, protected)
+    sensor.wait_for(lambda r: len([e for e in sensor.events("bpf_denied")]) >= 3)
+    sensor.stop()
+
+
+# ---------------------------------------------------------------- the sensor rule: signals (tracepoint: the sender dies)
+
+SENSOR_RULE_LAUNCHER = ("-c", "import runpy, sys; sys.argv[0] = 'endura-sensor'; "
+                        f"runpy.run_path({str(ATTACKS / 'sensor_rule.py')!r}, run_name='__main__')")
+
+
+def _signal(pid, sig):
+    return run(sys.executable, "-c", f"import os; os.kill({pid}, {int(sig)})")
+
+
+def test_signals_that_stop_or_end_the_sensor_kill_the_sender(start, tmp_path, service_cgroup):
+    """The tracepoint tier sees the signal when it is generated: the sender dies, the signal still arrives
+    (the LSM tier refuses it, the fentry tier kills the sender first). Harmless signals are allowed."""
+    denied, protected, policy = _policy(tmp_path, rule(name="self", type="sensor", action="kill"))
+    sensor = start(policy, cgroup=service_cgroup, command=SENSOR_RULE_LAUNCHER)
+    assert "endura_tp_signal_generate" in sensor.started["programs"]
+    assert _signal(sensor.proc.pid, signal.SIGUSR1) == 0 and _signal(sensor.proc.pid, signal.SIGCONT) == 0
+    assert _signal(sensor.proc.pid, signal.SIGSTOP) == KILLED
+    try:
+        stopped = status(sensor)
+        assert stopped.returncode == 4 and "STOPPED" in stopped.stderr  # it arrived: reported
+    finally:
+        sensor.proc.send_signal(signal.SIGCONT)  # this test is the service manager: allowed
+    event = sensor.wait_for(lambda r: r["type"] == "sensor_tamper_denied")
+    assert event["op"] == "signal" and event["action"] == ["killed"] and event["rule"] == "self"
+    _still_enforced(denied, protected)
+    sensor.stop()  # SIGTERM from the service manager: allowed
+
+
 # ---------------------------------------------------------------- 3. pins
 
 def test_pins_removed_while_the_sensor_runs_are_restored_and_reported(start, tmp_path, bpffs):
