@@ -620,8 +620,10 @@ class Enforcer:
                 path = self._pin_path(name)
                 if wanted and not self._pinned_is(path, self._fds[map_name]):
                     problems.append(f"pin {path} was removed or replaced")
-            if restore:
-                self._sync_markers()
+                    if restore:
+                        self._sync_markers()
+                        if self._pinned_is(path, self._fds[map_name]):
+                            restored.append(f"pinned {path} again")
         return problems, restored
 
     def pin_names(self) -> List[str]:
