@@ -124,7 +124,9 @@ static __always_inline int endura_self_pin(struct dentry *dentry)
 	if (!dentry || BPF_CORE_READ(dentry, d_sb, s_magic) != ENDURA_BPF_FS_MAGIC)
 		return 0;
 	name = BPF_CORE_READ(dentry, d_name.name);
-	if (bpf_probe_read_kernel(prefix, 7, name) < 0 || __builtin_memcmp(prefix, "endura_", 7) != 0)
+	/* byte by byte: __builtin_memcmp becomes a call to memcmp, which BPF has not */
+	if (bpf_probe_read_kernel(prefix, 7, name) < 0 || prefix[0] != 'e' || prefix[1] != 'n' || prefix[2] != 'd' ||
+	    prefix[3] != 'u' || prefix[4] != 'r' || prefix[5] != 'a' || prefix[6] != '_')
 		return 0;
 	rule = endura_sensor_rule(&cfg);
 	if (!rule || endura_acts_as_sensor(cfg))

@@ -592,6 +592,13 @@ class Enforcer:
             problems += self._check_maps(copy)
         except libbpf.BpfError as exc:
             problems.append(f"cannot read the rule maps: {exc}")
+        try:
+            overflow = libbpf.map_lookup(self._shared[MEMBERS], ZERO, 8) if MEMBERS in self._shared else None
+        except libbpf.BpfError:
+            overflow = None
+        if overflow and any(overflow):
+            problems.append(f"{MEMBERS} is full ({MEMBERS} holds at most 4096 members of the service cgroup): new "
+                            "members are not exempt; restart the service to start a new record")
         for name, link in copy.links.items():
             try:
                 if libbpf.link_prog_id(link.fd) != libbpf.obj_id(copy.obj.program_fd(name)):
