@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-for lib in ("/usr/lib/endura-sensor", str(Path(__file__).resolve().parents[3] / "sensor")):
+_HERE = Path(__file__).resolve()
+for lib in ("/usr/lib/endura-sensor", *(str(p / "sensor") for p in _HERE.parents)):
     if Path(lib, "endura_sensor").is_dir():
         sys.path.insert(0, lib)
         break
