@@ -162,7 +162,15 @@ def _in_cgroup(cgroup, code):
 BPF_CALL = f"import ctypes; ctypes.CDLL(None).syscall({BPF_SYSCALL}, 11, 0, 0)"
 
 
-def test_joining_the_service_cgroup_exempts_nobody(start, tmp_path, service_cgroup):
+@pytest.fixture(scope="module")
+def attack_clone3(tmp_path_factory):
+    """tests/integration/attacks/cgroup_clone3.c, compiled."""
+    from .test_sensor_bench import compile_loop
+
+    return compile_loop(tmp_path_factory.mktemp("attacks"), "cgroup_clone3", (ATTACKS / "cgroup_clone3.c").read_text())
+
+
+def test_joining_the_service_cgroup_exempts_nobody(start, tmp_path, service_cgroup, attack_clone3):
     """The cgroup is exempt from the bpf rule (a restarted sensor must load before the old programs go); a
     process that writes itself into cgroup.procs, its children, and a process that another joined, are not."""
     denied, protected, policy = _policy(tmp_path, rule(name="bpf", type="bpf", action="kill"))
@@ -172,6 +180,10 @@ def test_joining_the_service_cgroup_exempts_nobody(start, tmp_path, service_cgro
     assert _in_cgroup(service_cgroup, BPF_CALL) == KILLED
     child = f"import subprocess, sys; sys.exit(-subprocess.run([sys.executable, '-c', {BPF_CALL!r}]).returncode)"
     assert _in_cgroup(service_cgroup, child) == 9  # the intruder's child: killed too
+    # born in the cgroup: clone3(CLONE_INTO_CGROUP) by a process that is not the service manager
+    born = json.loads(subprocess.run([str(attack_clone3), str(service_cgroup)], capture_output=True, text=True,
+                                     timeout=60, check=True).stdout)
+    assert born["child_cgroup"].endswith(service_cgroup.name) and born["child"] == "killed by 9", born
     # moved in by another process that is not the service manager
     waiting = subprocess.Popen(["sh", "-c", f'read go && exec {sys.executable} -c "{BPF_CALL}"'], stdin=subprocess.PIPE,
                                text=True)
@@ -185,7 +197,7 @@ def test_joining_the_service_cgroup_exempts_nobody(start, tmp_path, service_cgro
     placed.communicate("go\n", timeout=30)
     assert placed.returncode == 0
     _still_enforced(denied, protected)
-    sensor.wait_for(lambda r: len([e for e in sensor.events("bpf_denied")]) >= 3)
+    sensor.wait_for(lambda r: len(sensor.events("bpf_denied")) >= 4)
     sensor.stop()
 
 
