@@ -620,17 +620,15 @@ class Enforcer:
                         self._pin(name, link)
                         if self._pinned_is(path, link.fd):
                             restored.append(f"pinned {path} again")
-            for name, map_name, wanted in self._markers():
-                if self.pin_dir is None:  # pinning failed above: pin_problem says why
-                    problems.append(self.pin_problem)
-                    break
-                path = self._pin_path(name)
-                if wanted and not self._pinned_is(path, self._fds[map_name]):
-                    problems.append(f"pin {path} was removed or replaced")
-                    if restore:
-                        self._sync_markers()
-                        if self._pinned_is(path, self._fds[map_name]):
-                            restored.append(f"pinned {path} again")
+            if self.pin_dir is None:  # pinning failed above: pin_problem says why
+                problems.append(self.pin_problem)
+                return problems, restored
+            missing = [(self._pin_path(name), self._fds[map_name]) for name, map_name, wanted in self._markers()
+                       if wanted and not self._pinned_is(self._pin_path(name), self._fds[map_name])]
+            problems += [f"pin {path} was removed or replaced" for path, _ in missing]
+            if missing and restore:
+                self._sync_markers()
+                restored += [f"pinned {path} again" for path, fd in missing if self._pinned_is(path, fd)]
         return problems, restored
 
     def pin_names(self) -> List[str]:
