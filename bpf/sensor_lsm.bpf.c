@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
 /*
  * Tier 1, BPF LSM: refuse denied operations with -EPERM before they happen (and SIGKILL when the
- * rule or terminate_process says so): exec, open of protected files, connect, module loading, bpf().
+ * rule or terminate_process says so): exec, open of protected files, connect, module loading, bpf(),
+ * and the effect hooks of endura_fileops.bpf.h (path_* need CONFIG_SECURITY_PATH; file_truncate 6.2:
+ * a hook the kernel lacks is not loaded, see enforce.py).
  */
-#include "endura_policy.bpf.h"
+#define ENDURA_GLOBAL_LOOKUPS 1 /* rename, link and exec look up through global functions */
+#include "endura_fileops.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -18,6 +21,9 @@ int BPF_PROG(endura_lsm_bprm_check, struct linux_binprm *bprm, int ret)
 SEC("lsm/file_open")
 int BPF_PROG(endura_lsm_file_open, struct file *file, int ret)
 {
+	if (ret)
+		return ret;
+	ret = endura_interpreted_policy(file, ENDURA_TIER_LSM, true);
 	if (ret)
 		return ret;
 	return endura_file_policy(file, ENDURA_TIER_LSM, true);
@@ -71,6 +77,117 @@ SEC("lsm/bpf")
 int BPF_PROG(endura_lsm_bpf, int cmd)
 {
 	return endura_tamper_policy(ENDURA_TAMPER_BPF, (__u32)cmd, NULL, false, ENDURA_TIER_LSM, true);
+}
+
+/* ---------------------------------------------------------------- effect hooks (endura_fileops.bpf.h) */
+
+SEC("lsm/path_rename")
+int BPF_PROG(endura_lsm_path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	if (ret)
+		return ret;
+	return endura_rename_policy(old_dir, old_dentry, new_dir, new_dentry, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/path_link")
+int BPF_PROG(endura_lsm_path_link, struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry,
+	     int ret)
+{
+	if (ret)
+		return ret;
+	return endura_link_policy(old_dentry, new_dir, new_dentry, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/path_unlink")
+int BPF_PROG(endura_lsm_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return endura_remove_policy(ENDURA_FILE_OP_UNLINK, dir, dentry, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/path_rmdir")
+int BPF_PROG(endura_lsm_path_rmdir, const struct path *dir, struct dentry *dentry, int ret)
+{
+	if (ret)
+		return ret;
+	return endura_remove_policy(ENDURA_FILE_OP_RMDIR, dir, dentry, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/path_truncate")
+int BPF_PROG(endura_lsm_path_truncate, const struct path *path, int ret)
+{
+	if (ret)
+		return ret;
+	return endura_truncate_policy(BPF_CORE_READ(path, mnt), BPF_CORE_READ(path, dentry), ENDURA_TIER_LSM, true);
+}
+
+/* 6.2+: ftruncate(2) and O_TRUNC (before, both went through path_truncate) */
+SEC("lsm/file_truncate")
+int BPF_PROG(endura_lsm_file_truncate, struct file *file, int ret)
+{
+	if (ret)
+		return ret;
+	return endura_file_truncate_policy(file, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/path_mknod")
+int BPF_PROG(endura_lsm_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev,
+	     int ret)
+{
+	if (ret)
+		return ret;
+	return endura_create_policy(dir, dentry, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/path_mkdir")
+int BPF_PROG(endura_lsm_path_mkdir, const struct path *dir, struct dentry *dentry, umode_t mode, int ret)
+{
+	if (ret)
+		return ret;
+	return endura_create_policy(dir, dentry, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/path_symlink")
+int BPF_PROG(endura_lsm_path_symlink, const struct path *dir, struct dentry *dentry, const char *old_name, int ret)
+{
+	if (ret)
+		return ret;
+	return endura_create_policy(dir, dentry, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/file_permission")
+int BPF_PROG(endura_lsm_file_permission, struct file *file, int mask, int ret)
+{
+	if (ret)
+		return ret;
+	return endura_write_policy(file, mask, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/mmap_file")
+int BPF_PROG(endura_lsm_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags,
+	     int ret)
+{
+	if (ret)
+		return ret;
+	return endura_mmap_policy(file, prot, flags, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/file_mprotect")
+int BPF_PROG(endura_lsm_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot, int ret)
+{
+	if (ret)
+		return ret;
+	return endura_mprotect_policy(vma, prot, ENDURA_TIER_LSM, true);
+}
+
+SEC("lsm/socket_sendmsg")
+int BPF_PROG(endura_lsm_socket_sendmsg, struct socket *sock, struct msghdr *msg, int size, int ret)
+{
+	if (ret)
+		return ret;
+	return endura_sendmsg_policy(msg, ENDURA_TIER_LSM, true);
 }
 
 #define ENDURA_SELF_LSM

@@ -65,6 +65,29 @@ int BPF_PROG(endura_tp_sys_exit, struct pt_regs *regs, long ret)
 	return 0;
 }
 
+/*
+ * An interpreter reading an exec-denied file (`sh x.sh`, a `#!` script, `ld.so ./payload`): a program of
+ * its own on the raw sys_exit (attached with exec rules), not the open calls' own exit tracepoints
+ * (those cost an open+close loop ~35 %, measured with tests/integration/test_sensor_bench.py) and not
+ * inside endura_tp_sys_exit (both walks in one program tripled its verifier cost).
+ */
+SEC("tp_btf/sys_exit")
+int BPF_PROG(endura_tp_sys_exit_interp, struct pt_regs *regs, long ret)
+{
+	struct endura_config *cfg;
+	long nr = ENDURA_SYSCALL_NR(regs);
+
+	if (nr != ENDURA_NR_OPENAT && nr != ENDURA_NR_OPEN && nr != ENDURA_NR_OPENAT2)
+		return 0;
+	if (ret < 0)
+		return 0;
+	cfg = endura_cfg();
+	if (!cfg || !cfg->exec_interpreters)
+		return 0;
+	endura_interpreted_policy(endura_fd_file(ret), ENDURA_TIER_TRACEPOINT, false);
+	return 0;
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(endura_tp_sys_enter, struct pt_regs *regs, long id)
 {

@@ -30,6 +30,10 @@ PROTECTED = "/opt/endura-vmtest/protected"  # a file rule denies opening it for 
 PROTECTED_CONTENT = b"endura vmtest: the original content\n"
 DENIED_PORT = 40444  # a connect rule denies 127.0.0.1:DENIED_PORT
 ALLOWED_PORT = 40445
+PROTDIR = "/opt/endura-vmtest/protdir"  # a dir rule denies writing below it
+PROTDIR_FILES = ("kept", "sub")  # a file and an empty directory in it
+PREPARED = "/opt/endura-vmtest/prepared"  # an unprotected file an attacker moves or links in
+LDSO = "/lib64/ld-linux-x86-64.so.2"
 SENSOR = "endura-sensor"
 START_TIMEOUT = 60.0
 PROBE_TIMEOUT = 20.0
@@ -140,6 +144,90 @@ def probes() -> dict:
     return out
 
 
+# ---------------------------------------------------------------- effects (scenarios with "effects")
+# Every other way to the effect of a denied operation than the direct one: each must be refused (EPERM
+# where terminate_process = false) with a file_op_denied / exec_denied (how mmap) / connect_denied (how
+# sendmsg) event, and leave the protected file's content and the protected directory's listing as they were.
+
+
+def reset_effects() -> None:
+    """The protected directory with its entries, and the prepared file (outside any rule)."""
+    shutil.rmtree(PROTDIR, ignore_errors=True)
+    for leftover in (PREPARED + ".moved", PREPARED + ".link"):  # what a probe that was not refused left
+        if os.path.lexists(leftover):
+            os.unlink(leftover)
+    os.makedirs(os.path.join(PROTDIR, "sub"))
+    with open(os.path.join(PROTDIR, "kept"), "wb") as fh:
+        fh.write(PROTECTED_CONTENT)
+    with open(PREPARED, "wb") as fh:
+        fh.write(b"endura vmtest: an attacker's file\n")
+
+
+def _create_in_protdir() -> None:
+    os.close(os.open(os.path.join(PROTDIR, "new"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+
+def _sendto(port: int):
+    def action() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"endura vmtest", ("127.0.0.1", port))
+    return action
+
+
+def ldso(path: str) -> str:
+    """`ld.so path`: 'eperm' when ld.so could not map it (EPERM), else as probe() (+ ld.so's message)."""
+    try:
+        proc = subprocess.run([LDSO, path], timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return "error:" + str(exc)
+    if proc.returncode == -signal.SIGKILL:
+        return "killed"
+    # ld.so names the errno only sometimes; "failed to map segment" is its mmap() refused (the event says why)
+    if proc.returncode != 0 and (b"Operation not permitted" in proc.stderr or b"failed to map segment" in proc.stderr):
+        return "eperm"
+    message = proc.stderr.decode(errors="replace").strip().splitlines()
+    return "exit:%d" % proc.returncode + (": " + message[-1][:200] if message else "")
+
+
+def effect_actions(early_fd: int) -> list:
+    """(probe name, action run in a forked child); early_fd: PROTECTED opened for write before the sensor."""
+    new = os.path.join(PROTDIR, "new")
+    return [
+        ("rename_over", lambda: os.rename(PREPARED, PROTECTED)),
+        ("rename_away", lambda: os.rename(PROTECTED, PREPARED + ".moved")),
+        ("rename_into", lambda: os.rename(PREPARED, new)),
+        ("link_into", lambda: os.link(PREPARED, new)),
+        ("link_from", lambda: os.link(PROTECTED, PREPARED + ".link")),
+        ("unlink", lambda: os.unlink(PROTECTED)),
+        ("unlink_below", lambda: os.unlink(os.path.join(PROTDIR, "kept"))),
+        ("rmdir_below", lambda: os.rmdir(os.path.join(PROTDIR, "sub"))),
+        ("truncate", lambda: os.truncate(PROTECTED, 0)),
+        ("open_trunc", lambda: os.close(os.open(PROTECTED, os.O_WRONLY | os.O_TRUNC))),  # file_open refuses first
+        ("ftruncate_early_fd", lambda: os.ftruncate(early_fd, 0)),
+        ("write_early_fd", lambda: os.pwrite(early_fd, b"TAMPERED", 0)),
+        ("create", _create_in_protdir),
+        ("mkdir", lambda: os.mkdir(new)),
+        ("symlink", lambda: os.symlink(PREPARED, new)),
+    ]
+
+
+def effect_probes(early_fd: int) -> dict:
+    out = {name: forked(action) for name, action in effect_actions(early_fd)}
+    out["ldso"] = ldso(DENIED)
+    out["sendto"] = forked(_sendto(DENIED_PORT))  # last: the driver waits for its event
+    out["sendto_allowed"] = forked(_sendto(ALLOWED_PORT))
+    out["ldso_allowed"] = ldso(ALLOWED)
+    try:
+        with open(PROTECTED, "rb") as fh:
+            out["protected_unchanged"] = fh.read() == PROTECTED_CONTENT
+    except OSError as exc:  # moved or removed: the next scenario's reset_protected() puts it back
+        out["protected_unchanged"] = "error:" + str(exc)
+    out["protdir_listing"] = sorted(os.listdir(PROTDIR))
+    out["prepared_exists"] = os.path.exists(PREPARED)
+    return out
+
+
 def tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
@@ -162,12 +250,19 @@ access = "write"
 action = "block"
 
 [[rule]]
+name = "vmtest-dir"
+type = "file"
+dir = "%(protdir)s"
+access = "write"
+action = "block"
+
+[[rule]]
 name = "vmtest-connect"
 type = "connect"
 address = "127.0.0.1"
 port = %(port)d
 action = "block"
-""" % {"denied": DENIED, "protected": PROTECTED, "port": DENIED_PORT}
+""" % {"denied": DENIED, "protected": PROTECTED, "protdir": PROTDIR, "port": DENIED_PORT}
 
 
 def write_config(path: str, policy_dir: str, enforcement: str, terminate: bool) -> None:
@@ -180,6 +275,81 @@ def write_config(path: str, policy_dir: str, enforcement: str, terminate: bool) 
                  % (enforcement, "true" if terminate else "false", policy_dir))
 
 
+BPF_DIR = "/usr/lib/endura-sensor/bpf"  # the package's objects
+VERIFIER_OBJECTS = ("sensor_lsm.bpf.o", "sensor_fentry.bpf.o")  # they load only in a VM (the tracepoint one on any host)
+
+
+def verifier_stats(path: str) -> dict:
+    """{program: instructions the verifier processed} for one object (log level 4: statistics only), as
+    tests/integration/test_bpf_build.py measures the tracepoint tier; programs whose kernel function is
+    missing from the BTF (as the sensor decides) are not loaded: {program: "missing"}; {"error": ...}."""
+    import ctypes
+    import re
+
+    lib = ctypes.CDLL("libbpf.so.1")
+    vp, cp = ctypes.c_void_p, ctypes.c_char_p
+    for name, res, args in (("bpf_object__open_file", vp, [cp, vp]), ("bpf_object__next_program", vp, [vp, vp]),
+                            ("bpf_program__name", cp, [vp]), ("bpf_program__section_name", cp, [vp]),
+                            ("bpf_program__set_autoload", ctypes.c_int, [vp, ctypes.c_bool]),
+                            ("bpf_program__set_log_level", ctypes.c_int, [vp, ctypes.c_uint32]),
+                            ("bpf_program__set_log_buf", ctypes.c_int, [vp, cp, ctypes.c_size_t]),
+                            ("bpf_object__load", ctypes.c_int, [vp]), ("bpf_object__close", None, [vp])):
+        getattr(lib, name).restype, getattr(lib, name).argtypes = res, args
+    with open("/sys/kernel/btf/vmlinux", "rb") as fh:
+        btf = fh.read()
+    obj = lib.bpf_object__open_file(path.encode(), None)
+    if not obj:
+        return {"error": "cannot open " + path}
+    out, buffers, prog = {}, {}, None
+    try:
+        while True:
+            prog = lib.bpf_object__next_program(obj, prog)
+            if not prog:
+                break
+            name = lib.bpf_program__name(prog).decode()
+            kind, _, target = lib.bpf_program__section_name(prog).decode().partition("/")
+            target = "bpf_lsm_" + target if kind == "lsm" else target
+            if kind in ("lsm", "fmod_ret", "fentry") and b"\0" + target.encode() + b"\0" not in btf:
+                lib.bpf_program__set_autoload(prog, False)
+                out[name] = "missing"
+                continue
+            buffers[name] = buf = ctypes.create_string_buffer(1 << 16)
+            lib.bpf_program__set_log_level(prog, 4)
+            lib.bpf_program__set_log_buf(prog, buf, len(buf))
+        rc = lib.bpf_object__load(obj)
+        if rc != 0:  # the first program without statistics failed: load it alone with the full log
+            failed = next((n for n, b in buffers.items() if b"processed" not in b.value), "")
+            return {"error": "loading %s failed (%d) at %s: %s" % (path, rc, failed, verifier_log(lib, path, failed))}
+        for name, buf in buffers.items():
+            found = re.search(r"processed (\d+) insns", buf.value.decode(errors="replace"))
+            out[name] = int(found.group(1)) if found else "no statistics"
+        return out
+    finally:
+        lib.bpf_object__close(obj)
+
+
+def verifier_log(lib, path: str, program: str, lines: int = 12) -> str:
+    """The end of the verifier's log (level 1) for `program` of the object at path, loaded alone."""
+    import ctypes
+
+    obj = lib.bpf_object__open_file(path.encode(), None)
+    prog, buf = None, ctypes.create_string_buffer(16 << 20)
+    try:
+        while True:
+            prog = lib.bpf_object__next_program(obj, prog)
+            if not prog:
+                break
+            if lib.bpf_program__name(prog).decode() == program:
+                lib.bpf_program__set_log_level(prog, 1)
+                lib.bpf_program__set_log_buf(prog, buf, len(buf))
+            else:
+                lib.bpf_program__set_autoload(prog, False)
+        lib.bpf_object__load(obj)
+        return " | ".join(buf.value.decode(errors="replace").strip().splitlines()[-lines:])
+    finally:
+        lib.bpf_object__close(obj)
+
+
 def run_check(spec: dict) -> dict:
     start = time.monotonic()
     argv = [SENSOR, "check", "--json"] + ([] if spec.get("canary", True) else ["--no-canary"])
@@ -188,8 +358,19 @@ def run_check(spec: dict) -> dict:
         report = json.loads(proc.stdout)
     except ValueError:
         report = None
-    return {"type": "check", "exit_code": proc.returncode, "report": report, "stderr": tail(proc.stderr),
-            "canary": spec.get("canary", True), "seconds": round(time.monotonic() - start, 2)}
+    result = {"type": "check", "exit_code": proc.returncode, "report": report, "stderr": tail(proc.stderr),
+              "canary": spec.get("canary", True), "seconds": round(time.monotonic() - start, 2)}
+    if spec.get("verifier_stats"):
+        start = time.monotonic()
+        stats = {}
+        for name in VERIFIER_OBJECTS:
+            try:
+                stats[name] = verifier_stats(os.path.join(BPF_DIR, name))
+            except Exception as exc:  # reported, judged by the host
+                stats[name] = {"error": "%s: %s" % (type(exc).__name__, exc)}
+        result["verifier_stats"] = stats
+        result["verifier_seconds"] = round(time.monotonic() - start, 2)
+    return result
 
 
 #: the events the probes should cause (one per rule); the driver waits for them, the host judges them
@@ -197,12 +378,15 @@ EVENT_TYPES = ("exec_denied", "file_open_denied", "connect_denied")
 EVENT_WAIT = 3.0
 
 
-def wait_for_events(out_path: str, timeout: float) -> None:
+def wait_for_events(out_path: str, timeout: float, effects: bool = False) -> None:
     """Until the sensor wrote an event of each of EVENT_TYPES (it polls its ring buffer every 100 ms),
-    at most `timeout` seconds: under load a fixed pause is either too short or wasted."""
+    at most `timeout` seconds: under load a fixed pause is either too short or wasted. With effects: also
+    the sendto probe's event, the last one they cause (the ring buffer keeps the order)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if set(EVENT_TYPES) <= {e.get("type") for e in read_json_lines(out_path)}:
+        events = read_json_lines(out_path)
+        if set(EVENT_TYPES) <= {e.get("type") for e in events} and (
+                not effects or any(e.get("how") == "sendmsg" for e in events)):
             return
         time.sleep(0.05)
 
@@ -225,6 +409,10 @@ def run_scenario(spec: dict) -> dict:
     result = {"type": "scenario", "name": spec["name"], "tier_requested": spec["tier"],
               "enforcement": spec["enforcement"], "terminate": spec["terminate"]}
     reset_protected()
+    early_fd = -1
+    if spec.get("effects"):
+        reset_effects()
+        early_fd = os.open(PROTECTED, os.O_WRONLY)  # before the sensor starts: file_open never sees it
     if spec["tier"] is None:  # no sensor running
         result["probes"] = probes()
         result["seconds"] = round(time.monotonic() - start, 2)
@@ -250,7 +438,11 @@ def run_scenario(spec: dict) -> dict:
     if started is not None:
         result["started"] = started
         result["probes"] = probes()
-        wait_for_events(out_path, EVENT_WAIT)
+        if early_fd >= 0:
+            effects_start = time.monotonic()
+            result["effects"] = effect_probes(early_fd)
+            result["effects_seconds"] = round(time.monotonic() - effects_start, 2)
+        wait_for_events(out_path, EVENT_WAIT, effects=early_fd >= 0)
     if sensor.poll() is None:
         sensor.send_signal(signal.SIGTERM)
         try:
@@ -259,6 +451,8 @@ def run_scenario(spec: dict) -> dict:
             sensor.kill()
             sensor.wait()
             result["stop"] = "did not stop within 20s of SIGTERM; killed"
+    if early_fd >= 0:
+        os.close(early_fd)
     result["exit_code"] = sensor.returncode
     events = read_json_lines(out_path)
     result["events"] = [e for e in events if e.get("type") != "started"]

@@ -25,6 +25,8 @@ ACCELS = ("tcg", "kvm")
 #: what each sensor scenario probes, one summary row / JUnit case each: exec of a denied binary, opening
 #: a protected file for write, connect() to a denied 127.0.0.1 port (with an allowed counterpart each)
 PARTS = ("exec", "file", "connect")
+#: the extra row of the lsm and fentry scenarios: the same effects reached another way (vmtest/guest.py)
+EFFECTS = "effects"
 
 
 @dataclass(frozen=True)
@@ -37,24 +39,33 @@ class Scenario:
     enforcement: str = "enforce"
     terminate: bool = True
     canary: bool = True
+    effects: bool = False  # also the effect probes (rename, link, unlink, truncate, create, early fds, ld.so, sendto)
+    verifier_stats: bool = False  # check: also the verifier's instruction counts of the lsm and fentry objects
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return PARTS + (EFFECTS,) if self.effects else PARTS
 
     @property
     def case_names(self) -> tuple[str, ...]:
         """The summary rows / JUnit testcases this scenario is judged as: 'check', or 'lsm/exec', 'lsm/file', ..."""
-        return (self.name,) if self.name == "check" else tuple(f"{self.name}/{part}" for part in PARTS)
+        return (self.name,) if self.name == "check" else tuple(f"{self.name}/{part}" for part in self.parts)
 
     def to_guest(self) -> dict:
         return {"name": self.name, "tier": self.tier, "enforcement": self.enforcement, "terminate": self.terminate,
-                "canary": self.canary}
+                "canary": self.canary, "effects": self.effects, "verifier_stats": self.verifier_stats}
 
 
-CHECK = Scenario("check", tier=None)
+#: lsm-on: the verifier's cost of the lsm and fentry objects on this kernel too (they load only in VMs; the
+#: budget is results.VERIFIER_BUDGET); the lsm-off boot's kernel is the same, so it is measured once
+CHECK = Scenario("check", tier=None, verifier_stats=True)
 #: lsm-off: the canaries of all three tiers already ran in the lsm-on boot's check (and the LSM canary is
 #: skipped when bpf is not in the LSM list); what this boot proves is that check reports bpf missing
 CHECK_NO_CANARY = Scenario("check", tier=None, canary=False)
 #: LSM tier: refuse with -EPERM; terminate_process = false so the caller sees the EPERM itself
-LSM = Scenario("lsm", terminate=False)
-FENTRY = Scenario("fentry")
+LSM = Scenario("lsm", terminate=False, effects=True)
+#: fentry tier (fmod_ret on security_*): refuses with -EPERM too; terminate_process = false to see it
+FENTRY = Scenario("fentry", terminate=False, effects=True)
 TRACEPOINT = Scenario("tracepoint", tier="tracepoint")
 AUDIT = Scenario("audit", enforcement="audit")
 STOPPED = Scenario("stopped", tier=None)  # after the last sensor stopped: nothing is blocked

@@ -23,11 +23,16 @@ class Expectation:
     tier: str | None  # the tier `run` must report in its "started" line (None: no sensor / any tier)
     outcome: str  # of each denied operation: eperm (refused) | killed | ok (it happened)
     event_action: str | None  # an event for each denied operation must carry this action
+    effects: bool = False  # the effect probes ran (= plan.Scenario.effects): one more part, "effects"
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return PARTS + ("effects",) if self.effects else PARTS
 
 
 EXPECTED: dict[str, Expectation] = {
-    "lsm": Expectation("lsm", "eperm", "blocked"),
-    "fentry": Expectation("fentry", "killed", "killed"),
+    "lsm": Expectation("lsm", "eperm", "blocked", effects=True),
+    "fentry": Expectation("fentry", "eperm", "blocked", effects=True),
     "tracepoint": Expectation("tracepoint", "killed", "killed"),
     "audit": Expectation(None, "ok", "audited"),  # whichever tier auto picks; it must not block or kill
     "stopped": Expectation(None, "ok", None),
@@ -46,6 +51,52 @@ EVENTS = {
     "connect": ("connect_denied", lambda e: e.get("port") == DENIED_PORT
                 and e.get("addr") in ("127.0.0.1", "::ffff:127.0.0.1")),
 }
+
+
+#: effect probe (vmtest/guest.py effect_probes) -> the event it must cause: (type, field, value, rule)
+EFFECT_EVENTS = {
+    "rename_over": ("file_op_denied", "op", "rename_to", "vmtest-file"),
+    "rename_away": ("file_op_denied", "op", "rename_from", "vmtest-file"),
+    "rename_into": ("file_op_denied", "op", "rename_to", "vmtest-dir"),
+    "link_into": ("file_op_denied", "op", "link_to", "vmtest-dir"),
+    "link_from": ("file_op_denied", "op", "link_from", "vmtest-file"),
+    "unlink": ("file_op_denied", "op", "unlink", "vmtest-file"),
+    "unlink_below": ("file_op_denied", "op", "unlink", "vmtest-dir"),
+    "rmdir_below": ("file_op_denied", "op", "rmdir", "vmtest-dir"),
+    "truncate": ("file_op_denied", "op", "truncate", "vmtest-file"),
+    "ftruncate_early_fd": ("file_op_denied", "op", "truncate", "vmtest-file"),
+    "write_early_fd": ("file_op_denied", "op", "write", "vmtest-file"),
+    "create": ("file_op_denied", "op", "create", "vmtest-dir"),
+    "mkdir": ("file_op_denied", "op", "create", "vmtest-dir"),
+    "symlink": ("file_op_denied", "op", "create", "vmtest-dir"),
+    "ldso": ("exec_denied", "how", "interpreted", "vmtest-exec"),  # ld.so is an interpreter: its open is refused
+    "sendto": ("connect_denied", "how", "sendmsg", "vmtest-connect"),
+}
+PROTDIR_LISTING = ["kept", "sub"]
+#: effect probes whose event is the file part's (file_open_denied): judged by outcome and content only
+EFFECT_OUTCOME_ONLY = ("open_trunc",)
+
+
+def _effects_problems(expected: Expectation, effects: dict, events: list) -> list[str]:
+    if not effects:
+        return ["the effect probes did not run"]
+    problems = []
+    for probe, (event_type, key, value, rule) in EFFECT_EVENTS.items():
+        if effects.get(probe) != expected.outcome:
+            problems.append(f"{probe}: expected {expected.outcome}, got {effects.get(probe)}")
+        actions = [a for e in events if e.get("type") == event_type and e.get(key) == value and e.get("rule") == rule
+                   for a in e.get("action", [])]
+        if expected.event_action and expected.event_action not in actions:
+            problems.append(f"{probe}: expected a {event_type} event ({key} {value}, rule {rule}) with action "
+                            f"{expected.event_action}, got {actions}")
+    for probe in EFFECT_OUTCOME_ONLY:
+        if effects.get(probe) != expected.outcome:
+            problems.append(f"{probe}: expected {expected.outcome}, got {effects.get(probe)}")
+    for probe, want in (("sendto_allowed", "ok"), ("ldso_allowed", "exit:0"), ("protected_unchanged", True),
+                        ("protdir_listing", PROTDIR_LISTING), ("prepared_exists", True)):
+        if effects.get(probe) != want:
+            problems.append(f"{probe}: expected {want}, got {effects.get(probe)}")
+    return problems
 
 
 @dataclass
@@ -103,6 +154,27 @@ def parse_lines(text: str) -> list[dict]:
     return out
 
 
+#: instructions processed per program on the real kernels (6.1 gives up at a million with E2BIG; a state
+#: explosion once took the open program from 17,000 to 90,000). Measured on 6.1 (Debian 12): bprm_check
+#: 40,909 (two inlined walks: bprm->file and bprm->executable), mmap_file 19,228, rename/link 18,100, the
+#: other effect hooks 7,400-11,700, file_open 16,500
+VERIFIER_BUDGET = 50_000
+
+
+def verifier_problems(stats: dict) -> list[str]:
+    problems = []
+    for obj, programs in sorted(stats.items()):
+        if "error" in programs:
+            problems.append(f"verifier statistics of {obj}: {programs['error']}")
+            continue
+        for program, insns in sorted(programs.items()):
+            if insns == "missing":
+                continue  # the kernel lacks its function: the sensor does not load it either
+            if not isinstance(insns, int) or insns >= VERIFIER_BUDGET:
+                problems.append(f"{obj} {program}: {insns} instructions processed (budget {VERIFIER_BUDGET:,})")
+    return problems
+
+
 def judge_check(boot: str, obs: dict) -> tuple[list[str], str]:
     """Problems with `endura-sensor check --json` for this boot, and the tier it chose."""
     report = obs.get("report") or {}
@@ -121,6 +193,7 @@ def judge_check(boot: str, obs: dict) -> tuple[list[str], str]:
         lsm = next((t for t in report.get("tiers", []) if t.get("tier") == "lsm"), {})
         if lsm.get("usable") or "lsm=" not in lsm.get("fix", ""):
             problems.append(f"expected the lsm tier unusable with an lsm=...,bpf fix, got {lsm}")
+    problems += verifier_problems(obs.get("verifier_stats") or {})
     for t in report.get("tiers", []):
         if t.get("canary", "").startswith("error"):
             problems.append(f"tier {t.get('tier')} canary: {t.get('canary')}")
@@ -168,12 +241,13 @@ def judge_scenario(obs: dict) -> tuple[dict[str, list[str]], str]:
     name = obs.get("name", "")
     started = obs.get("started") or {}
     tier = started.get("tier", "")
+    expected = EXPECTED.get(name)
+    parts = expected.parts if expected else PARTS
     if obs.get("error"):
         problem = obs["error"] + (f"; sensor stderr: {obs['stderr']}" if obs.get("stderr") else "")
-        return {part: [problem] for part in PARTS}, tier
-    expected = EXPECTED.get(name)
+        return {part: [problem] for part in parts}, tier
     if expected is None:
-        return {part: [f"unknown scenario {name!r}"] for part in PARTS}, tier
+        return {part: [f"unknown scenario {name!r}"] for part in parts}, tier
     common = []
     if expected.tier and tier != expected.tier:
         common.append(f"expected tier {expected.tier}, the sensor started {tier or 'nothing'}")
@@ -183,7 +257,10 @@ def judge_scenario(obs: dict) -> tuple[dict[str, list[str]], str]:
         common.append(obs["stop"])
     probes = obs.get("probes") or {}
     events = obs.get("events", [])
-    return {part: common + _part_problems(part, name, expected, probes, events) for part in PARTS}, tier
+    judged = {part: common + _part_problems(part, name, expected, probes, events) for part in PARTS}
+    if expected.effects:
+        judged["effects"] = common + _effects_problems(expected, obs.get("effects") or {}, events)
+    return judged, tier
 
 
 def judge(target: str, kernel: str, boot: str, scenarios: Sequence[str], lines: Sequence[dict],
@@ -212,7 +289,8 @@ def judge(target: str, kernel: str, boot: str, scenarios: Sequence[str], lines: 
     guest_note = "".join(f"; guest driver: {e}" for e in guest_errors)
     for name in scenarios:
         obs = by_name.get(name)
-        case_names = [name] if name == "check" else [f"{name}/{part}" for part in PARTS]
+        parts = EXPECTED[name].parts if name in EXPECTED else PARTS
+        case_names = [name] if name == "check" else [f"{name}/{part}" for part in parts]
         if obs is None:
             for case_name in case_names:
                 vm.cases.append(Case(target, vm.kernel, boot, case_name, FAIL,
@@ -223,7 +301,7 @@ def judge(target: str, kernel: str, boot: str, scenarios: Sequence[str], lines: 
             by_part = {name: problems}
         else:
             per_part, tier = judge_scenario(obs)
-            by_part = {f"{name}/{part}": per_part[part] for part in PARTS}
+            by_part = {f"{name}/{part}": problems for part, problems in per_part.items()}
         for i, (case_name, problems) in enumerate(by_part.items()):
             detail = "; ".join(problems) + (guest_note if problems else "")
             # the scenario's time once (on its first row), so that JUnit case times add up

@@ -19,7 +19,9 @@
 #define ENDURA_MAX_RULES 16384 /* entries per rule map (exec, files, net) */
 #define ENDURA_MAX_DEPTH 32    /* ancestor directories walked for `dir` rules (mounts are crossed) */
 #define ENDURA_RINGBUF_BYTES (256 * 1024)
-#define ENDURA_CGROUP_NAME_LEN 64 /* the sensor service cgroup's own name (e.g. endura-sensor.service), NUL-terminated */
+#define ENDURA_CGROUP_NAME_LEN 64
+#define ENDURA_NAME_LEN 64 /* a protected name (last path component) incl. its NUL: longer ones only by inode */
+#define ENDURA_MAX_INTERPRETERS 256 /* the sensor service cgroup's own name (e.g. endura-sensor.service), NUL-terminated */
 
 /* struct endura_event.type */
 enum endura_event_type {
@@ -129,6 +131,17 @@ struct endura_file_key {
 	__u64 ino;
 };
 
+/*
+ * key of the names maps: a name in a directory (the directory's dev and inode, the name NUL-padded), so
+ * that a rule on a path holds for whatever file appears there: one that does not exist yet, or one
+ * that replaces the protected file (`sed -i`, `mv x /etc/sudoers`) before userspace resolves it again
+ */
+struct endura_name_key {
+	__u64 dev;
+	__u64 ino;
+	char name[ENDURA_NAME_LEN];
+};
+
 /* what applies to one access: the strictest of the rules that match it (merged by userspace) */
 struct endura_verdict {
 	__u32 rule_id; /* the rule reported in events (the first of equally strict ones); 0 = no rule */
@@ -143,6 +156,9 @@ struct endura_verdict {
 struct endura_file_rule {
 	struct endura_verdict self[ENDURA_SLOTS];  /* indexed by enum endura_slot */
 	struct endura_verdict below[ENDURA_SLOTS];
+	__u32 generation; /* != 0: the inode's i_generation when it was resolved; another value means the inode
+			     number was freed and reused by another file, which the entry must not match */
+	__u32 reserved;
 };
 
 /* value of the net map and of the tamper array (rule_id 0 = no rule) */
@@ -232,6 +248,32 @@ struct {
 	__type(key, struct endura_file_key);
 	__type(value, struct endura_file_rule);
 } endura_files SEC(".maps");
+
+/* names maps: (directory, name) -> the verdicts (`self` slots) for the object at that name */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ENDURA_MAX_RULES);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
+	__type(key, struct endura_name_key);
+	__type(value, struct endura_file_rule);
+} endura_exec_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ENDURA_MAX_RULES);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
+	__type(key, struct endura_name_key);
+	__type(value, struct endura_file_rule);
+} endura_file_names SEC(".maps");
+
+/* executables that run a file they read (shells, ld.so): such a read of an exec-denied file is an exec */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ENDURA_MAX_INTERPRETERS);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
+	__type(key, struct endura_file_key);
+	__type(value, __u32);
+} endura_interpreters SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

@@ -84,6 +84,39 @@ static __always_inline int endura_key_of_dentry(struct dentry *dentry, struct en
 	return 0;
 }
 
+/*
+ * The entry of `map` for the inode of dentry (key filled in), or NULL: also NULL when the entry was made
+ * for an earlier inode with this number (its generation differs: freed and reused by another file).
+ */
+static __always_inline struct endura_file_rule *endura_rule_of(void *map, struct dentry *dentry,
+								 struct endura_file_key *key)
+{
+	struct endura_file_rule *rule;
+
+	if (endura_key_of_dentry(dentry, key) != 0)
+		return NULL;
+	rule = bpf_map_lookup_elem(map, key);
+	if (rule && rule->generation && rule->generation != BPF_CORE_READ(dentry, d_inode, i_generation))
+		return NULL;
+	return rule;
+}
+
+/* The names map's entry for the name of dentry in its directory, or NULL (a root has no name). */
+static __always_inline struct endura_file_rule *endura_rule_of_name(void *names, struct dentry *dentry)
+{
+	struct endura_name_key key = {};
+	struct endura_file_key dir;
+	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+
+	if (!parent || parent == dentry || endura_key_of_dentry(parent, &dir) != 0)
+		return NULL;
+	key.dev = dir.dev;
+	key.ino = dir.ino;
+	if (bpf_probe_read_kernel_str(key.name, sizeof(key.name), BPF_CORE_READ(dentry, d_name.name)) < 0)
+		return NULL;
+	return bpf_map_lookup_elem(names, &key);
+}
+
 _Static_assert(ENDURA_SLOTS == 2, "endura_stricter() merges slots 0 and 1");
 
 /*
@@ -113,58 +146,59 @@ static __always_inline void endura_pick(const struct endura_verdict *slots, __u3
 
 /*
  * The strictest verdict for the object at (mnt, d) in `map` over the `wanted` slots, merged into *best:
- * its own entry (its `self` verdicts), then with `subtree` the `below` verdicts of every ancestor
- * directory up to ENDURA_MAX_DEPTH, crossing mount points. Every rule that matches counts, not the
- * first found; on equal strictness the one found first stays (own entry, then the nearest ancestor).
- * Paths, symlinks and relative names do not matter: the kernel's dentry tree is walked.
- * *key gets the object's own (device, inode); with `skip_self` (a name being created: no inode yet, or
- * a directory whose `below` rules apply) the walk starts at d itself as the first ancestor.
+ * its own entry (its `self` verdicts), the entry for its name in its directory in `names` (when the
+ * policy has names: cfg->name_rules), then with `subtree` the `below` verdicts of every ancestor
+ * directory up to ENDURA_MAX_DEPTH. Every rule that matches counts, not the first found; on equal
+ * strictness the one found first stays (own entry, its name, then the nearest ancestor).
+ * Paths, symlinks and relative names do not matter: the kernel's dentry tree is walked, the
+ * filesystem's own tree first (so that a bind mount of a subdirectory of a protected directory is
+ * still below it), then from the filesystem's root across the mount it was reached through.
+ * A dentry without an inode (a name being created) has no own entry: only its name and its ancestors.
+ * *key gets the object's own (device, inode); with `skip_self` only the ancestors count, d being the
+ * first of them.
  */
-static __always_inline void endura_lookup_dentry(void *map, struct vfsmount *vmnt, struct dentry *d, bool subtree,
-						 bool skip_self, __u32 wanted, struct endura_file_key *key,
-						 struct endura_verdict *best)
+static __always_inline void endura_lookup_dentry(void *map, void *names, struct vfsmount *vmnt, struct dentry *d,
+						 bool subtree, bool skip_self, __u32 wanted,
+						 struct endura_file_key *key, struct endura_verdict *best)
 {
+	struct endura_config *cfg = endura_cfg();
 	struct endura_verdict slots[ENDURA_SLOTS] = {};
 	struct endura_file_rule *rule;
 	struct endura_file_key up_key;
-	struct dentry *parent, *root;
+	struct dentry *parent;
 	struct mount *mnt, *up;
 	int i;
 
 	if (!d)
 		return;
 	if (skip_self) {
-		if (endura_key_of_dentry(d, &up_key) == 0) {
-			rule = bpf_map_lookup_elem(map, &up_key);
-			if (rule)
-				endura_stricter(rule->below, slots);
-		}
+		rule = endura_rule_of(map, d, &up_key);
+		if (rule)
+			endura_stricter(rule->below, slots);
 	} else {
-		if (endura_key_of_dentry(d, key) != 0)
-			return;
-		rule = bpf_map_lookup_elem(map, key);
+		rule = endura_rule_of(map, d, key);
 		if (rule)
 			endura_stricter(rule->self, slots);
+		if (names && cfg && cfg->name_rules) {
+			rule = endura_rule_of_name(names, d);
+			if (rule)
+				endura_stricter(rule->self, slots);
+		}
 	}
 	if (subtree && vmnt) {
 		mnt = (struct mount *)((void *)vmnt - bpf_core_field_offset(struct mount, mnt));
 		for (i = 0; i < ENDURA_MAX_DEPTH; i++) {
-			root = BPF_CORE_READ(mnt, mnt.mnt_root);
-			if (d == root) {
+			parent = BPF_CORE_READ(d, d_parent);
+			if (parent && parent != d) {
+				d = parent;
+			} else { /* the filesystem's root: on to where its mount (or bind mount) is attached */
 				up = BPF_CORE_READ(mnt, mnt_parent);
 				if (!up || up == mnt)
 					break;
 				d = BPF_CORE_READ(mnt, mnt_mountpoint);
 				mnt = up;
-			} else {
-				parent = BPF_CORE_READ(d, d_parent);
-				if (!parent || parent == d)
-					break;
-				d = parent;
 			}
-			if (endura_key_of_dentry(d, &up_key) != 0)
-				break;
-			rule = bpf_map_lookup_elem(map, &up_key);
+			rule = endura_rule_of(map, d, &up_key);
 			if (rule)
 				endura_stricter(rule->below, slots);
 		}
@@ -173,13 +207,13 @@ static __always_inline void endura_lookup_dentry(void *map, struct vfsmount *vmn
 }
 
 /* endura_lookup_dentry() for an open file */
-static __always_inline void endura_lookup_file(void *map, struct file *file, bool subtree, __u32 wanted,
+static __always_inline void endura_lookup_file(void *map, void *names, struct file *file, bool subtree, __u32 wanted,
 					       struct endura_file_key *key, struct endura_verdict *best)
 {
 	if (!file)
 		return;
-	endura_lookup_dentry(map, BPF_CORE_READ(file, f_path.mnt), BPF_CORE_READ(file, f_path.dentry), subtree, false,
-			     wanted, key, best);
+	endura_lookup_dentry(map, names, BPF_CORE_READ(file, f_path.mnt), BPF_CORE_READ(file, f_path.dentry), subtree,
+			     false, wanted, key, best);
 }
 
 /*
@@ -246,6 +280,65 @@ static __always_inline struct endura_event *endura_event_begin(__u32 type, __u32
 	return e;
 }
 
+struct endura_found {
+	struct endura_file_key key;
+	struct endura_verdict best;
+};
+
+/*
+ * A hook argument (a trusted BTF pointer) as the plain number a global function takes: the verifier
+ * refuses to pass a pointer as a scalar ("R2 is not a scalar"), a copy read back through the stack is one.
+ */
+static __always_inline __u64 endura_scalar(const void *ptr)
+{
+	__u64 value = 0;
+
+	bpf_probe_read_kernel(&value, sizeof(value), &ptr);
+	return value;
+}
+
+#ifdef ENDURA_GLOBAL_LOOKUPS
+/*
+ * The exec lookup as a global function (lsm and fentry objects): verified once, on its own, for both of
+ * bprm_check's lookups (bprm->file, bprm->executable); inlined twice they cost 52,500 instructions
+ * processed on 6.1, near its limits for start-up under emulation. The tracepoint object keeps it inlined
+ * (its older target kernels may lack global functions with pointer arguments).
+ */
+__noinline int endura_found_exec(__u64 mnt, __u64 dentry, __u32 subtree, struct endura_found *out)
+{
+	struct endura_file_key key = {};
+	struct endura_verdict best;
+
+	if (!out)
+		return 0;
+	best = out->best;
+	endura_lookup_dentry(&endura_exec, &endura_exec_names, (struct vfsmount *)mnt, (struct dentry *)dentry, subtree != 0,
+			     false, 1 << ENDURA_SLOT_EXEC, &key, &best);
+	out->key = key;
+	out->best = best;
+	return 0;
+}
+#endif
+
+/* endura_lookup_file() on the exec maps, through endura_found_exec() where global lookups are used */
+static __always_inline void endura_exec_lookup(struct file *file, bool subtree, struct endura_file_key *key,
+					       struct endura_verdict *best)
+{
+#ifdef ENDURA_GLOBAL_LOOKUPS
+	struct endura_found found = {};
+
+	if (!file)
+		return;
+	found.best = *best;
+	endura_found_exec((__u64)BPF_CORE_READ(file, f_path.mnt), (__u64)BPF_CORE_READ(file, f_path.dentry), subtree,
+			  &found);
+	*key = found.key;
+	*best = found.best;
+#else
+	endura_lookup_file(&endura_exec, &endura_exec_names, file, subtree, 1 << ENDURA_SLOT_EXEC, key, best);
+#endif
+}
+
 /* ---------------------------------------------------------------- exec */
 
 /* The strictest exec verdict for bprm into *best (action NONE: no rule); *key: the file it is for. */
@@ -263,12 +356,12 @@ static __always_inline void endura_match_exec(struct linux_binprm *bprm, struct 
 	 * then its interpreter; at tp_btf/sched_process_exec only the final file (the interpreter) is
 	 * left, plus bprm->executable for binfmt_misc 'O' (execfd) handlers.
 	 */
-	endura_lookup_file(&endura_exec, BPF_CORE_READ(bprm, file), subtree, 1 << ENDURA_SLOT_EXEC, key, best);
+	endura_exec_lookup(BPF_CORE_READ(bprm, file), subtree, key, best);
 	if (best->action != ENDURA_RULE_KILL && bpf_core_field_exists(bprm->executable)) {
 		file = BPF_CORE_READ(bprm, executable);
 		if (file) {
 			other = *best;
-			endura_lookup_file(&endura_exec, file, subtree, 1 << ENDURA_SLOT_EXEC, &other_key, &other);
+			endura_exec_lookup(file, subtree, &other_key, &other);
 			if (other.action > best->action) {
 				*best = other;
 				*key = other_key;
@@ -277,15 +370,37 @@ static __always_inline void endura_match_exec(struct linux_binprm *bprm, struct 
 	}
 }
 
+/*
+ * The fileless_exec rule into *best when `file` has no name left (i_nlink 0: memfd_create, O_TMPFILE,
+ * unlinked after open) and the rule is stricter; returns whether it won.
+ */
+static __always_inline bool endura_match_fileless(struct file *file, struct endura_verdict *best)
+{
+	__u32 index = ENDURA_TAMPER_FILELESS_EXEC;
+	struct endura_rule *rule = bpf_map_lookup_elem(&endura_tamper, &index);
+
+	if (!rule || !rule->rule_id || rule->action <= best->action || !file)
+		return false;
+	if (BPF_CORE_READ(file, f_path.dentry, d_inode, __i_nlink) != 0)
+		return false;
+	best->rule_id = rule->rule_id;
+	best->action = rule->action;
+	return true;
+}
+
 static __always_inline int endura_exec_policy(struct linux_binprm *bprm, __u32 tier, bool can_block)
 {
 	struct endura_file_key key = {};
 	struct endura_verdict best = {};
 	struct endura_event *e;
-	__u32 action;
+	__u32 action, how = ENDURA_EXEC_EXECVE;
 	int kill_result, ret;
 
 	endura_match_exec(bprm, &key, &best);
+	if (endura_match_fileless(BPF_CORE_READ(bprm, file), &best)) {
+		how = ENDURA_EXEC_FILELESS;
+		endura_key_of_dentry(BPF_CORE_READ(bprm, file, f_path.dentry), &key);
+	}
 	if (best.action == ENDURA_RULE_NONE)
 		return 0;
 	ret = endura_decide(best.action, can_block, true, &action, &kill_result);
@@ -293,6 +408,7 @@ static __always_inline int endura_exec_policy(struct linux_binprm *bprm, __u32 t
 	if (e) {
 		e->dev = key.dev;
 		e->ino = key.ino;
+		e->detail = how;
 		if (bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename)) < 0)
 			e->filename[0] = '\0';
 		bpf_ringbuf_submit(e, 0);
@@ -301,6 +417,61 @@ static __always_inline int endura_exec_policy(struct linux_binprm *bprm, __u32 t
 }
 
 /* ---------------------------------------------------------------- file open */
+
+/*
+ * An interpreter (endura_interpreters: shells, ld.so, ...) reading a regular file that an exec rule
+ * denies is running it (`sh /dev/shm/x.sh`, a `#!` script's interpreter opening it, `ld.so ./payload`):
+ * the exec verdict into *best, *key the file. Only reads: a shell writing or creating a file is not exec.
+ */
+static __always_inline void endura_match_interpreted(struct endura_config *cfg, struct file *file,
+						     struct endura_file_key *key, struct endura_verdict *best)
+{
+	struct task_struct *task;
+	struct endura_file_key exe = {};
+	struct dentry *d;
+	__u32 mode;
+
+	if (cfg->sensor_tgid == (__u32)(bpf_get_current_pid_tgid() >> 32))
+		return; /* the sensor hashing binaries for sha256 rules (its python may be an interpreter rule) */
+	task = (struct task_struct *)bpf_get_current_task();
+	d = BPF_CORE_READ(task, mm, exe_file, f_path.dentry);
+	if (endura_key_of_dentry(d, &exe) != 0 || !bpf_map_lookup_elem(&endura_interpreters, &exe))
+		return;
+	mode = BPF_CORE_READ(file, f_path.dentry, d_inode, i_mode);
+	if ((mode & 0170000) != 0100000) /* S_ISREG: not the directories a shell lists */
+		return;
+	endura_lookup_file(&endura_exec, &endura_exec_names, file, cfg->exec_subtree_rules != 0, 1 << ENDURA_SLOT_EXEC,
+			   key, best);
+}
+
+/* An interpreter reading an exec-denied file (endura_match_interpreted): decide, report; -EPERM or 0. */
+static __always_inline int endura_interpreted_policy(struct file *file, __u32 tier, bool can_block)
+{
+	struct endura_config *cfg = endura_cfg();
+	struct endura_file_key key = {};
+	struct endura_verdict run = {};
+	struct endura_event *e;
+	__u32 action;
+	int kill_result, ret;
+
+	if (!cfg || !cfg->exec_interpreters || !file)
+		return 0;
+	if ((BPF_CORE_READ(file, f_mode) & (ENDURA_FMODE_READ | ENDURA_FMODE_WRITE)) != ENDURA_FMODE_READ)
+		return 0;
+	endura_match_interpreted(cfg, file, &key, &run);
+	if (run.action == ENDURA_RULE_NONE)
+		return 0;
+	ret = endura_decide(run.action, can_block, true, &action, &kill_result);
+	e = endura_event_begin(ENDURA_EVENT_EXEC_DENIED, tier, run.rule_id, action, kill_result);
+	if (e) {
+		e->dev = key.dev;
+		e->ino = key.ino;
+		e->detail = ENDURA_EXEC_INTERPRETED;
+		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+		bpf_ringbuf_submit(e, 0);
+	}
+	return ret;
+}
 
 static __always_inline int endura_file_policy(struct file *file, __u32 tier, bool can_block)
 {
@@ -311,16 +482,18 @@ static __always_inline int endura_file_policy(struct file *file, __u32 tier, boo
 	__u32 action, fmode, wanted = 0;
 	int kill_result, ret;
 
-	if (!cfg || !cfg->file_rules || !file)
+	if (!cfg || !file)
 		return 0;
 	fmode = BPF_CORE_READ(file, f_mode);
+	if (!cfg->file_rules)
+		return 0;
 	if ((fmode & ENDURA_FMODE_READ) && cfg->file_read_rules)
 		wanted |= 1 << ENDURA_SLOT_READ;
 	if (fmode & ENDURA_FMODE_WRITE)
 		wanted |= 1 << ENDURA_SLOT_WRITE;
 	if (!wanted)
 		return 0; /* e.g. a read-only open while no rule denies reading: no lookup at all */
-	endura_lookup_file(&endura_files, file, cfg->file_subtree_rules != 0, wanted, &key, &best);
+	endura_lookup_file(&endura_files, &endura_file_names, file, cfg->file_subtree_rules != 0, wanted, &key, &best);
 	if (best.action == ENDURA_RULE_NONE)
 		return 0;
 	ret = endura_decide(best.action, can_block, true, &action, &kill_result);
@@ -337,8 +510,8 @@ static __always_inline int endura_file_policy(struct file *file, __u32 tier, boo
 
 /* ---------------------------------------------------------------- connect */
 
-/* sa: a struct sockaddr copy (at least 28 bytes). */
-static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, bool can_block)
+/* sa: a struct sockaddr copy (at least 28 bytes); how: enum endura_net_how (the event's detail). */
+static __always_inline int endura_connect_policy_how(const __u8 *sa, __u32 how, __u32 tier, bool can_block)
 {
 	struct endura_config *cfg = endura_cfg();
 	struct endura_net_key key = {};
@@ -375,9 +548,15 @@ static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, boo
 		__builtin_memcpy(e->addr, key.addr, 16);
 		e->port = ((__u16)sa[2] << 8) | sa[3];
 		e->family = family;
+		e->detail = how;
 		bpf_ringbuf_submit(e, 0);
 	}
 	return ret;
+}
+
+static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, bool can_block)
+{
+	return endura_connect_policy_how(sa, ENDURA_NET_CONNECT, tier, can_block);
 }
 
 /* ---------------------------------------------------------------- tamper: modules, bpf() */

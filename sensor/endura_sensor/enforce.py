@@ -16,6 +16,9 @@ from .errors import SensorError
 class Program:
     name: str
     kinds: Tuple[str, ...]  # rule types it enforces; attached only while the policy has such rules
+    #: optional programs: the kernel function they attach to. Missing in the kernel's BTF (path_* without
+    #: CONFIG_SECURITY_PATH, file_truncate before 6.2) -> not loaded, a warning names it; the tier still loads
+    target: str = ""
 
 
 @dataclass(frozen=True)
@@ -39,31 +42,52 @@ def _programs(prefix: str, *specs: Tuple[str, str]) -> Tuple[Program, ...]:
 _CGROUP_WATCH = (("cgroup_attach", "cgroup"), ("task_newtask", "cgroup"), ("member_exit", "cgroup"))  # see apply()
 _SELF_HOOKS = (("task_kill", "sensor"), ("ptrace_access_check", "sensor"), ("pin_unlink", "sensor"),
                ("pin_rename", "sensor"))
+
+#: the effect hooks (bpf/include/endura_fileops.bpf.h) of the lsm and fentry tiers: (LSM hook, kinds)
+EFFECT_HOOKS = (
+    ("path_rename", "file"), ("path_link", "file"), ("path_unlink", "file"), ("path_rmdir", "file"),
+    ("path_truncate", "file"), ("file_truncate", "file"), ("path_mknod", "file"), ("path_mkdir", "file"),
+    ("path_symlink", "file"), ("file_permission", "file"), ("mmap_file", "exec file"), ("file_mprotect", "exec"),
+    ("socket_sendmsg", "connect"))
+
+
+def _hooks(prefix: str, function_prefix: str) -> Tuple[Program, ...]:
+    """The optional effect hooks, attached to `function_prefix + hook` (bpf_lsm_* / security_*)."""
+    return tuple(Program(f"{prefix}_{hook}", tuple(kinds.split()), function_prefix + hook) for hook, kinds in EFFECT_HOOKS)
+
+
 TIERS = (
     Tier("lsm", "sensor_lsm.bpf.o", _programs(
-        "endura_lsm", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
+        "endura_lsm", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"), ("socket_connect", "connect"),
         ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
-        ("kernel_module_request", "module_load"), ("bpf", "bpf"), *_CGROUP_WATCH, *_SELF_HOOKS), True),
+        ("kernel_module_request", "module_load"), ("bpf", "bpf"), *_CGROUP_WATCH, *_SELF_HOOKS)
+         + _hooks("endura_lsm", "bpf_lsm_"), True),
+    # fmod_ret on security_*(): refuses like the LSM tier, also where bpf is not in the LSM list
     Tier("fentry", "sensor_fentry.bpf.o", _programs(
-        "endura_fentry", ("bprm_check", "exec"), ("file_open", "file"), ("socket_connect", "connect"),
-        ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"), ("bpf", "bpf"),
-        *_CGROUP_WATCH, *_SELF_HOOKS), False),
+        "endura_fentry", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"),
+        ("socket_connect", "connect"), ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
+        ("bpf", "bpf"), *_CGROUP_WATCH, *_SELF_HOOKS) + _hooks("endura_fentry", "security_"), True),
     # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
-        "endura_tp", ("exec", "exec"), ("sys_exit", "file"), ("sys_enter", "connect module_load bpf"),
+        "endura_tp", ("exec", "exec fileless_exec"), ("sys_exit", "file"),
+        ("sys_enter", "connect module_load bpf"), ("sys_exit_interp", "interpreted"),
         *_CGROUP_WATCH, ("signal_generate", "sensor")), False),
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
-MAPS = ("endura_exec", "endura_files", "endura_net")
+MAPS = ("endura_exec", "endura_files", "endura_net", "endura_exec_names", "endura_file_names", "endura_interpreters")
 #: read-only for BPF programs (BPF_F_RDONLY_PROG) and frozen once filled (BPF_MAP_FREEZE): nobody changes them
 FROZEN_MAPS = MAPS + ("endura_tamper", "endura_config")
 #: one ring buffer, drop counter and member record for every copy of the object (a reload loses nothing)
 MEMBERS = "endura_members"
 SHARED_MAPS = ("endura_events", "endura_drops", MEMBERS)
 KEY_SIZES = {"endura_exec": events.FILE_KEY.size, "endura_files": events.FILE_KEY.size,
-             "endura_net": events.NET_KEY.size, "endura_tamper": 4, "endura_config": 4}
+             "endura_net": events.NET_KEY.size, "endura_exec_names": events.NAME_KEY.size,
+             "endura_file_names": events.NAME_KEY.size, "endura_interpreters": events.FILE_KEY.size,
+             "endura_tamper": 4, "endura_config": 4}
 VALUE_SIZES = {"endura_exec": events.FILE_RULE.size, "endura_files": events.FILE_RULE.size,
-               "endura_net": events.RULE.size, "endura_tamper": events.RULE.size, "endura_config": events.CONFIG.size}
+               "endura_net": events.RULE.size, "endura_exec_names": events.FILE_RULE.size,
+               "endura_file_names": events.FILE_RULE.size, "endura_interpreters": 4,
+               "endura_tamper": events.RULE.size, "endura_config": events.CONFIG.size}
 BPF_F_RDONLY_PROG = 1 << 7  # include/uapi/linux/bpf.h
 TMP_PIN_PREFIX = "tmp-"  # a pin being replaced: renamed over the old one (never matches endura_*)
 CONFIG_MARKER = "endura_config"  # pinned config map: the sensor that left these pins marks its bpf rule
@@ -84,18 +108,21 @@ def service_manager_pid(env=os.environ) -> int:
     value = env.get("ENDURA_SERVICE_MANAGER_PID", "")
     return int(value) if value.isdigit() else 0
 MARKERS = (CONFIG_MARKER, BPF_GUARD_MARKER, RING_MARKER, DROPS_MARKER, MEMBERS_MARKER)
-#: policy rule type -> index in the endura_tamper array (singleton rules)
-TAMPER_INDEXES = (("module_load", events.TAMPER_MODULE_LOAD), ("bpf", events.TAMPER_BPF),
-                  ("sensor", events.TAMPER_SENSOR))
 ZERO = b"\0\0\0\0"
 NO_RULE = events.RULE.pack(0, events.RULE_NONE)
 #: access -> struct endura_file_rule slot, per map
 SLOTS = {"endura_exec": {"exec": events.SLOT_EXEC},
          "endura_files": {"read": events.SLOT_READ, "write": events.SLOT_WRITE}}
+SLOTS["endura_exec_names"], SLOTS["endura_file_names"] = SLOTS["endura_exec"], SLOTS["endura_files"]
+#: singleton rule type -> index of the endura_tamper array (enum endura_tamper_index)
+SINGLETON_INDEX = {"module_load": events.TAMPER_MODULE_LOAD, "bpf": events.TAMPER_BPF,
+                   "fileless_exec": events.TAMPER_FILELESS_EXEC, "io_uring": events.TAMPER_IO_URING,
+                   "sensor": events.TAMPER_SENSOR}
+INTERPRETER = (1).to_bytes(4, "little")
 
 
 def file_rule_value(entry: policy_mod.Entry, slots: Dict[str, int],
-                    rule_id: Callable[[policy_mod.Rule], int]) -> bytes:
+                    rule_id: Callable[[policy_mod.Rule], int], generation: int = 0) -> bytes:
     """The struct endura_file_rule of one inode: per slot, the strictest of the rules that match it."""
     verdicts: Dict[str, List[events.Verdict]] = {}
     for scope in ("self", "below"):
@@ -104,15 +131,23 @@ def file_rule_value(entry: policy_mod.Entry, slots: Dict[str, int],
             rule = entry.verdict(scope, access)
             if rule is not None:
                 verdicts[scope][slot] = (rule_id(rule), events.RULE_ACTIONS[rule.action])
-    return events.pack_file_rule(verdicts["self"], verdicts["below"])
+    return events.pack_file_rule(verdicts["self"], verdicts["below"], generation)
 
 
 def file_map_values(resolved: policy_mod.Resolved, rule_id: Callable[[policy_mod.Rule], int]
                     ) -> Dict[str, Dict[bytes, bytes]]:
-    """The entries of the exec and files maps: key (dev, ino) -> merged verdicts (never "first rule wins")."""
-    return {name: {events.FILE_KEY.pack(dev, ino): file_rule_value(entry, SLOTS[name], rule_id)
-                   for (dev, ino), entry in table.items()}
-            for name, table in (("endura_exec", resolved.exec_files), ("endura_files", resolved.protected_files))}
+    """The entries of the exec and files maps, key (dev, ino), and of their names maps, key (directory dev,
+    directory inode, name): merged verdicts (never "first rule wins"); plus the interpreters."""
+    values = {name: {events.FILE_KEY.pack(dev, ino): file_rule_value(entry, SLOTS[name], rule_id,
+                                                                     resolved.generations.get((dev, ino), 0))
+                     for (dev, ino), entry in table.items()}
+              for name, table in (("endura_exec", resolved.exec_files), ("endura_files", resolved.protected_files))}
+    values.update({name: {events.NAME_KEY.pack(dev, ino, raw): file_rule_value(entry, SLOTS[name], rule_id)
+                          for (dev, ino, raw), entry in table.items()}
+                   for name, table in (("endura_exec_names", resolved.exec_names),
+                                       ("endura_file_names", resolved.protected_names))})
+    values["endura_interpreters"] = {events.FILE_KEY.pack(dev, ino): INTERPRETER for dev, ino in resolved.interpreters}
+    return values
 
 
 @dataclass(frozen=True)
@@ -197,10 +232,12 @@ class _Copy:
     sensor), so a new policy is a new copy: filled, frozen, attached, then the old copy is detached.
     """
 
-    def __init__(self, path: Path, shared: Dict[str, int]) -> None:
+    def __init__(self, path: Path, shared: Dict[str, int], unavailable=()) -> None:
         self.obj = libbpf.BpfObject(path)
         self.links: Dict[str, libbpf.BpfLink] = {}
         try:
+            for name in unavailable:  # optional programs whose kernel function is missing
+                self.obj.set_autoload(name, False)
             for name, fd in shared.items():
                 self.obj.reuse_map_fd(name, fd)
             self.obj.load()
@@ -268,6 +305,8 @@ class Enforcer:
         self._attach_all = attach_all
         self._kinds: set = set()
         self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
+        #: optional programs whose kernel function is missing: never loaded nor attached
+        self.unavailable = {p.name: p for p in tier.programs if p.target and not libbpf.kernel_has_function(p.target)}
         try:
             self._reuse_members()
             self.apply(policy or policy_mod.Policy(), enforce=enforce, terminate=terminate, extra_exec=list(deny))
@@ -317,7 +356,7 @@ class Enforcer:
         want.update(file_map_values(resolved, self._rule_id))
         for rule in resolved.networks:
             want["endura_net"][events.net_key(rule.network, rule.port)] = self._value(rule)
-        tamper = {index: self._value(resolved.tamper[name]) for name, index in TAMPER_INDEXES
+        tamper = {index: self._value(resolved.tamper[name]) for name, index in SINGLETON_INDEX.items()
                   if name in resolved.tamper}
         for name, entries in want.items():
             if len(entries) > events.MAX_RULES:
@@ -337,7 +376,7 @@ class Enforcer:
         (the exec one always), pin them over the old copy's pins, then detach the old copy. Both copies enforce
         for a moment (their union); never neither."""
         started = time.monotonic()
-        new = _Copy(self.path, self._shared)
+        new = _Copy(self.path, self._shared, self.unavailable)
         try:
             new.fill(entries, tamper, config)
             for name in SHARED_MAPS:
@@ -349,6 +388,8 @@ class Enforcer:
                     self._shared[name] = os.dup(new.fds[name])
             if self._attach:
                 for program in self.tier.programs:
+                    if program.name in self.unavailable:
+                        continue
                     if program is self.tier.programs[0] or kinds & set(program.kinds):
                         new.links[program.name] = new.obj.attach(program.name)
         except BaseException:
@@ -487,10 +528,15 @@ class Enforcer:
         exec_, files = ([events.unpack_file_rule(v) for v in want[name].values()]
                         for name in ("endura_exec", "endura_files"))
         below = lambda entries: sum(1 for _, under in entries if any(action for _, action in under))  # noqa: E731
-        reads = sum(1 for own, under in files if own[events.SLOT_READ][1] or under[events.SLOT_READ][1])
+        names = [events.unpack_file_rule(v) for v in want["endura_file_names"].values()]
+        reads = sum(1 for own, under in files + names if own[events.SLOT_READ][1] or under[events.SLOT_READ][1])
+        n_names = len(names) + len(want["endura_exec_names"])
+        # interpreters matter only while something denies exec
+        interpreters = len(want["endura_interpreters"]) if want["endura_exec"] or want["endura_exec_names"] else 0
         return events.CONFIG.pack(events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate),
-                                  os.getpid(), below(exec_), len(files), below(files), len(want["endura_net"]), reads,
-                                  self.cgroup.id, self.cgroup.parent_id, self.cgroup.name.encode(), 0, 0, 0)
+                                  os.getpid(), below(exec_), len(files) + len(names), below(files),
+                                  len(want["endura_net"]), reads, self.cgroup.id, self.cgroup.parent_id,
+                                  self.cgroup.name.encode(), interpreters, n_names, 0)
 
     def _changes(self, want: Dict[str, Dict[bytes, bytes]], tamper: Dict[int, bytes], config: bytes) -> int:
         """Entries added, changed or removed compared with the loaded copy (+1 for a changed config)."""
@@ -509,13 +555,21 @@ class Enforcer:
         anything differs, a new copy with frozen maps is attached before the old one is detached."""
         want, tamper, warnings, collisions = self.desired(policy, extra_exec)
         config = self._config_bytes(enforce, terminate, want)
-        kinds = {kind for kind, entries in (("exec", want["endura_exec"]), ("file", want["endura_files"]),
+        kinds = {kind for kind, entries in (("exec", want["endura_exec"]), ("exec", want["endura_exec_names"]),
+                                            ("file", want["endura_files"]), ("file", want["endura_file_names"]),
                                             ("connect", want["endura_net"])) if entries}
-        kinds |= {name for name, index in TAMPER_INDEXES if index in tamper}
+        if "exec" in kinds and want["endura_interpreters"]:
+            kinds.add("interpreted")  # the open hooks see an interpreter reading an exec-denied file
+        kinds |= {name for name, index in SINGLETON_INDEX.items() if index in tamper}
         if self.cgroup.id and kinds & {"bpf", "sensor"}:
             kinds.add("cgroup")  # the service cgroup is exempt from these: watch who joins it
         if self._attach_all:
             kinds = {kind for program in self.tier.programs for kind in program.kinds}
+        missing = sorted(p.target for p in self.unavailable.values() if kinds & set(p.kinds)
+                         and not p.name.endswith("_file_truncate"))  # before 6.2 path_truncate covers it
+        if missing:
+            warnings.append(f"tier {self.tier.name}: this kernel lacks {', '.join(missing)} (path hooks need "
+                            "CONFIG_SECURITY_PATH; file_truncate came in 6.2): what they check is not enforced here")
         changed = self._changes(want, tamper, config)
         if self._copy is None or changed or kinds != self._kinds:
             self._swap(want, tamper, config, kinds)
@@ -524,7 +578,8 @@ class Enforcer:
         self._sync_markers()
         self.rules = [os.path.abspath(p) for p in extra_exec]
         counts = {"exec": len(want["endura_exec"]), "files": len(want["endura_files"]),
-                  "net": len(want["endura_net"]), "tamper": len(tamper)}
+                  "net": len(want["endura_net"]), "tamper": len(tamper), "exec_names": len(want["endura_exec_names"]),
+                  "file_names": len(want["endura_file_names"])}
         new_collisions = [c for c in collisions if c not in self.collisions]
         self.collisions = collisions
         return Applied(counts, warnings, changed, new_collisions)

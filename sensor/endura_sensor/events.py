@@ -56,8 +56,11 @@ EVENT = struct.Struct("<" + "".join(fmt for _, fmt in EVENT_FIELDS))
 FILE_KEY = struct.Struct("<QQ")  # struct endura_file_key {dev, ino}
 RULE = struct.Struct("<II8x")  # struct endura_rule {rule_id, action, reserved[2]} (net, tamper)
 VERDICT = struct.Struct("<II")  # struct endura_verdict {rule_id, action}
-#: struct endura_file_rule {self[SLOTS], below[SLOTS]} (exec, files): (rule_id, action) per slot
-FILE_RULE = struct.Struct("<" + "II" * 2 * SLOTS)
+#: struct endura_file_rule {self[SLOTS], below[SLOTS], generation, reserved} (exec, files and the names maps):
+#: (rule_id, action) per slot
+FILE_RULE = struct.Struct("<" + "II" * 2 * SLOTS + "I4x")
+NAME_LEN = 64  # ENDURA_NAME_LEN: a name and its NUL
+NAME_KEY = struct.Struct(f"<QQ{NAME_LEN}s")  # struct endura_name_key {dev, ino, name}
 NET_KEY = struct.Struct("<I2s16s2x")  # struct endura_net_key {prefixlen, port[2] (big-endian), addr[16], reserved[2]}
 #: struct endura_config {enforcement, terminate_process, sensor_tgid, exec_subtree_rules, file_rules,
 #: file_subtree_rules, net_rules, file_read_rules, sensor_cgroup_id, sensor_cgroup_parent_id, sensor_cgroup_name,
@@ -69,15 +72,16 @@ CONFIG = struct.Struct(f"<IIIIIIIIQQ{CGROUP_NAME_LEN}sIII20x")
 Verdict = Tuple[int, int]  # (rule_id, action); (0, RULE_NONE) = no rule
 
 
-def pack_file_rule(self_: Sequence[Verdict], below: Sequence[Verdict]) -> bytes:
-    """struct endura_file_rule from SLOTS verdicts for the inode itself and SLOTS for below it."""
+def pack_file_rule(self_: Sequence[Verdict], below: Sequence[Verdict], generation: int = 0) -> bytes:
+    """struct endura_file_rule from SLOTS verdicts for the inode itself and SLOTS for below it; generation:
+    the inode's i_generation (0: not checked)."""
     assert len(self_) == len(below) == SLOTS
-    return FILE_RULE.pack(*(n for verdict in (*self_, *below) for n in verdict))
+    return FILE_RULE.pack(*(n for verdict in (*self_, *below) for n in verdict), generation)
 
 
 def unpack_file_rule(value: bytes) -> Tuple[List[Verdict], List[Verdict]]:
     """(self verdicts, below verdicts) of a struct endura_file_rule."""
-    numbers = FILE_RULE.unpack(value)
+    numbers = FILE_RULE.unpack(value)[:4 * SLOTS]
     verdicts = [(numbers[i], numbers[i + 1]) for i in range(0, len(numbers), 2)]
     return verdicts[:SLOTS], verdicts[SLOTS:]
 

@@ -146,6 +146,7 @@ def library(names=LIBRARY_NAMES) -> ctypes.CDLL:
         _proto(lib, "bpf_object__find_program_by_name", vp, vp, cp)
         _proto(lib, "bpf_object__find_map_fd_by_name", i, vp, cp)
         _proto(lib, "bpf_program__attach", vp, vp)
+        _proto(lib, "bpf_program__set_autoload", i, vp, ctypes.c_bool)
         _proto(lib, "bpf_link__destroy", i, vp)
         _proto(lib, "bpf_link__pin", i, vp, cp)
         _proto(lib, "bpf_obj_pin", i, i, cp)
@@ -235,6 +236,14 @@ class BpfObject:
         raise_memlock_rlimit()
         _raise_rc(f"loading {self.path.name}", library().bpf_object__load(self._ptr))
 
+    def set_autoload(self, program: str, autoload: bool) -> None:
+        """Before load(): whether `program` is loaded with the object (off: a program this kernel cannot take)."""
+        lib = library()
+        prog = lib.bpf_object__find_program_by_name(self._ptr, program.encode())
+        if not prog:
+            raise BpfError(f"finding program {program} in {self.path.name}", errno_mod.ENOENT)
+        _raise_rc(f"setting autoload of {program}", lib.bpf_program__set_autoload(prog, autoload))
+
     def attach(self, program: str) -> BpfLink:
         lib = library()
         prog = lib.bpf_object__find_program_by_name(self._ptr, program.encode())
@@ -279,6 +288,22 @@ class BpfObject:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_btf_strings: Dict[str, bytes] = {}
+
+
+def kernel_has_function(name: str, btf: Path = Path("/sys/kernel/btf/vmlinux")) -> bool:
+    """Whether the kernel's BTF names `name` (what libbpf needs to attach lsm/ and fmod_ret/ programs to it).
+    A whole-name match in the BTF blob (its string table: function names such as bpf_lsm_path_rename or
+    security_file_truncate are no other type's names); True when the BTF cannot be read (the load decides)."""
+    key = os.fspath(btf)
+    if key not in _btf_strings:
+        try:
+            _btf_strings[key] = btf.read_bytes()
+        except OSError:
+            return True
+    return b"\0" + name.encode() + b"\0" in _btf_strings[key]
 
 
 def obj_pin(fd: int, path: Path) -> None:

@@ -9,9 +9,21 @@ and single-line arrays of strings (`search = ["/usr/bin", "/opt"]`). Every probl
 
     [[rule]]
     name = "no-netcat"           # optional, unique; default "<file>:<line>"
-    type = "exec"                # exec | file | connect | module_load | bpf
+    type = "exec"                # exec | file | connect | module_load | bpf | fileless_exec | io_uring
+                                 # | sensor | interpreter
     path = "/usr/bin/nc"         # exec: exactly one of path, dir, sha256 (+ optional search)
     action = "kill"              # block (default) | kill | audit
+
+A `path` rule protects the path, not only the file there now: the kernel also matches the name in its
+directory, so a file created there later (the path need not exist yet; its directory must) or one that
+replaces the protected file (`sed -i`, `mv x /etc/sudoers`) is covered at once, before the sensor
+resolves the path again. Names longer than NAME_MAX_BYTES bytes are matched by inode only.
+
+`interpreter` rules name executables that run the files they read (`path` only). The shells and the
+dynamic loader in DEFAULT_INTERPRETERS always are: their reading a regular file that an exec rule
+denies is refused like the exec (`sh /dev/shm/x.sh`, a `#!` script's interpreter, `ld.so ./payload`).
+Add e.g. /usr/bin/python3 to cover `python3 /tmp/x.py`; then python3 cannot read any file an exec rule
+denies, data included (e.g. files in an exec-denied /tmp).
 
 Files are applied in name order and together form one policy. A key set to different values in
 two files (enforcement, terminate_process), the same match twice (duplicate) or with a different
@@ -28,11 +40,14 @@ reported by downgrades(); with `policy_may_downgrade = false` in sensor.conf it 
 """
 from __future__ import annotations
 
+import array
+import fcntl
 import hashlib
 import ipaddress
 import os
 import re
 import stat
+import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple, Union
@@ -58,7 +73,16 @@ MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_TOTAL_BYTES = 8 * 1024 * 1024
 MAX_KEYS_PER_RULE = 32
 MAX_ARRAY_ITEMS = 64  # e.g. `search` directories of a sha256 rule
-RULE_TYPES = ("exec", "file", "connect", "module_load", "bpf")
+RULE_TYPES = ("exec", "file", "connect", "module_load", "bpf", "fileless_exec", "io_uring", "sensor", "interpreter")
+#: rule types that match no object: one rule of each at most (the kernel's endura_tamper array)
+SINGLETONS = ("module_load", "bpf", "fileless_exec", "io_uring", "sensor")
+#: the longest name (last path component, bytes) the names maps hold: ENDURA_NAME_LEN - 1
+NAME_MAX_BYTES = 63
+#: executables that run a file they are given to read: always interpreters (see the module docstring);
+#: what does not exist on a host is skipped
+DEFAULT_INTERPRETERS = ("/bin/sh", "/bin/bash", "/bin/dash", "/bin/zsh", "/bin/ksh", "/bin/mksh", "/bin/ash",
+                        "/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux.so.2",
+                        "/lib/ld-linux-armhf.so.3", "/lib/ld-musl-x86_64.so.1", "/lib/ld-musl-aarch64.so.1")
 ACTIONS = ("block", "kill", "audit")
 ACCESS = ("write", "read-write", "read")
 #: directories searched for binaries whose sha256 is denied when a rule gives no `search`
@@ -72,6 +96,10 @@ TYPE_KEYS: Dict[str, Tuple[str, ...]] = {
     "connect": ("address", "port"),
     "module_load": (),
     "bpf": (),
+    "fileless_exec": (),
+    "io_uring": (),
+    "sensor": (),
+    "interpreter": ("path",),
 }
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -107,6 +135,8 @@ class Rule:
             return ("file", "path" if self.path else "dir", self.path or self.dir)
         if self.type == "connect":
             return ("connect", self.network, self.port)
+        if self.type == "interpreter":
+            return ("interpreter", self.path)
         return (self.type,)
 
     def describe(self) -> str:
@@ -117,7 +147,11 @@ class Rule:
         if self.type in ("exec", "file"):
             what = {"exec": "exec", "file": f"open for {self.access}"}[self.type]
             return f"{what} of {m[1]} {m[2]}"
-        return {"module_load": "kernel module loading", "bpf": "bpf() by other processes"}[self.type]
+        if self.type == "interpreter":
+            return f"interpreter {self.path}"
+        return {"module_load": "kernel module loading", "bpf": "bpf() by other processes",
+                "fileless_exec": "exec of files without a name (memfd, O_TMPFILE, deleted)",
+                "io_uring": "io_uring_setup(2)", "sensor": "attempts on the sensor itself"}[self.type]
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "type": self.type, "action": self.action, "source": self.source}
@@ -297,6 +331,13 @@ def _build_rule(b: _Builder, filename: str, problems: List[str]) -> Rule | None:
                 if access not in ACCESS:
                     raise _Bad(at("access"), f"access = {access!r} is not one of {', '.join(map(repr, ACCESS))}")
                 kw["access"] = access
+        elif rtype == "interpreter":
+            if "path" not in v:
+                raise _Bad(b.where, "an interpreter rule needs path (the interpreter's executable)")
+            try:
+                kw["path"] = check_path(str(v["path"]), "path")
+            except ValueError as exc:
+                raise _Bad(at("path"), str(exc)) from None
         elif rtype == "connect":
             if "address" not in v and "port" not in v:
                 raise _Bad(b.where, "a connect rule needs address (IP or CIDR), port, or both")
@@ -597,6 +638,7 @@ def check_downgrades(policy: Policy, cfg: Config) -> List[Downgrade]:
 #: the stricter of two rules that match the same access wins (the kernel compares the same numbers)
 STRICTNESS = {"audit": 1, "block": 2, "kill": 3}
 Key = Tuple[int, int]  # (kernel dev, inode)
+NameKey = Tuple[int, int, bytes]  # (kernel dev, inode of the directory, name)
 Slot = Tuple[str, str]  # ("self" | "below", "exec" | "read" | "write")
 
 
@@ -637,8 +679,15 @@ class Resolved:
     """Kernel keys for the current state of the filesystem, plus what could not be resolved."""
     exec_files: Dict[Key, Entry] = field(default_factory=dict)
     protected_files: Dict[Key, Entry] = field(default_factory=dict)
+    #: (directory dev, directory inode, name) of `path` rules: whatever file appears at that name
+    exec_names: Dict[NameKey, Entry] = field(default_factory=dict)
+    protected_names: Dict[NameKey, Entry] = field(default_factory=dict)
+    #: (dev, inode) of the interpreters (DEFAULT_INTERPRETERS + interpreter rules) that exist
+    interpreters: Dict[Key, str] = field(default_factory=dict)
+    #: (dev, inode) -> i_generation where the filesystem tells it (FS_IOC_GETVERSION; ext4, btrfs, ...)
+    generations: Dict[Key, int] = field(default_factory=dict)
     networks: List[Rule] = field(default_factory=list)
-    tamper: Dict[str, Rule] = field(default_factory=dict)  # "module_load" | "bpf" -> rule
+    tamper: Dict[str, Rule] = field(default_factory=dict)  # SINGLETONS -> rule
     warnings: List[str] = field(default_factory=list)
     #: textually different rules of one scope that name the same file with a different action or access
     #: (`file:line: contradictory rules ...; keep one`): an error at load, a warning when it appears later
@@ -671,21 +720,31 @@ def resolve(policy: Policy, extra_exec: Sequence[str] = ()) -> Resolved:
     rules = list(policy.rules) + [Rule("exec", "block", "--deny", f"--deny {p}", path=os.path.abspath(p))
                                   for p in extra_exec]
     by_hash: Dict[str, List[Tuple[int, Rule]]] = {}
+    interpreters: List[str] = list(DEFAULT_INTERPRETERS)
     for order, rule in enumerate(rules):
         if rule.type in ("exec", "file") and (rule.path or rule.dir):
             target = rule.path or rule.dir
+            warned = len(out.warnings)
+            named = rule.path and _add_name(out.exec_names if rule.type == "exec" else out.protected_names,
+                                            rule, order, out.warnings)
             try:
                 st = os.stat(target)
             except OSError as exc:
-                out.warnings.append(f"{rule.source}: {target}: {exc.strerror}; rule {rule.name!r} is inactive "
-                                    "until it exists (checked again on reload and every few seconds)")
-                continue
+                if not named and len(out.warnings) == warned:
+                    out.warnings.append(f"{rule.source}: {target}: {exc.strerror}; rule {rule.name!r} is inactive "
+                                        "until it exists (checked again on reload and every few seconds)")
+                continue  # a name rule holds the path meanwhile: whatever file appears there is matched
             if rule.dir and not stat.S_ISDIR(st.st_mode):
                 out.warnings.append(f"{rule.source}: dir {target} is not a directory; rule {rule.name!r} is inactive")
                 continue
             table = out.exec_files if rule.type == "exec" else out.protected_files
-            entry = table.setdefault((kernel_dev(st.st_dev), st.st_ino), Entry())
+            key = (kernel_dev(st.st_dev), st.st_ino)
+            entry = table.setdefault(key, Entry())
             entry.add(rule, order, "below" if rule.dir else "self", target)
+            if not (rule.type == "file" and rule.access != "write"):  # never open what the sensor may not read
+                out.generations[key] = generation_of(target, st)
+        elif rule.type == "interpreter":
+            interpreters.append(rule.path)
         elif rule.type == "exec":
             by_hash.setdefault(rule.sha256, []).append((order, rule))
         elif rule.type == "connect":
@@ -710,18 +769,82 @@ def resolve(policy: Policy, extra_exec: Sequence[str] = ()) -> Resolved:
                     continue
                 for order, rule in by_hash.get(digest, ()):
                     if directory in rule.search:
-                        entry = out.exec_files.setdefault((kernel_dev(st.st_dev), st.st_ino), Entry())
+                        key = (kernel_dev(st.st_dev), st.st_ino)
+                        entry = out.exec_files.setdefault(key, Entry())
                         entry.add(rule, order, "self", dir_entry.path)
+                        out.generations[key] = generation_of(dir_entry.path, st)
                         found.add(rule.sha256)
         for digest, rs in by_hash.items():
             if digest not in found:
                 first = rs[0][1]
                 out.warnings.append(f"{first.source}: no executable with sha256 {digest[:12]}... in "
                                     f"{', '.join(first.search)}; rule {first.name!r} is inactive until one appears")
-    for table in (out.exec_files, out.protected_files):
+    for path in interpreters:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            out.interpreters.setdefault((kernel_dev(st.st_dev), st.st_ino), path)
+    for table in (out.exec_files, out.protected_files, out.exec_names, out.protected_names):
         for entry in table.values():
-            out.collisions.extend(_collisions(entry))
+            # a name and the file there are one object: its collisions once
+            out.collisions.extend(c for c in _collisions(entry) if c not in out.collisions)
     return out
+
+
+def _add_name(table: Dict[NameKey, Entry], rule: Rule, order: int, warnings: List[str]) -> bool:
+    """Add the name of a `path` rule in its directory (the real one: symlinks resolved as the kernel
+    would); False when it cannot be (no such directory, a name too long for the names maps)."""
+    real = os.path.realpath(rule.path)
+    directory, name = os.path.split(real)
+    raw = os.fsencode(name)
+    if not raw or len(raw) > NAME_MAX_BYTES:
+        return False
+    try:
+        st = os.stat(directory)
+    except OSError as exc:
+        warnings.append(f"{rule.source}: {directory}: {exc.strerror}; rule {rule.name!r} is inactive until the "
+                        "directory exists (checked again on reload and every few seconds)")
+        return False
+    if not stat.S_ISDIR(st.st_mode):
+        return False
+    table.setdefault((kernel_dev(st.st_dev), st.st_ino, raw), Entry()).add(rule, order, "self", rule.path)
+    return True
+
+
+#: FS_IOC_GETVERSION = _IOR('v', 1, long)
+_FS_IOC_GETVERSION = 0x80007601 | (struct.calcsize("l") << 16)
+_generation_cache: Dict[Tuple[int, int, int], int] = {}
+
+
+def generation_of(path: str, st: os.stat_result) -> int:
+    """The inode's i_generation (FS_IOC_GETVERSION: ext4, btrfs, xfs, ...), 0 where the filesystem does not
+    say (tmpfs, overlayfs) or path is not a regular file or directory (never opens a FIFO or a device)."""
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return 0
+    cache_key = (st.st_dev, st.st_ino, st.st_ctime_ns)
+    if cache_key in _generation_cache:
+        return _generation_cache[cache_key]
+    generation = 0
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        fst = os.fstat(fd)
+        if (fst.st_dev, fst.st_ino) == (st.st_dev, st.st_ino):
+            buf = array.array("l", [0])
+            fcntl.ioctl(fd, _FS_IOC_GETVERSION, buf, True)
+            generation = buf[0] & 0xFFFFFFFF
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    if len(_generation_cache) > 65536:
+        _generation_cache.clear()
+    _generation_cache[cache_key] = generation
+    return generation
 
 
 def _collisions(entry: Entry) -> List[str]:

@@ -26,6 +26,7 @@ from . import __version__, host_arch, libbpf
 from . import bpf_dir as default_bpf_dir
 from .enforce import TIERS, Enforcer, Tier
 from .errors import SensorError
+from .limits import limits
 
 EXIT_FULL, EXIT_DEGRADED, EXIT_NONE = 0, 10, 20
 SECURITYFS = "sys/kernel/security"
@@ -79,7 +80,8 @@ class Report:
         facts = asdict(self.facts)
         facts["bpf_lsm_active"] = self.facts.bpf_lsm_active
         return {"version": self.version, **facts, "bpf_dir": self.bpf_dir,
-                "tiers": [asdict(t) for t in self.tiers], "tier": self.tier, "exit_code": self.exit_code}
+                "tiers": [{**asdict(t), "limits": list(limits(t.tier))} for t in self.tiers], "tier": self.tier,
+                "exit_code": self.exit_code}
 
 
 # ---------------------------------------------------------------- host facts
@@ -289,7 +291,12 @@ def format_text(report: Report) -> str:
             lines.append(f"    libbpf: {log_line[len('libbpf: '):] if log_line.startswith('libbpf: ') else log_line}")
     chosen = report.tier
     summary = {None: "no enforcement tier is usable on this host",
-               "lsm": "would use tier lsm: exec of denied files is refused before it happens"}
+               "lsm": "would use tier lsm: exec of denied files is refused before it happens",
+               "fentry": "would use tier fentry (degraded: BPF LSM is not active; fmod_ret programs on the "
+                         "security_*() checks refuse denied operations, as the lsm tier does)"}
     lines.append(summary.get(chosen, f"would use tier {chosen} (degraded: denied programs are killed "
                                       "before their first instruction, not refused)"))
+    if chosen:
+        lines.append(f"what tier {chosen} cannot guarantee (docs: POLICIES.md, 'What each tier guarantees'):")
+        lines.extend(f"  - {limit}" for limit in limits(chosen))
     return "\n".join(lines)

@@ -164,11 +164,14 @@ def test_event_struct_in_btf_matches_the_python_decoder(built, arch, name):
     assert struct_layout(types, "endura_verdict") == (events.VERDICT.size, [("rule_id", 0, 4), ("action", 4, 4)])
     slots = events.SLOTS * events.VERDICT.size
     assert struct_layout(types, "endura_file_rule") == (events.FILE_RULE.size, [
-        ("self", 0, slots), ("below", slots, slots)])
+        ("self", 0, slots), ("below", slots, slots), ("generation", 2 * slots, 4), ("reserved", 2 * slots + 4, 4)])
+    assert struct_layout(types, "endura_name_key") == (events.NAME_KEY.size, [
+        ("dev", 0, 8), ("ino", 8, 8), ("name", 16, events.NAME_LEN)])
     # the exec and files maps hold it; net and tamper keep struct endura_rule
-    assert {m: map_value_type(types, m) for m in ("endura_exec", "endura_files", "endura_net", "endura_tamper")} == {
+    assert {m: map_value_type(types, m) for m in ("endura_exec", "endura_files", "endura_net", "endura_tamper",
+                                                  "endura_exec_names", "endura_file_names")} == {
         "endura_exec": "endura_file_rule", "endura_files": "endura_file_rule", "endura_net": "endura_rule",
-        "endura_tamper": "endura_rule"}
+        "endura_tamper": "endura_rule", "endura_exec_names": "endura_file_rule", "endura_file_names": "endura_file_rule"}
     assert struct_layout(types, "endura_net_key") == (events.NET_KEY.size, [
         ("prefixlen", 0, 4), ("port", 4, 2), ("addr", 6, 16), ("reserved", 22, 2)])
     names = ["enforcement", "terminate_process", "sensor_tgid", "exec_subtree_rules", "file_rules",
@@ -253,7 +256,8 @@ def test_the_verifier_cost_stays_far_below_what_older_kernels_accept(built):
     verified in 90,000; the same logic written for fewer verifier states takes ~17,000. Older verifiers
     prune less than this host's, so keep a wide margin; the kernel test VMs prove the real kernels."""
     stats = verifier_stats(built[0] / "amd64" / "sensor_tp.bpf.o")
-    assert set(stats) == {"endura_tp_exec", "endura_tp_sys_exit", "endura_tp_sys_enter", "endura_tp_cgroup_attach",
-                          "endura_tp_task_newtask", "endura_tp_member_exit", "endura_tp_signal_generate"}
+    from endura_sensor.enforce import TIER_BY_NAME
+
+    assert set(stats) == {p.name for p in TIER_BY_NAME["tracepoint"].programs}
     print(stats)
     assert all(n < 40_000 for n in stats.values()), stats

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/sys/ke
                                 reason="loading BPF needs root and a kernel with BTF")
 TRUE = shutil.which("true")
 KILLED = -signal.SIGKILL
+#: the program that sees interpreters read exec-denied files, attached with any exec rule
+INTERP = ["endura_tp_sys_exit_interp"]
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +170,8 @@ def test_exec_rules_by_path_dir_and_hash_kill_and_allowed_programs_run(start, tm
                    + rule(name="by-hash", type="exec", sha256=digest, search=[str(hashed.parent)]))
     assert sensor.started["tier"] == "tracepoint" and sensor.started["policy_rules"] == 3
     assert sensor.started["entries"]["exec"] == 3 and sensor.started["warnings"] == []
-    assert sensor.started["programs"] == ["endura_tp_exec"]  # no raw syscall tracepoints for an exec-only policy
+    # an exec-only policy: the exec program, and a sys_exit one for interpreters reading a denied file
+    assert sensor.started["programs"] == ["endura_tp_exec", *INTERP]
     assert sensor.started["start_to_enforcing_ms"] < 3000
     assert run(by_path) == KILLED
     assert run(link) == KILLED  # the kernel sees the inode, not the name
@@ -372,7 +375,7 @@ def test_sighup_applies_a_changed_policy(start, tmp_path):
     assert run(a) == KILLED  # not reloaded yet: no polling within the hour
     sensor.proc.send_signal(signal.SIGHUP)
     loaded = sensor.wait_for(lambda r: r["type"] == "policy_loaded")
-    assert loaded["reason"] == "SIGHUP" and loaded["changed"] == 2
+    assert loaded["reason"] == "SIGHUP" and loaded["changed"] == 4  # a and b: the inode and the name entry each
     assert run(a) == 0 and run(b) == KILLED
     sensor.stop()
 
@@ -380,8 +383,11 @@ def test_sighup_applies_a_changed_policy(start, tmp_path):
 def test_a_deny_target_that_appears_later_is_picked_up(start, tmp_path):
     later = tmp_path / "later"
     sensor = start(rule(name="later", type="exec", path=str(later)), extra=("--resolve-interval", "0.5"))
-    assert sensor.started["entries"]["exec"] == 0 and "rule 'later' is inactive" in sensor.started["warnings"][0]
+    # no file yet: the rule holds the name in its directory, not an inode
+    assert sensor.started["entries"]["exec"] == 0 and sensor.started["entries"]["exec_names"] == 1
+    assert not sensor.started["warnings"]
     copy_true(later)
+    assert run(later) == KILLED  # at once, by its name: before the sensor has resolved the path again
     sensor.wait_for(lambda r: r["type"] == "policy_loaded" and r["reason"] == "files changed", 5)
     assert run(later) == KILLED
     sensor.stop()
@@ -430,7 +436,7 @@ def test_programs_follow_the_rule_kinds_across_reloads(start, tmp_path):
     protected = tmp_path / "protected"
     protected.write_text("")
     sensor = start(rule(type="exec", path=TRUE, action="audit"))
-    assert sensor.started["programs"] == ["endura_tp_exec"]
+    assert sensor.started["programs"] == ["endura_tp_exec", *INTERP]
     sensor.write("50-test.toml", rule(type="file", path=str(protected)) + rule(type="bpf", action="audit"))
     loaded = sensor.wait_for(lambda r: r["type"] == "policy_loaded")
     assert loaded["programs"] == ["endura_tp_exec", "endura_tp_sys_exit", "endura_tp_sys_enter"]
@@ -459,11 +465,12 @@ def test_a_crashed_sensor_keeps_enforcing_until_the_next_one_takes_over(start, t
     sensor = start(rule(type="exec", path=str(denied)), pin_dir=pins)
     sensor.proc.kill()  # SIGKILL: no cleanup at all
     sensor.proc.wait()
-    assert sensor.started["pinned"] == [f"{pins}/endura_tp_exec-{sensor.proc.pid}"]
+    assert sensor.started["pinned"] == [f"{pins}/{p}-{sensor.proc.pid}" for p in ("endura_tp_exec", *INTERP)]
     assert run(denied) == KILLED  # the pinned program and its maps still enforce the last policy
     second = start(rule(type="exec", path=str(denied)), pin_dir=pins)
     # the program, and the maps pinned for the successor: config (no bpf rule: no bpf guard), events, drops
-    markers = ("endura_config", f"endura_drops_v{events.ABI_VERSION}", f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec")
+    markers = sorted(("endura_config", f"endura_drops_v{events.ABI_VERSION}", f"endura_ring_v{events.ABI_VERSION}",
+                      "endura_tp_exec", *INTERP))
     assert second.started["replaced_pins"] == [f"{m}-{sensor.proc.pid}" for m in markers]
     assert sorted(p.name for p in pins.iterdir()) == [f"{m}-{second.proc.pid}" for m in markers]
     assert run(denied) == KILLED
@@ -477,7 +484,7 @@ def test_fail_closed_keeps_enforcing_after_a_clean_stop(start, tmp_path, bpffs):
     pins = bpffs / "endura"
     sensor = start(rule(type="exec", path=str(denied)), conf="fail_closed = true\n", pin_dir=pins)
     records = sensor.stop()
-    assert records[-1]["still_enforcing"] == [f"{pins}/endura_tp_exec-{sensor.proc.pid}"]
+    assert records[-1]["still_enforcing"] == [f"{pins}/{p}-{sensor.proc.pid}" for p in ("endura_tp_exec", *INTERP)]
     assert "the programs stay attached and enforce the last policy" in sensor.stderr
     assert run(denied) == KILLED
     for pin in pins.iterdir():  # what the README tells operators to do
@@ -545,7 +552,8 @@ def test_in_its_own_cgroup_a_restarted_sensor_takes_over_without_a_gap(start, tm
         f"{name}-{first.proc.pid}" for name in ("endura_config", f"endura_drops_v{events.ABI_VERSION}", "endura_guard_bpf",
                                                 f"endura_members_v{events.ABI_VERSION}", "endura_tp_cgroup_attach",
                                                 "endura_tp_task_newtask", "endura_tp_member_exit",
-                                                f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec", "endura_tp_sys_enter"))
+                                                f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec", "endura_tp_sys_enter",
+                                                *INTERP))
     assert run(denied) == KILLED and _bpf_call_is_killed()  # everyone else is still denied
     second.stop()
     assert "removed the programs an earlier sensor left pinned" not in second.stderr

@@ -4,7 +4,9 @@ active and with an lsm= list lacking bpf, with the just-built .deb installed in 
 The sensor runs from a policy file in a policy_dir (exec, file and connect rules; no --deny). Proves:
 LSM on -> a denied exec, opening the protected file for write and a connect to the denied loopback
 port fail with EPERM (the file unchanged), while the allowed binary, reading the file and the allowed
-port work; LSM off -> `check` says so and the fentry tier SIGKILLs each offender; a forced tracepoint
+port work; LSM off -> `check` says so and the fentry tier (fmod_ret on security_*) refuses each with EPERM
+too; both blocking tiers also refuse the same effects reached another way (rename, link, unlink, truncate,
+create, writes through an fd opened before the sensor, ld.so, UDP sendto); a forced tracepoint
 tier kills; audit only logs; after the sensor stops nothing is blocked. Also the bad-input paths:
 unknown target, kernel not obtainable here, missing package, corrupt cached kernel, a panicking and
 a hanging guest.
@@ -62,7 +64,7 @@ def test_a_passing_run_records_signed_e2e_evidence_for_the_deb_it_booted(two_ker
     (record,) = evidence.load_records("1.0.0", work / "evidence")
     deb = next(deb_dist.glob("*.deb"))
     assert record.kind == "e2e-tests" and record.data["tested"] == [deb.name]
-    assert record.data["junit"] == {"tests": 46, "failures": 0, "errors": 0, "skipped": 0}
+    assert record.data["junit"] == {"tests": 50, "failures": 0, "errors": 0, "skipped": 0}
     assert record.data["targets"] == ["debian-12", "debian-13"]
     published = {deb.name: sha256_file(deb)}
     assert evidence.check_record(record, kind="e2e-tests", version="1.0.0", published=published,
@@ -85,10 +87,10 @@ def test_two_kernels_pass_every_scenario(two_kernels):
     assert proc.returncode == 0, proc.stderr[-6000:]
     junit = Path(proc.stdout.split()[0])
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == (str(2 * (13 + 10)), "0", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == (str(2 * (14 + 11)), "0", "0")
     names = {tc.get("name") for tc in suite.iter("testcase")}
-    assert {"check", "lsm/exec", "lsm/file", "lsm/connect", "fentry/file", "tracepoint/connect",
-            "audit/file", "stopped/connect"} <= names
+    assert {"check", "lsm/exec", "lsm/file", "lsm/connect", "lsm/effects", "fentry/file", "fentry/effects",
+            "tracepoint/connect", "audit/file", "stopped/connect"} <= names
     summary = json.loads((work / "summary.json").read_text())
     assert {(s["target"], s["boot"], s["status"]) for s in summary} == {
         (t, b, "pass") for t in ("debian-12", "debian-13") for b in ("lsm-on", "lsm-off")}
@@ -99,12 +101,28 @@ def test_two_kernels_pass_every_scenario(two_kernels):
 
 
 def _events(obs: dict) -> dict[str, list]:
-    """event type -> [(rule, action)] of one scenario's events."""
+    """event type -> [(rule, action)] of one scenario's events from the exec, file and connect probes (the
+    effect probes' events, which say how or which op, are checked by _effects_refused)."""
     out: dict[str, list] = {}
     for e in obs["events"]:
-        if e["type"] != "stopped":
+        if e["type"] not in ("stopped", "file_op_denied") and e.get("how") not in ("mmap", "sendmsg"):
             out.setdefault(e["type"], []).append((e.get("rule"), e.get("action")))
     return out
+
+
+def _effects_refused(obs: dict, tier: str) -> None:
+    """Every effect probe refused with EPERM and its event (op / how, rule, blocked by this tier); the protected
+    file, the protected directory's listing and the prepared file as they were."""
+    effects = obs["effects"]
+    probes = (*results.EFFECT_EVENTS, *results.EFFECT_OUTCOME_ONLY)
+    assert {p: effects[p] for p in probes} == {p: "eperm" for p in probes}
+    assert (effects["protected_unchanged"], effects["protdir_listing"], effects["prepared_exists"]) == (
+        True, results.PROTDIR_LISTING, True)
+    assert (effects["sendto_allowed"], effects["ldso_allowed"]) == ("ok", "exit:0")
+    seen = {(e["type"], e.get("op") or e.get("how"), e.get("rule"), e.get("tier"), tuple(e.get("action", [])))
+            for e in obs["events"]}
+    for event_type, _, value, rule in results.EFFECT_EVENTS.values():
+        assert (event_type, value, rule, tier, ("blocked",)) in seen, (event_type, value, rule)
 
 
 def _denied_events(action: str) -> dict[str, list]:
@@ -120,12 +138,16 @@ def test_lsm_on_denies_with_eperm(two_kernels, target):
     assert "bpf" in r["check"]["report"]["lsm_list"]
     assert r["check"]["canary"] is True
     assert {t["tier"]: t["canary"] for t in r["check"]["report"]["tiers"]} == {
-        "lsm": "blocked", "fentry": "killed", "tracepoint": "killed"}
+        "lsm": "blocked", "fentry": "blocked", "tracepoint": "killed"}
+    # the lsm and fentry objects on this kernel: every program loads, within the verifier budget
+    assert not results.verifier_problems(r["check"]["verifier_stats"]), r["check"]["verifier_stats"]
+    assert set(r["check"]["verifier_stats"]) == {"sensor_lsm.bpf.o", "sensor_fentry.bpf.o"}
     assert r["lsm"]["started"]["tier"] == "lsm"
     assert r["lsm"]["policy_dir"] == "/etc/endura/vmtest-policies/lsm"
     # exec, open for write and connect refused with EPERM; the file unchanged; read and the other port work
     assert r["lsm"]["probes"] == EPERM
     assert _events(r["lsm"]) == _denied_events("blocked")
+    _effects_refused(r["lsm"], "lsm")
     assert r["tracepoint"]["started"]["tier"] == "tracepoint" and r["tracepoint"]["probes"] == KILLED
     assert _events(r["tracepoint"]) == _denied_events("killed")
     assert r["audit"]["probes"] == NOTHING_DENIED
@@ -137,7 +159,7 @@ def test_lsm_on_denies_with_eperm(two_kernels, target):
 
 
 @pytest.mark.parametrize("target", ["debian-12", "debian-13"])
-def test_lsm_off_falls_back_to_fentry_and_kills(two_kernels, target):
+def test_lsm_off_falls_back_to_fentry_and_still_refuses(two_kernels, target):
     _, work = two_kernels
     r = _results(work, target, "lsm-off")
     check = r["check"]
@@ -147,9 +169,10 @@ def test_lsm_off_falls_back_to_fentry_and_kills(two_kernels, target):
     assert not lsm_tier["usable"] and "lsm=" in lsm_tier["fix"]
     assert r["check"]["canary"] is False  # lsm-off runs check --no-canary (the lsm-on boot ran the canaries)
     assert r["fentry"]["started"]["tier"] == "fentry"
-    # each offender SIGKILLed; the protected file unchanged (no O_TRUNC), reading it and the other port work
-    assert r["fentry"]["probes"] == KILLED
-    assert _events(r["fentry"]) == _denied_events("killed")
+    # fmod_ret on security_*() without BPF LSM: each refused with EPERM (terminate_process = false), as on lsm
+    assert r["fentry"]["probes"] == EPERM
+    assert _events(r["fentry"]) == _denied_events("blocked")
+    _effects_refused(r["fentry"], "fentry")
     assert r["tracepoint"]["started"]["tier"] == "tracepoint" and r["tracepoint"]["probes"] == KILLED
     assert _events(r["tracepoint"]) == _denied_events("killed")
     assert r["stopped"]["probes"] == NOTHING_DENIED
@@ -158,7 +181,9 @@ def test_lsm_off_falls_back_to_fentry_and_kills(two_kernels, target):
 def test_boot_to_result_time_is_reported(two_kernels):
     _, work = two_kernels
     for s in json.loads((work / "summary.json").read_text()):
-        assert 0 < s["boot_to_result_seconds"] < 60, s
+        # lsm-on on 6.12 under TCG: 32 s before the effect hooks, 73 s after on a loaded 2-core host (the
+        # check's three tiers and every sensor start load and attach ~20 programs per blocking tier)
+        assert 0 < s["boot_to_result_seconds"] < 150, s
 
 
 # ---------------------------------------------------------------- bad input

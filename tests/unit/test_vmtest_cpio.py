@@ -151,15 +151,23 @@ def test_guest_policy_is_valid_for_the_sensor(tmp_path):
     from endura_sensor import policy
 
     guest.write_config(str(tmp_path / "s.conf"), str(tmp_path / "policies"), "enforce", True)
-    rules = {r.type: r for r in policy.load_dir(tmp_path / "policies").rules}
-    assert set(rules) == {"exec", "file", "connect"} == set(results.PARTS)
-    assert rules["exec"].path == guest.DENIED == results.DENIED
-    assert (rules["file"].path, rules["file"].access) == (guest.PROTECTED, "write")
+    loaded = policy.load_dir(tmp_path / "policies").rules
+    rules = {r.name: r for r in loaded}
+    assert {r.type for r in loaded} == {"exec", "file", "connect"} == set(results.PARTS)
+    assert rules["vmtest-exec"].path == guest.DENIED == results.DENIED
+    assert (rules["vmtest-file"].path, rules["vmtest-file"].access) == (guest.PROTECTED, "write")
     assert guest.PROTECTED == results.PROTECTED
-    assert (rules["connect"].network, rules["connect"].port) == ("127.0.0.1/32", guest.DENIED_PORT)
+    # the effect probes: a dir rule protects what is below the directory (and names that do not exist yet)
+    assert (rules["vmtest-dir"].type, rules["vmtest-dir"].dir, rules["vmtest-dir"].access) == ("file", guest.PROTDIR,
+                                                                                             "write")
+    assert {rule for _, _, _, rule in results.EFFECT_EVENTS.values()} == set(rules)
+    assert sorted(guest.PROTDIR_FILES) == results.PROTDIR_LISTING
+    assert (rules["vmtest-connect"].network, rules["vmtest-connect"].port) == ("127.0.0.1/32", guest.DENIED_PORT)
     assert guest.DENIED_PORT == results.DENIED_PORT and guest.ALLOWED_PORT != guest.DENIED_PORT
-    assert {r.name for r in rules.values()} == {f"vmtest-{part}" for part in results.PARTS}
+    assert set(rules) == {f"vmtest-{part}" for part in results.PARTS} | {"vmtest-dir"}
     assert all(r.action == "block" for r in rules.values())
+    assert {name for name, _ in guest.effect_actions(-1)} | {"ldso", "sendto"} == set(results.EFFECT_EVENTS) | set(
+        results.EFFECT_OUTCOME_ONLY)
 
 
 def test_the_guest_keeps_every_stdlib_module_the_sensor_imports():

@@ -27,9 +27,23 @@ def _probes(outcome: str) -> dict:
             "connect_denied": outcome, "connect_allowed": "ok"}
 
 
+def _effects(outcome: str) -> dict:
+    """The guest's effect probes when each denied one ended with `outcome`."""
+    return {**{probe: outcome for probe in (*results.EFFECT_EVENTS, *results.EFFECT_OUTCOME_ONLY)}, "sendto_allowed": "ok", "ldso_allowed": "exit:0",
+            "protected_unchanged": True, "protdir_listing": results.PROTDIR_LISTING, "prepared_exists": True}
+
+
+def _effect_events(action: str, tier: str) -> list[dict]:
+    return [{"type": event_type, key: value, "rule": rule, "action": [action], "tier": tier, "rule_id": 2}
+            for event_type, key, value, rule in results.EFFECT_EVENTS.values()]
+
+
 def _scenario(name: str, tier: str | None, outcome: str, action: str | None, **kw) -> dict:
     obs = {"type": "scenario", "name": name, "tier_requested": "auto", "exit_code": 0, "seconds": 1.7,
            "probes": _probes(outcome), "events": _events(action, tier) if action else []}
+    if name in results.EXPECTED and results.EXPECTED[name].effects:
+        obs["effects"] = _effects(outcome)
+        obs["events"] += _effect_events(action, tier) if action else []
     if tier:
         obs["started"] = {"type": "started", "tier": tier}
     obs.update(kw)
@@ -59,7 +73,7 @@ GOOD_ON = [
 ]
 GOOD_OFF = [
     _check(10, "fentry", False),
-    _scenario("fentry", "fentry", "killed", "killed"),
+    _scenario("fentry", "fentry", "eperm", "blocked"),
     _scenario("tracepoint", "tracepoint", "killed", "killed"),
     _stopped(),
     {"type": "done", "uptime": 13.5},
@@ -97,10 +111,10 @@ def test_good_runs_pass(boot, lines):
 
 def test_each_sensor_scenario_is_three_cases():
     assert plan.BOOTS["lsm-off"].case_names == [
-        "check", "fentry/exec", "fentry/file", "fentry/connect", "tracepoint/exec", "tracepoint/file",
+        "check", "fentry/exec", "fentry/file", "fentry/connect", "fentry/effects", "tracepoint/exec", "tracepoint/file",
         "tracepoint/connect", "stopped/exec", "stopped/file", "stopped/connect"]
     vm = results.judge("debian-12", "6.1", "lsm-on", _names("lsm-on"), GOOD_ON)
-    assert [c.seconds for c in vm.cases if c.scenario.startswith("lsm/")] == [1.7, 0.0, 0.0]  # time counted once
+    assert [c.seconds for c in vm.cases if c.scenario.startswith("lsm/")] == [1.7, 0.0, 0.0, 0.0]  # time counted once
 
 
 def _replace(lines, name, new):
@@ -126,7 +140,7 @@ def _replace(lines, name, new):
      ["lsm/connect"], "allowed port"),
     # auto picked the wrong tier: every part of the scenario fails
     ("lsm-on", _replace(GOOD_ON, "lsm", _scenario("lsm", "fentry", "killed", "killed")),
-     ["lsm/exec", "lsm/file", "lsm/connect"], "expected tier lsm"),
+     ["lsm/exec", "lsm/file", "lsm/connect", "lsm/effects"], "expected tier lsm"),
     # audit must not kill
     ("lsm-on", _replace(GOOD_ON, "audit", _with_probes(GOOD_ON[4], file_write="killed", file_unchanged=True)),
      ["audit/file"], "expected ok"),
@@ -138,7 +152,7 @@ def _replace(lines, name, new):
      "expected a file_open_denied event"),
     # the event came from another rule than the policy file's
     ("lsm-off", _replace(GOOD_OFF, "fentry", {**FENTRY_OK, "events": [
-        {**e, "rule": "deny-0"} if e["type"] == "exec_denied" else e for e in FENTRY_OK["events"]]}),
+        {**e, "rule": "deny-0"} if e["type"] == "exec_denied" and "how" not in e else e for e in FENTRY_OK["events"]]}),
      ["fentry/exec"], "rule vmtest-exec"),
     # tracepoint killed but no event arrived
     ("lsm-off", _replace(GOOD_OFF, "tracepoint", _scenario("tracepoint", "tracepoint", "killed", None)),
@@ -153,7 +167,25 @@ def _replace(lines, name, new):
     ("lsm-off", _replace(GOOD_OFF, "fentry", {"type": "scenario", "name": "fentry", "tier_requested": "auto",
                                               "error": "the sensor did not report 'started' within 60s",
                                               "stderr": "no enforcement tier could be loaded"}),
-     ["fentry/exec", "fentry/file", "fentry/connect"], "no enforcement tier"),
+     ["fentry/exec", "fentry/file", "fentry/connect", "fentry/effects"], "no enforcement tier"),
+    # a rename over the protected file went through: the content changed
+    ("lsm-on", _replace(GOOD_ON, "lsm", {**LSM_OK, "effects": {**LSM_OK["effects"], "rename_over": "ok",
+                                                                 "protected_unchanged": False}}),
+     ["lsm/effects"], "rename_over: expected eperm, got ok"),
+    # O_TRUNC went through on the fentry tier (the open was not refused before the truncation)
+    ("lsm-off", _replace(GOOD_OFF, "fentry", {**FENTRY_OK, "effects": {**FENTRY_OK["effects"], "open_trunc": "ok",
+                                                                       "protected_unchanged": False}}),
+     ["fentry/effects"], "open_trunc: expected eperm, got ok"),
+    # a file appeared in the protected directory
+    ("lsm-off", _replace(GOOD_OFF, "fentry", {**FENTRY_OK, "effects": {**FENTRY_OK["effects"],
+                                                                       "protdir_listing": ["kept", "new", "sub"]}}),
+     ["fentry/effects"], "protdir_listing"),
+    # refused, but without the event saying how (ld.so: exec_denied how interpreted)
+    ("lsm-off", _replace(GOOD_OFF, "fentry", {**FENTRY_OK, "events": [
+        e for e in FENTRY_OK["events"] if e.get("how") != "interpreted"]}), ["fentry/effects"], "ldso: expected a exec_denied"),
+    # the guest ran no effect probes
+    ("lsm-on", _replace(GOOD_ON, "lsm", {k: v for k, v in LSM_OK.items() if k != "effects"}), ["lsm/effects"],
+     "did not run"),
 ])
 def test_wrong_observations_fail_with_the_reason(boot, lines, cases, needle):
     vm = results.judge("debian-12", "6.1", boot, _names(boot), lines)
@@ -194,15 +226,15 @@ def test_table_and_junit():
                          console_tail="console \x1b[0m line"),
            results.unavailable("rhel-9", "kernel-core needs a Red Hat subscription", ["lsm-on", "lsm-off"])]
     table = results.summary_table(vms)
-    assert "FAIL debian-12 6.1.0-50-cloud-amd64 lsm-off fentry/exec: denied binary: expected killed" in table
+    assert "FAIL debian-12 6.1.0-50-cloud-amd64 lsm-off fentry/exec: denied binary: expected eperm" in table
     assert "rhel-9: not available here: kernel-core needs a Red Hat subscription" in table
     header = table.splitlines()[0].split()
     assert header == ["target", "kernel", "boot", "scenario", "tier", "result", "time"]
     root = ET.fromstring(results.junit_xml(vms).split("\n", 1)[1])
     suite = root.find("testsuite")
-    assert suite.get("tests") == str(13 + 10 + 2) and suite.get("failures") == "1" and suite.get("skipped") == "2"
+    assert suite.get("tests") == str(14 + 11 + 2) and suite.get("failures") == "1" and suite.get("skipped") == "2"
     failure = root.find(".//testcase[@name='fentry/exec']/failure")
-    assert "expected killed" in failure.get("message")
+    assert "expected eperm" in failure.get("message")
 
 
 def test_console_tail_strips_control_characters():
@@ -213,4 +245,18 @@ def test_real_guest_line_round_trips():
     """A line as the guest writes it (sort_keys JSON, CRLF from the serial port)."""
     line = json.dumps(GOOD_ON[2], sort_keys=True) + "\r\n"
     (obs,) = results.parse_lines(line)
-    assert results.judge_scenario(obs) == ({"exec": [], "file": [], "connect": []}, "lsm")
+    assert results.judge_scenario(obs) == ({"exec": [], "file": [], "connect": [], "effects": []}, "lsm")
+
+
+def test_the_verifier_budget_is_judged_per_program_on_the_real_kernel():
+    stats = {"sensor_lsm.bpf.o": {"endura_lsm_path_rename": 18123, "endura_lsm_file_truncate": "missing"},
+             "sensor_fentry.bpf.o": {"endura_fentry_mmap_file": results.VERIFIER_BUDGET}}
+    assert results.verifier_problems(stats) == [
+        f"sensor_fentry.bpf.o endura_fentry_mmap_file: {results.VERIFIER_BUDGET} instructions processed "
+        f"(budget {results.VERIFIER_BUDGET:,})"]
+    assert "failed (-13)" in results.verifier_problems({"sensor_lsm.bpf.o": {"error": "loading failed (-13)"}})[0]
+    check = {**_check(0, "lsm", True), "verifier_stats": stats}
+    problems, _ = results.judge_check("lsm-on", check)
+    assert len(problems) == 1 and "mmap_file" in problems[0]
+    assert plan.BOOTS["lsm-on"].scenarios[0].to_guest()["verifier_stats"] is True
+    assert not any(s.verifier_stats for s in plan.BOOTS["lsm-off"].scenarios)

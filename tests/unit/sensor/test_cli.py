@@ -83,10 +83,10 @@ def test_check_config_validates_the_policy_dir(tmp_path, sensor_env):
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [f"{tmp_path}/policies/a.toml:3: port must be an integer from 1 to 65535, not 0"]
     (tmp_path / "policies" / "a.toml").write_text('[[rule]]\ntype = "connect"\nport = 22\n'
-                                                  f'[[rule]]\ntype = "exec"\npath = "{tmp_path}/later"\n')
+                                                  f'[[rule]]\ntype = "exec"\npath = "{tmp_path}/nodir/later"\n')
     proc = run_cli(sensor_env, "check-config", "--config", str(cfg))
     assert proc.returncode == 0 and f"{tmp_path}/policies: ok (2 rules: 1 connect, 1 exec; from a.toml)" in proc.stdout
-    assert proc.stderr.startswith(f"warning: {tmp_path}/policies/a.toml:4: {tmp_path}/later: No such file or directory; "
+    assert proc.stderr.startswith(f"warning: {tmp_path}/policies/a.toml:4: {tmp_path}/nodir: No such file or directory; "
                                   "rule")
 
 

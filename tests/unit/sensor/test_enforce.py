@@ -41,9 +41,36 @@ def test_other_cgroups_are_not_exempt(tmp_path):
 
 def test_every_tier_attaches_its_exec_program_first_and_covers_every_rule_type():
     for tier in enforce.TIERS:
-        assert tier.programs[0].kinds == ("exec",) and tier.program == tier.programs[0].name
+        assert tier.programs[0].kinds[0] == "exec" and tier.program == tier.programs[0].name
         kinds = {k for p in tier.programs for k in p.kinds}
-        # "sensor": the self-protection singleton (enforce.TAMPER_INDEXES), a policy type once the language has it;
-        # "cgroup": who joins the exempt service cgroup, watched while a bpf or sensor rule is loaded
-        assert kinds == {"exec", "file", "connect", "module_load", "bpf", "sensor", "cgroup"}, tier.name
+        # "sensor": the self-protection singleton; "cgroup": who joins the exempt service cgroup, watched while a
+        # bpf or sensor rule is loaded
+        assert kinds == {"exec", "file", "connect", "module_load", "bpf", "fileless_exec", "interpreted", "sensor",
+                         "cgroup"}, tier.name
         assert all(p.name.startswith(f"endura_{tier.object_name.split('_')[1].split('.')[0]}_") for p in tier.programs)
+
+
+def test_the_blocking_tiers_have_the_same_effect_hooks_and_only_they_are_optional():
+    """lsm and fentry: the same effect hooks (bpf/include/endura_fileops.bpf.h), each attached to its kernel
+    function (bpf_lsm_<hook> / security_<hook>); the programs every tier needs have no target (never skipped)."""
+    lsm, fentry = enforce.TIER_BY_NAME["lsm"], enforce.TIER_BY_NAME["fentry"]
+    assert lsm.can_block and fentry.can_block and not enforce.TIER_BY_NAME["tracepoint"].can_block
+    for tier, prefix in ((lsm, "bpf_lsm_"), (fentry, "security_")):
+        optional = {p.name.split("_", 2)[2]: p for p in tier.programs if p.target}
+        assert list(optional) == [hook for hook, _ in enforce.EFFECT_HOOKS]
+        assert all(p.target == prefix + hook for hook, p in optional.items())
+        assert optional["socket_sendmsg"].kinds == ("connect",) and optional["file_mprotect"].kinds == ("exec",)
+        assert set(optional["mmap_file"].kinds) == {"exec", "file"} and optional["path_rename"].kinds == ("file",)
+    assert not any(p.target for p in enforce.TIER_BY_NAME["tracepoint"].programs)
+
+
+def test_a_kernel_function_is_found_by_its_whole_name_in_the_btf(tmp_path):
+    from endura_sensor import libbpf
+
+    btf = tmp_path / "vmlinux"
+    btf.write_bytes(b"\x9f\xeb\x01\0...\0security_path_rename\0bpf_lsm_path_rename\0security_file_truncate_x\0")
+    assert libbpf.kernel_has_function("security_path_rename", btf)
+    assert libbpf.kernel_has_function("bpf_lsm_path_rename", btf)
+    assert not libbpf.kernel_has_function("security_file_truncate", btf)  # only a longer name has it as prefix
+    assert not libbpf.kernel_has_function("path_rename", btf)  # nor as a suffix
+    assert libbpf.kernel_has_function("anything", tmp_path / "missing")  # unreadable: the load decides

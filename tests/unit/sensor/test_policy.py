@@ -214,7 +214,7 @@ def test_resolve_paths_dirs_hashes_and_warnings(tmp_path):
         Rule("exec", "kill", "a:1", "by-path", path=str(exe)),
         Rule("exec", "block", "a:2", "by-dir", dir=str(tmp_path / "bin")),
         Rule("exec", "block", "a:3", "by-hash", sha256=digest, search=(str(tmp_path / "bin"),)),
-        Rule("exec", "block", "a:4", "missing", path=str(tmp_path / "nope")),
+        Rule("exec", "block", "a:4", "missing", path=str(tmp_path / "nodir" / "nope")),
         Rule("exec", "block", "a:5", "unseen-hash", sha256=HASH, search=(str(tmp_path),)),
         Rule("file", "block", "a:6", "f", path=str(tmp_path / "data"), access="write"),
         Rule("exec", "block", "a:7", "dir-is-file", dir=str(tmp_path / "data")),
@@ -237,7 +237,8 @@ def test_resolve_paths_dirs_hashes_and_warnings(tmp_path):
     assert res.exec_files[(policy.kernel_dev(fst.st_dev), fst.st_ino)].verdict("self", "exec").source == "--deny"
     assert [r.name for r in res.networks] == ["c"] and res.tamper["module_load"].name == "m"
     assert len(res.warnings) == 3
-    assert res.warnings[0].startswith(f"a:4: {tmp_path}/nope: No such file or directory; rule 'missing' is inactive")
+    assert res.warnings[0].startswith(f"a:4: {tmp_path}/nodir: No such file or directory; rule 'missing' is inactive "
+                                      "until the directory exists")
     assert res.warnings[1] == f"a:7: dir {tmp_path}/data is not a directory; rule 'dir-is-file' is inactive"
     assert res.warnings[2].startswith(f"a:5: no executable with sha256 {HASH[:12]}... in {tmp_path}")
 
@@ -249,3 +250,76 @@ def test_resolve_finds_a_copy_by_hash_only_in_its_search_dirs(tmp_path):
     digest = hashlib.sha256((tmp_path / "in" / "copy").read_bytes()).hexdigest()
     res = policy.resolve(Policy(rules=(Rule("exec", "block", "a:1", "h", sha256=digest, search=(str(tmp_path / "in"),)),)))
     assert list(res.exec_files) == [(policy.kernel_dev(os.stat(tmp_path).st_dev), os.stat(tmp_path / "in" / "copy").st_ino)]
+
+
+# ---------------------------------------------------------------- names, interpreters, generations, singletons
+
+def test_a_path_rule_holds_its_name_whether_the_file_exists_or_not(tmp_path):
+    (tmp_path / "etc").mkdir()
+    existing = tmp_path / "etc" / "sudoers"
+    existing.write_text("root ALL=(ALL) ALL\n")
+    pol = Policy(rules=(
+        Rule("file", "block", "a:1", "sudoers", path=str(existing), access="write"),
+        Rule("file", "kill", "a:2", "rc-local", path=str(tmp_path / "etc" / "rc.local"), access="write"),
+        Rule("exec", "block", "a:3", "later", path=str(tmp_path / "etc" / "tool")),
+        Rule("file", "block", "a:4", "long", path=str(tmp_path / "etc" / ("n" * 64)), access="write"),
+        Rule("file", "block", "a:5", "dir", dir=str(tmp_path / "etc"), access="write"),
+    ))
+    res = policy.resolve(pol)
+    etc = os.stat(tmp_path / "etc")
+    dir_key = (policy.kernel_dev(etc.st_dev), etc.st_ino)
+    assert {k[2]: e.verdict("self", "write").name for k, e in res.protected_names.items()} == {
+        b"sudoers": "sudoers", b"rc.local": "rc-local"}  # 64 bytes: longer than a names-map key holds
+    assert all(k[:2] == dir_key for k in res.protected_names)
+    assert {k[2]: e.verdict("self", "exec").name for k, e in res.exec_names.items()} == {b"tool": "later"}
+    st = os.stat(existing)
+    assert res.protected_files[(policy.kernel_dev(st.st_dev), st.st_ino)].verdict("self", "write").name == "sudoers"
+    # the missing files are held by name, silently; the one too long for a name is inactive, said so
+    assert len(res.warnings) == 1 and "'long' is inactive until it exists" in res.warnings[0]
+
+
+def test_a_name_is_the_real_one_behind_symlinked_directories(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    res = policy.resolve(Policy(rules=(Rule("file", "block", "a:1", "f", path=str(tmp_path / "link" / "x"),
+                                            access="write"),)))
+    real = os.stat(tmp_path / "real")
+    assert list(res.protected_names) == [(policy.kernel_dev(real.st_dev), real.st_ino, b"x")]
+
+
+def test_interpreters_are_the_defaults_that_exist_plus_interpreter_rules(tmp_path):
+    custom = tmp_path / "python9"
+    custom.write_text("")
+    pol = policy.parse([("a.toml", f'[[rule]]\ntype = "interpreter"\npath = "{custom}"\n')])
+    assert pol.rules[0].match == ("interpreter", str(custom)) and pol.rules[0].describe() == f"interpreter {custom}"
+    res = policy.resolve(pol)
+    st = os.stat(custom)
+    assert res.interpreters[(policy.kernel_dev(st.st_dev), st.st_ino)] == str(custom)
+    sh = os.stat("/bin/sh")
+    assert (policy.kernel_dev(sh.st_dev), sh.st_ino) in res.interpreters  # /bin/sh -> dash: the real file
+
+
+def test_singleton_rule_types_parse_once_each():
+    pol = policy.parse([("a.toml", '[[rule]]\ntype = "fileless_exec"\naction = "kill"\n'
+                                   '[[rule]]\ntype = "io_uring"\n[[rule]]\ntype = "sensor"\n')])
+    assert [r.type for r in pol.rules] == ["fileless_exec", "io_uring", "sensor"]
+    assert set(policy.resolve(pol).tamper) == {"fileless_exec", "io_uring", "sensor"}
+    with pytest.raises(policy.PolicyError) as info:
+        policy.parse([("a.toml", '[[rule]]\ntype = "io_uring"\n[[rule]]\ntype = "io_uring"\n')])
+    assert "duplicate rule" in info.value.problems[0]
+    with pytest.raises(policy.PolicyError) as info:
+        policy.parse([("a.toml", '[[rule]]\ntype = "interpreter"\n')])
+    assert info.value.problems == ["a.toml:1: an interpreter rule needs path (the interpreter's executable)"]
+
+
+def test_generations_are_read_where_the_filesystem_tells_and_never_from_a_fifo(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert policy.generation_of(str(fifo), os.stat(fifo)) == 0  # not opened: it would block
+    res = policy.resolve(Policy(rules=(Rule("file", "block", "a:1", "f", path=str(f), access="write"),
+                                       Rule("file", "block", "a:2", "r", path=str(fifo), access="read"))))
+    st = os.stat(f)
+    # ext4 (this machine's /tmp) has i_generation; 0 means "not checked" where a filesystem has none
+    assert set(res.generations) == {(policy.kernel_dev(st.st_dev), st.st_ino)}  # read-protected files: never opened

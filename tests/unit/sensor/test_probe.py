@@ -97,6 +97,9 @@ def test_check_exit_codes_and_chosen_tier(fake_root):
     assert [t["result"] for t in data["tiers"]] == ["EPERM", "EPERM", "ok"]
     text = probe.format_text(dev)
     assert "would use tier tracepoint" in text and "bpf LSM:     active" in text
+    # what the chosen tier cannot do is said, in the text and per tier in the JSON
+    assert "what tier tracepoint cannot guarantee" in text and "io_uring" in text
+    assert [t["limits"][0].startswith("kill only") for t in data["tiers"]] == [False, False, True]
 
 
 def test_check_skips_the_lsm_canary_when_bpf_is_inactive(fake_root):
@@ -105,3 +108,13 @@ def test_check_skips_the_lsm_canary_when_bpf_is_inactive(fake_root):
     assert calls[0] == ("lsm", False)
     assert (report.tier, report.exit_code) == ("fentry", probe.EXIT_DEGRADED)
     assert "lsm=capability,apparmor,bpf" in probe.format_text(report)
+
+
+def test_check_states_what_the_chosen_tier_cannot_guarantee():
+    from endura_sensor import limits
+
+    assert limits.limits("lsm") == limits.COMMON
+    tracepoint = limits.limits("tracepoint")
+    assert tracepoint[: len(limits.TIER_LIMITS["tracepoint"])] == limits.TIER_LIMITS["tracepoint"]
+    assert any("io_uring" in line for line in tracepoint) and any("kill only" in line for line in tracepoint)
+    assert set(limits.TIER_LIMITS) == {"lsm", "fentry", "tracepoint"}
