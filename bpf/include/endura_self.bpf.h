@@ -3,14 +3,14 @@
  * Self-protection programs (singleton rule ENDURA_TAMPER_SENSOR, "the sensor itself"), included at the end
  * of each tier's object after defining one of ENDURA_SELF_LSM, ENDURA_SELF_FENTRY, ENDURA_SELF_TP:
  *
- * | what                                   | lsm                      | fentry                 | tracepoint             |
- * |----------------------------------------|--------------------------|------------------------|------------------------|
- * | a signal that stops or ends the sensor | refused (task_kill)      | sender killed first    | sender killed; the     |
- * |                                        |                          | (the signal is sent)   | signal arrives         |
- * | ptrace attach, process_vm_*, /proc/pid/| refused                  | caller killed (after   | not seen               |
- * | mem, pidfd_getfd of the sensor         | (ptrace_access_check)    | the check)             |                        |
- * | unlink/rename of its pins (endura_* in | refused (inode_unlink,   | caller killed (before  | not seen: re-pinned by |
- * | a BPF filesystem)                      | inode_rename)            | the unlink completes?) | the sensor, reported   |
+ * | what                                   | lsm, fentry (fmod_ret)   | tracepoint                      |
+ * |----------------------------------------|--------------------------|---------------------------------|
+ * | a signal that stops or ends the sensor | refused (task_kill)      | sender killed; the signal       |
+ * |                                        |                          | arrives                         |
+ * | ptrace attach, process_vm_*, /proc/pid/| refused                  | not seen                        |
+ * | mem, pidfd_getfd of the sensor         | (ptrace_access_check)    |                                 |
+ * | unlink/rename of its pins (endura_* in | refused (inode_unlink,   | not seen: re-pinned by the      |
+ * | a BPF filesystem)                      | inode_rename)            | sensor, reported                |
  * | entering its cgroup from outside       | not a member: not exempt (endura_members.bpf.h; tp_btf           |
  * |                                        | cgroup_attach_task, task_newtask, sched_process_exit)            |
  *
@@ -38,7 +38,7 @@
 #define ENDURA_SELF(name) endura_lsm_##name
 #elif defined(ENDURA_SELF_FENTRY)
 #define ENDURA_SELF_TIER ENDURA_TIER_FENTRY
-#define ENDURA_SELF_BLOCKS false
+#define ENDURA_SELF_BLOCKS true
 #define ENDURA_SELF(name) endura_fentry_##name
 #elif defined(ENDURA_SELF_TP)
 #define ENDURA_SELF_TIER ENDURA_TIER_TRACEPOINT
@@ -249,34 +249,42 @@ int BPF_PROG(endura_lsm_pin_rename, struct inode *old_dir, struct dentry *old_de
 
 #elif defined(ENDURA_SELF_FENTRY)
 
-SEC("fentry/security_task_kill")
-int BPF_PROG(endura_fentry_task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig)
+/* fmod_ret on security_*(): refused like the LSM tier, also where bpf is not in the LSM list */
+SEC("fmod_ret/security_task_kill")
+int BPF_PROG(endura_fentry_task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig,
+	     const struct cred *cred, int ret)
 {
-	endura_self_signal(p, sig);
-	return 0;
+	if (ret)
+		return ret;
+	return endura_self_signal(p, sig);
 }
 
-SEC("fentry/security_ptrace_access_check")
-int BPF_PROG(endura_fentry_ptrace_access_check, struct task_struct *child, unsigned int mode)
+SEC("fmod_ret/security_ptrace_access_check")
+int BPF_PROG(endura_fentry_ptrace_access_check, struct task_struct *child, unsigned int mode, int ret)
 {
-	endura_self_ptrace(child, mode);
-	return 0;
+	if (ret)
+		return ret;
+	return endura_self_ptrace(child, mode);
 }
 
-SEC("fentry/security_inode_unlink")
-int BPF_PROG(endura_fentry_pin_unlink, struct inode *dir, struct dentry *dentry)
+SEC("fmod_ret/security_inode_unlink")
+int BPF_PROG(endura_fentry_pin_unlink, struct inode *dir, struct dentry *dentry, int ret)
 {
-	endura_self_pin(dentry);
-	return 0;
+	if (ret)
+		return ret;
+	return endura_self_pin(dentry);
 }
 
-SEC("fentry/security_inode_rename")
+SEC("fmod_ret/security_inode_rename")
 int BPF_PROG(endura_fentry_pin_rename, struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
-	     struct dentry *new_dentry)
+	     struct dentry *new_dentry, unsigned int flags, int ret)
 {
-	if (endura_self_pin(old_dentry) == 0)
-		endura_self_pin(new_dentry);
-	return 0;
+	if (ret)
+		return ret;
+	ret = endura_self_pin(old_dentry);
+	if (ret)
+		return ret;
+	return endura_self_pin(new_dentry);
 }
 
 #else /* tracepoint */
