@@ -203,9 +203,6 @@ def test_joining_the_service_cgroup_exempts_nobody(start, tmp_path, service_cgro
 
 # ---------------------------------------------------------------- the sensor rule: signals (tracepoint: the sender dies)
 
-SENSOR_RULE_LAUNCHER = ("-c", "import runpy, sys; sys.argv[0] = 'endura-sensor'; "
-                        f"runpy.run_path({str(ATTACKS / 'sensor_rule.py')!r}, run_name='__main__')")
-
 
 def _signal(pid, sig):
     return run(sys.executable, "-c", f"import os; os.kill({pid}, {int(sig)})")
@@ -215,7 +212,7 @@ def test_signals_that_stop_or_end_the_sensor_kill_the_sender(start, tmp_path, se
     """The tracepoint tier sees the signal when it is generated: the sender dies, the signal still arrives
     (the LSM tier refuses it, the fentry tier kills the sender first). Harmless signals are allowed."""
     denied, protected, policy = _policy(tmp_path, rule(name="self", type="sensor", action="kill"))
-    sensor = start(policy, cgroup=service_cgroup, command=SENSOR_RULE_LAUNCHER)
+    sensor = start(policy, cgroup=service_cgroup)
     assert "endura_tp_signal_generate" in sensor.started["programs"]
     assert _signal(sensor.proc.pid, signal.SIGUSR1) == 0 and _signal(sensor.proc.pid, signal.SIGCONT) == 0
     assert _signal(sensor.proc.pid, signal.SIGSTOP) == KILLED
