@@ -182,3 +182,6 @@ int BPF_PROG(endura_fentry_socket_sendmsg, struct socket *sock, struct msghdr *m
 		return ret;
 	return endura_sendmsg_policy(msg, ENDURA_TIER_FENTRY, true);
 }
+
+#define ENDURA_SELF_FENTRY
+#include "endura_self.bpf.h"

@@ -189,3 +189,6 @@ int BPF_PROG(endura_lsm_socket_sendmsg, struct socket *sock, struct msghdr *msg,
 		return ret;
 	return endura_sendmsg_policy(msg, ENDURA_TIER_LSM, true);
 }
+
+#define ENDURA_SELF_LSM
+#include "endura_self.bpf.h"

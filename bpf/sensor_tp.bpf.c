@@ -60,6 +60,25 @@ struct {
 	__type(value, struct endura_taint);
 } endura_tainted SEC(".maps");
 
+/*
+ * > 0 once endura_tainted has an entry: the cheap test sys_enter makes on every syscall. A map of its own,
+ * not a field of endura_config: the config map is read-only for programs and frozen (self-protection).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} endura_tainted_any SEC(".maps");
+
+static __always_inline bool endura_tainted_present(void)
+{
+	__u32 zero = 0;
+	__u32 *any = bpf_map_lookup_elem(&endura_tainted_any, &zero);
+
+	return any && *any;
+}
+
 /* what the last policy call on this CPU killed for (type 0: nothing) */
 struct endura_tp_kill {
 	__u32 type;
@@ -155,8 +174,13 @@ static __always_inline void endura_taint_after(struct endura_tp_kill *last, stru
 	taint.file = (__u64)file;
 	taint.ino = BPF_CORE_READ(file, f_inode, i_ino);
 	taint.fmode = BPF_CORE_READ(file, f_mode);
-	if (bpf_map_update_elem(&endura_tainted, &files, &taint, BPF_ANY) == 0 && !cfg->tainted_files)
-		__sync_fetch_and_add(&cfg->tainted_files, 1); /* userspace keeps it when it rewrites the config */
+	if (bpf_map_update_elem(&endura_tainted, &files, &taint, BPF_ANY) == 0) {
+		__u32 zero = 0;
+		__u32 *any = bpf_map_lookup_elem(&endura_tainted_any, &zero);
+
+		if (any && !*any)
+			__sync_fetch_and_add(any, 1);
+	}
 }
 
 /*
@@ -606,7 +630,7 @@ int BPF_PROG(endura_tp_sys_enter, struct pt_regs *regs, long id)
 
 	if (!cfg)
 		return 0;
-	if (cfg->tainted_files)
+	if (endura_tainted_present())
 		endura_check_tainted();
 	sc = endura_sc_classify(regs, (int)id, false, &compat, &layout32);
 	if (sc == ENDURA_SC_NONE)
@@ -656,3 +680,6 @@ int BPF_PROG(endura_tp_sys_enter, struct pt_regs *regs, long id)
 	}
 	return 0;
 }
+
+#define ENDURA_SELF_TP
+#include "endura_self.bpf.h"

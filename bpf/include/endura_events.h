@@ -195,7 +195,7 @@ struct endura_config {
 	char sensor_cgroup_name[ENDURA_CGROUP_NAME_LEN];
 	__u32 exec_interpreters;  /* > 0: interpreters (endura_interpreters) reading an exec-denied file are refused */
 	__u32 name_rules;         /* > 0: endura_names has entries (protected names, existing or not) */
-	__u32 tainted_files;      /* > 0: endura_tainted has entries (fd tables that reached a denied object) */
+	__u32 tainted_files;      /* unused, 0: the map is frozen; the tracepoint tier keeps its own endura_tainted_any */
 	__u32 reserved[5];        /* zero */
 };
 
@@ -226,9 +226,18 @@ struct endura_event {
 #if defined(__bpf__)
 /* ---- maps shared by every program object (same names in every tier) ---- */
 
+/*
+ * The rule maps (exec, files, net, tamper, config) are read-only for every BPF program
+ * (BPF_F_RDONLY_PROG: the verifier refuses a program that writes or deletes, an attacker's included)
+ * and frozen by the sensor once filled (BPF_MAP_FREEZE: bpf() refuses every later change, from any
+ * process). A new policy is a new copy of the object, attached before the old one goes.
+ */
+#define ENDURA_RULE_MAP_FLAGS BPF_F_RDONLY_PROG
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ENDURA_MAX_RULES);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, struct endura_file_key);
 	__type(value, struct endura_file_rule);
 } endura_exec SEC(".maps");
@@ -236,6 +245,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ENDURA_MAX_RULES);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, struct endura_file_key);
 	__type(value, struct endura_file_rule);
 } endura_files SEC(".maps");
@@ -244,6 +254,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ENDURA_MAX_RULES);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, struct endura_name_key);
 	__type(value, struct endura_file_rule);
 } endura_exec_names SEC(".maps");
@@ -251,6 +262,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ENDURA_MAX_RULES);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, struct endura_name_key);
 	__type(value, struct endura_file_rule);
 } endura_file_names SEC(".maps");
@@ -259,6 +271,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, ENDURA_MAX_INTERPRETERS);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, struct endura_file_key);
 	__type(value, __u32);
 } endura_interpreters SEC(".maps");
@@ -266,7 +279,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, ENDURA_MAX_RULES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(map_flags, BPF_F_NO_PREALLOC | ENDURA_RULE_MAP_FLAGS);
 	__type(key, struct endura_net_key);
 	__type(value, struct endura_rule);
 } endura_net SEC(".maps");
@@ -274,6 +287,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, ENDURA_TAMPER_COUNT);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, __u32);
 	__type(value, struct endura_rule);
 } endura_tamper SEC(".maps");
@@ -281,6 +295,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
+	__uint(map_flags, ENDURA_RULE_MAP_FLAGS);
 	__type(key, __u32);
 	__type(value, struct endura_config);
 } endura_config SEC(".maps");

@@ -547,39 +547,23 @@ static __always_inline int endura_connect_policy(const __u8 *sa, __u32 tier, boo
 
 /* ---------------------------------------------------------------- tamper: modules, bpf() */
 
+#include "endura_members.bpf.h"
+
 /*
- * Whether the current task runs in the sensor's service cgroup: the very cgroup (by id), or one of the
- * same name below the same parent (systemd removes a stopped unit's cgroup and creates a new one, with a
- * new id, when it starts the unit again: a restart's successor must be exempt from its predecessor's
- * bpf() rule, or taking over would need a gap).
+ * Whether the current task is a member of the sensor's service cgroup: in it (by id, or by name below the
+ * same parent: a restart's successor runs in a new cgroup of the same name and must be exempt from its
+ * predecessor's rules, or taking over would need a gap) and placed there by the service manager or born
+ * there from a member (endura_members.bpf.h): joining the cgroup does not make a process exempt.
  */
 static __always_inline bool endura_in_sensor_cgroup(const struct endura_config *cfg)
 {
-	struct task_struct *task;
-	struct cgroup *cgrp;
-	char name[ENDURA_CGROUP_NAME_LEN];
-	__u64 id = bpf_get_current_cgroup_id();
-	int i;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 
 	if (!cfg->sensor_cgroup_id)
 		return false;
-	if (id == cfg->sensor_cgroup_id)
-		return true;
-	if (!cfg->sensor_cgroup_parent_id || !cfg->sensor_cgroup_name[0])
+	if (bpf_get_current_cgroup_id() != cfg->sensor_cgroup_id && !endura_task_in_sensor_cgroup(cfg, task))
 		return false;
-	task = (struct task_struct *)bpf_get_current_task();
-	cgrp = BPF_CORE_READ(task, cgroups, dfl_cgrp);
-	if (!cgrp || BPF_CORE_READ(cgrp, self.parent, cgroup, kn, id) != cfg->sensor_cgroup_parent_id)
-		return false;
-	if (bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(cgrp, kn, name)) < 0)
-		return false;
-	for (i = 0; i < ENDURA_CGROUP_NAME_LEN; i++) {
-		if (name[i] != cfg->sensor_cgroup_name[i])
-			return false;
-		if (!name[i])
-			break;
-	}
-	return true;
+	return endura_is_member(task);
 }
 
 /* index: enum endura_tamper_index; detail: module how / bpf cmd / io_uring_setup entries; name may be NULL */
@@ -604,8 +588,12 @@ static __always_inline int endura_tamper_policy(__u32 index, __u32 detail, const
 		if (cfg && endura_in_sensor_cgroup(cfg))
 			return 0; /* its service's cgroup: a restarted sensor */
 	}
-	/* request_module(): autoload on behalf of a process that did not ask for a module: refuse, never kill */
-	ret = endura_decide(rule->action, can_block, detail != ENDURA_MODULE_REQUEST, &action, &kill_result);
+	/*
+	 * request_module(): autoload on behalf of a process that did not ask for a module: refuse, never kill.
+	 * Only for the module rule: a bpf() cmd of the same number (3, BPF_MAP_DELETE_ELEM) must be killed.
+	 */
+	ret = endura_decide(rule->action, can_block,
+			    !(index == ENDURA_TAMPER_MODULE_LOAD && detail == ENDURA_MODULE_REQUEST), &action, &kill_result);
 	e = endura_event_begin(index == ENDURA_TAMPER_BPF        ? ENDURA_EVENT_BPF_DENIED
 			       : index == ENDURA_TAMPER_IO_URING ? ENDURA_EVENT_IO_URING_DENIED
 								 : ENDURA_EVENT_MODULE_LOAD_DENIED,

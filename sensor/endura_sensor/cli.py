@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -68,10 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--unit", default=handoff.UNIT, help="the systemd unit whose jobs tell a restart (default: %(default)s)")
 
     status = sub.add_parser("status", help="the running sensor: tier, policy, event counts, dropped events "
-                            "(exit 0 running, 3 not running)")
+                            "(exit 0 running, 3 not running, 4 running but tampered with or not responding)")
     status.add_argument("--config", type=Path, default=config_mod.DEFAULT_PATH, help="default: %(default)s")
     status.add_argument("--log-dir", type=Path, help="default: log_dir from the config")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument("--verify", action="store_true", help="have the sensor compare the kernel state with its "
+                        "policy now (SIGUSR1) and wait for the result")
     return parser
 
 
@@ -184,6 +188,34 @@ def cmd_release(ns: argparse.Namespace) -> int:
 
 
 EXIT_NOT_RUNNING = 3  # LSB: program is not running
+EXIT_DEGRADED = 4  # LSB: status unknown: running, but tampered with (sticky) or not responding
+STALE_HEARTBEATS = 5  # heartbeats missed before `status` says the sensor does not respond
+
+
+def process_state(pid: int) -> str:
+    """The kernel's one-letter state of pid (R, S, T = stopped, ...), '' when unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def health(status: dict, now: float) -> list:
+    """Why the running sensor is not doing its job ([] when it is): tampering found, a stopped or hung loop."""
+    problems = []
+    tampered = status.get("tampered") or {}
+    if tampered:
+        problems.append(f"TAMPERED: {tampered.get('count', 1)} time(s), last at {tampered.get('last')} "
+                        f"({tampered.get('reason')}): " + "; ".join(tampered.get("problems") or [])
+                        + (" -- restored: " + "; ".join(tampered["restored"]) if tampered.get("restored") else ""))
+    state = process_state(int(status["pid"]))
+    beat = status.get("heartbeat")
+    if state in ("T", "t"):
+        problems.append(f"STOPPED (SIGSTOP or a tracer): no events are read; the programs still enforce, events beyond "
+                        f"the ring buffer are lost (last heartbeat {now - beat:.0f}s ago)" if beat else "STOPPED")
+    elif beat and now - beat > STALE_HEARTBEATS * float(status.get("heartbeat_interval_s") or 1):
+        problems.append(f"NOT RESPONDING: last heartbeat {now - beat:.0f}s ago")
+    return problems
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
@@ -194,9 +226,13 @@ def cmd_status(ns: argparse.Namespace) -> int:
     if status is None:
         print(f"endura-sensor is not running (no live {log_dir / daemon.STATUS_NAME})", file=sys.stderr)
         return EXIT_NOT_RUNNING
+    if ns.verify:
+        status = _verify_now(log_dir, status)
+    problems = health(status, time.time())
+    code = EXIT_DEGRADED if problems else 0
     if ns.json:
-        print(json.dumps(status, indent=2))
-        return 0
+        print(json.dumps(dict(status, health=problems), indent=2))
+        return code
     counts = ", ".join(f"{n} {t}" for t, n in sorted(status["events"].items())) or "none"
     print(f"endura-sensor running (pid {status['pid']}) since {status['started']}\n"
           f"tier:        {status['tier']} ({', '.join(status['programs'])})\n"
@@ -209,8 +245,28 @@ def cmd_status(ns: argparse.Namespace) -> int:
           f"logged:      {status.get('events_in_full', 0)} in full, {status.get('events_summarized', 0)} summarized "
           f"(flood control: {status.get('floods', 0)} flood(s))\n"
           f"dropped:     {status['events_dropped']} event(s) lost because the ring buffer was full\n"
-          f"forwarding:  {_format_forwarding(status.get('forwarding') or {})}")
-    return 0
+          f"forwarding:  {_format_forwarding(status.get('forwarding') or {})}\n"
+          f"verified:    {status.get('verified') or 'not yet'} (kernel maps, programs and pins against the policy)")
+    for problem in problems:
+        print(f"endura-sensor: {problem}", file=sys.stderr)
+    return code
+
+
+def _verify_now(log_dir: Path, status: dict, timeout: float = 10.0) -> dict:
+    """SIGUSR1: the sensor verifies at its next loop turn; wait until status.json says it did."""
+    before = status.get("verified")
+    os.kill(int(status["pid"]), signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        current = daemon.read_status(log_dir)
+        if current is None:
+            raise SensorError("the sensor stopped while verifying")
+        if current.get("verified") != before:
+            return current
+    error = SensorError(f"the sensor did not verify within {timeout:.0f}s: it is stopped or hung (see the heartbeat)")
+    error.exit_code = EXIT_DEGRADED
+    raise error
 
 
 def _format_reload(reload: dict) -> str:

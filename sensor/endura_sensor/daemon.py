@@ -3,7 +3,9 @@
 Records (JSON lines) go to stdout and to `<log_dir>/events.log`: `started`, one per kernel event
 (`exec_denied`, `file_open_denied`, `connect_denied`, `module_load_denied`, `bpf_denied`),
 `policy_loaded`, `policy_rejected`, `policy_warning`, `enforcement_downgraded`, `events_dropped`,
-`events_summarized` (flood control, flood.py: beyond the first events of a burst), `forward_dropped`, `stopped`.
+`events_summarized` (flood control, flood.py: beyond the first events of a burst), `forward_dropped`,
+`enforcement_tampered` (the kernel state differs from what the sensor loaded, or the pins of a sensor were
+removed while no sensor ran: what differed and what was restored), `stopped`.
 Messages for people go to stderr. With `syslog` / `collector_url` set in sensor.conf, every record is also
 forwarded, from threads of their own (forward.py): a receiver that is down or slow costs counted drops
 (`forward_dropped`), never a stalled event loop.
@@ -65,6 +67,13 @@ def bpf_allowed_for_a_child() -> bool:
         return False
 
 
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 def log(message: str) -> None:
     print(f"endura-sensor: {message}", file=sys.stderr, flush=True)
 
@@ -89,7 +98,11 @@ class Sensor:
         self.forwarders = forward.Forwarders([])
         self.forward_check_interval = 1.0
         self.reload_requested = False
+        self.verify_requested = False  # SIGUSR1 (`endura-sensor status --verify`)
         self.stop_requested = False
+        self.tampered: dict = {}  # sticky: the first and last tampering found, what differed, what was restored
+        self.verified = ""  # time of the last verification
+        self.heartbeat_interval = 1.0  # status.json "heartbeat" and systemd's WATCHDOG=1
         self._signature: tuple = ()
         self._offset = eventlog.boot_to_wall_offset()
         self.counts: dict = {}  # events read from the ring buffer, by type (in full + summarized)
@@ -172,7 +185,7 @@ class Sensor:
         try:
             self._apply(new, reason)
         except SensorError as exc:
-            log(f"policy rejected: {exc}; keeping the last good policy (the kernel maps may hold both)")
+            log(f"policy rejected: {exc}; keeping the last good policy (still loaded)")
             self.emit({"type": "policy_rejected", "reason": reason, "problems": [str(exc)],
                        "kept_rules": len(self.policy.rules)})
             return False
@@ -193,7 +206,7 @@ class Sensor:
             log(f"warning: {warning}")
         self.emit({"type": "policy_loaded", "reason": reason, "rules": len(new.rules), "by_type": new.summary(),
                    "entries": applied.counts, "programs": self.enforcer.attached, "changed": applied.changed,
-                   "enforcement": enforcement,
+                   "swap_ms": round(self.enforcer.last_swap_ms, 1) if applied.changed else 0, "enforcement": enforcement,
                    "terminate_process": terminate, "files": list(new.files), "warnings": applied.warnings})
 
     def resolve_again(self) -> None:
@@ -228,8 +241,15 @@ class Sensor:
             risky = enforce_mod.BPF_GUARD_MARKER in names
         else:  # a sensor before the markers (<= ABI 2): any program that may hold a bpf rule
             risky = bool(names & {"endura_lsm_bpf", "endura_fentry_bpf", "endura_tp_sys_enter"})
-        if not risky or enforce_mod.own_service_cgroup()[0]:
+        if not risky:
             return []
+        if enforce_mod.own_service_cgroup()[0]:
+            # exempt by cgroup only as a member (placed by the service manager, endura_members.bpf.h; not when
+            # started by hand into the cgroup, or by a manager that is not PID 1): a child inherits membership
+            if bpf_allowed_for_a_child():
+                return []
+            log("this sensor runs in the service cgroup but is not exempt from the bpf rule of the sensor before it: "
+                "it was not placed there by the service manager (PID 1, or $ENDURA_SERVICE_MANAGER_PID)")
         removed = []
         for path in pins:
             try:
@@ -269,6 +289,7 @@ class Sensor:
         policy = self.load_policy()
         self.events = eventlog.EventLog(self.log_dir, self.cfg.log_max_bytes, self.cfg.log_keep)
         self.flood = self.flood_control(self.cfg)
+        self.check_predecessor_pins()
         early = self.remove_pins_that_would_kill_us()
         self.enforcer = self._load_tier(policy)
         self.policy = policy
@@ -294,6 +315,7 @@ class Sensor:
         if enforcement == "enforce" and not self.enforcer.tier.can_block and not terminate:
             log(f"warning: tier {self.enforcer.tier.name} can only kill and terminate_process = false: "
                 "violations of 'block' rules are reported, not enforced ('kill' rules still kill)")
+        self.write_rules_file()  # before `started`: what a successor must find pinned if this one is killed now
         self.emit({"type": "started", "tier": self.enforcer.tier.name, "enforcement": enforcement,
                    "terminate_process": terminate, "rules": self.enforcer.rules, "policy_rules": len(policy.rules),
                    "by_type": policy.summary(), "entries": applied.counts, "programs": self.enforcer.attached,
@@ -306,7 +328,6 @@ class Sensor:
                    "flood_control": self.flood_settings()})
         self.report_downgrades(self._new_downgrades, "start")
         self.take_over_events(predecessors)
-        self.write_rules_file()
         self.events.flush()
         self.write_status()
         eventlog.sd_notify(f"READY=1\nSTATUS=enforcing with tier {self.enforcer.tier.name}")
@@ -325,7 +346,8 @@ class Sensor:
         path = self._rules_file()
         try:
             tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps({"rules": rules, "reported_drops": self.reported_drops}))
+            tmp.write_text(json.dumps({"rules": rules, "reported_drops": self.reported_drops, "boot_id": boot_id(),
+                                       "pins": self.enforcer.pin_names()}))
             os.replace(tmp, path)
         except OSError as exc:
             log(f"cannot write {path}: {exc.strerror}")
@@ -360,6 +382,65 @@ class Sensor:
             except OSError:
                 pass
 
+    # ------------------------------------------------------------ tampering
+
+    def report_tampering(self, problems: List[str], restored: List[str], reason: str, **extra) -> None:
+        """Loud: a line per problem on stderr, an `enforcement_tampered` record, status (sticky: exit code 4)."""
+        now = eventlog.iso_time(time.time())
+        for problem in problems:
+            log(f"TAMPERING: {problem}")
+        for what in restored:
+            log(f"restored: {what}")
+        self.emit({"type": "enforcement_tampered", "reason": reason, "problems": problems, "restored": restored,
+                   **extra})
+        self.tampered = {"first": self.tampered.get("first", now), "last": now, "reason": reason,
+                         "problems": problems[:20], "restored": restored[:20],
+                         "count": self.tampered.get("count", 0) + 1}
+        self.write_status()
+
+    def verify(self, reason: str) -> bool:
+        """Compare the kernel state with the loaded policy, restore, report. True when it matched."""
+        assert self.enforcer is not None
+        try:
+            problems, restored = self.enforcer.verify()
+        except SensorError as exc:
+            problems, restored = [f"verification failed: {exc}"], []
+        self.verified = eventlog.iso_time(time.time())
+        if problems:
+            self.report_tampering(problems, restored, reason)
+            self.write_rules_file()
+        return not problems
+
+    def check_predecessor_pins(self) -> None:
+        """At start: a sensor that left pins (a crash, a handoff) wrote which in its rules file; pins missing now
+        were removed while no sensor ran (enforcement stopped then, unseen)."""
+        if self.pin_dir is None:
+            return
+        boot = boot_id()
+        for path in sorted(self.log_dir.glob(".rules-*.json")):
+            pid = path.name[len(".rules-"):-len(".json")]
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            expected = saved.get("pins") or []
+            if not expected or saved.get("boot_id") != boot:  # an earlier boot's pins went with it
+                continue
+            missing = [name for name in expected if not (self.pin_dir / name).exists()]
+            if missing:
+                self.report_tampering(
+                    [f"{len(missing)} of the {len(expected)} pins of the earlier sensor {pid} in {self.pin_dir} were "
+                     f"removed while no sensor ran: {', '.join(missing)}; what they enforced stopped then"],
+                    ["this sensor enforces the policy again"], "pins removed while no sensor ran",
+                    predecessor=int(pid), missing_pins=missing)
+
+    def heartbeat(self) -> None:
+        """systemd's watchdog (WatchdogSec=: a stopped or hung sensor is killed and restarted) and status.json."""
+        eventlog.sd_notify("WATCHDOG=1")
+        self.write_status()
+
     def write_status(self) -> None:
         """<log_dir>/status.json for `endura-sensor status` (atomic replace)."""
         if self.enforcer is None:
@@ -375,7 +456,9 @@ class Sensor:
                   "floods": self.flood.floods if self.flood else 0, "last_reload": self.last_reload,
                   "downgrades": [dict(d.to_dict(), sensor_conf_path=d.conf_path) for d in self.downgrades],
                   "forwarding": self.forwarders.stats(), "forward_dropped": sum(self.forwarders.reported.values()),
-                  "rss_bytes": eventlog.rss_bytes()}
+                  "rss_bytes": eventlog.rss_bytes(), "heartbeat": time.time(),
+                  "heartbeat_interval_s": self.heartbeat_interval, "verified": self.verified,
+                  "tampered": self.tampered, "policy_copies_loaded": 1 + self.enforcer.swaps}
         path = self.log_dir / STATUS_NAME
         tmp = path.with_name(f".{STATUS_NAME}.tmp")
         try:
@@ -497,9 +580,17 @@ class Sensor:
         deadline = None if duration is None else now + duration
         next_check, next_resolve = now + self.reload_interval, now + self.resolve_interval
         next_forward_check = now + self.forward_check_interval
+        next_heartbeat = now
         while not self.stop_requested and (deadline is None or time.monotonic() < deadline):
             self.enforcer.poll_records(self.on_records, 100)
             now = time.monotonic()
+            if now >= next_heartbeat:
+                next_heartbeat = now + self.heartbeat_interval
+                self.heartbeat()
+            if self.verify_requested:
+                self.verify_requested = False
+                self.verify("on demand (SIGUSR1)")
+                self.write_status()
             if self.flood is not None:
                 self.write_summaries(self.flood.due(now))
             self.check_drops()
@@ -518,6 +609,7 @@ class Sensor:
             if now >= next_resolve:
                 next_resolve = now + self.resolve_interval
                 self.resolve_again()
+                self.verify("periodic")
                 self.write_status()
             self.flush()
 
@@ -575,9 +667,13 @@ def run(cfg: config_mod.Config, *, duration: float | None = None, **kwargs) -> i
     def _hup(*_):
         sensor.reload_requested = True
 
+    def _usr1(*_):
+        sensor.verify_requested = True
+
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, _hup)
+    signal.signal(signal.SIGUSR1, _usr1)
     try:
         sensor.start()
         sensor.loop(duration)

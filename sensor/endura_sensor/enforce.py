@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Sequence, Tuple
@@ -53,6 +54,12 @@ def kernel_has_btf_type(name: str, btf_dir: Path = Path("/sys/kernel/btf")) -> b
     return b"\0" + name.encode() + b"\0" in _BTF_NAMES[str(btf_dir)]
 
 
+#: self-protection (bpf/include/endura_self.bpf.h): who joins the service cgroup (its exemption from the bpf and
+#: sensor rules must not be joinable), then what the sensor rule refuses on each tier
+_CGROUP_WATCH = (("cgroup_attach", "cgroup"), ("task_newtask", "cgroup"), ("member_exit", "cgroup"))  # see apply()
+_SELF_HOOKS = (("task_kill", "sensor"), ("ptrace_access_check", "sensor"), ("pin_unlink", "sensor"),
+               ("pin_rename", "sensor"))
+
 #: the effect hooks (bpf/include/endura_fileops.bpf.h) of the lsm and fentry tiers: (LSM hook, kinds)
 EFFECT_HOOKS = (
     ("path_rename", "file"), ("path_link", "file"), ("path_unlink", "file"), ("path_rmdir", "file"),
@@ -70,30 +77,58 @@ TIERS = (
     Tier("lsm", "sensor_lsm.bpf.o", _programs(
         "endura_lsm", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"), ("socket_connect", "connect"),
         ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
-        ("kernel_module_request", "module_load"), ("bpf", "bpf")) + _hooks("endura_lsm", "bpf_lsm_"), True),
+        ("kernel_module_request", "module_load"), ("bpf", "bpf"), *_CGROUP_WATCH, *_SELF_HOOKS)
+         + _hooks("endura_lsm", "bpf_lsm_"), True),
     # fmod_ret on security_*(): refuses like the LSM tier, also where bpf is not in the LSM list
     Tier("fentry", "sensor_fentry.bpf.o", _programs(
         "endura_fentry", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"),
         ("socket_connect", "connect"), ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
-        ("bpf", "bpf")) + _hooks("endura_fentry", "security_"), True),
+        ("bpf", "bpf"), *_CGROUP_WATCH, *_SELF_HOOKS) + _hooks("endura_fentry", "security_"), True),
     # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed.
     # sys_enter with file rules too: it kills the processes sharing a killed opener's fd table
     Tier("tracepoint", "sensor_tp.bpf.o", _programs(
         "endura_tp", ("exec", "exec fileless_exec"), ("sys_exit", "file"),
         ("sys_enter", "file connect module_load bpf io_uring"), ("sys_exit_interp", "interpreted"),
+        *_CGROUP_WATCH, ("signal_generate", "sensor"),
         # ext4's tracepoints: unlink and truncate by any path (where the kernel has ext4)
         ("ext4_unlink", "file", "btf_trace_ext4_unlink_enter"),
         ("ext4_truncate", "file", "btf_trace_ext4_truncate_enter")), False),
 )
 TIER_BY_NAME = {t.name: t for t in TIERS}
 MAPS = ("endura_exec", "endura_files", "endura_net", "endura_exec_names", "endura_file_names", "endura_interpreters")
+#: read-only for BPF programs (BPF_F_RDONLY_PROG) and frozen once filled (BPF_MAP_FREEZE): nobody changes them
+FROZEN_MAPS = MAPS + ("endura_tamper", "endura_config")
+#: one ring buffer, drop counter and member record for every copy of the object (a reload loses nothing)
+MEMBERS = "endura_members"
+SHARED_MAPS = ("endura_events", "endura_drops", MEMBERS)
+KEY_SIZES = {"endura_exec": events.FILE_KEY.size, "endura_files": events.FILE_KEY.size,
+             "endura_net": events.NET_KEY.size, "endura_exec_names": events.NAME_KEY.size,
+             "endura_file_names": events.NAME_KEY.size, "endura_interpreters": events.FILE_KEY.size,
+             "endura_tamper": 4, "endura_config": 4}
+VALUE_SIZES = {"endura_exec": events.FILE_RULE.size, "endura_files": events.FILE_RULE.size,
+               "endura_net": events.RULE.size, "endura_exec_names": events.FILE_RULE.size,
+               "endura_file_names": events.FILE_RULE.size, "endura_interpreters": 4,
+               "endura_tamper": events.RULE.size, "endura_config": events.CONFIG.size}
+BPF_F_RDONLY_PROG = 1 << 7  # include/uapi/linux/bpf.h
+TMP_PIN_PREFIX = "tmp-"  # a pin being replaced: renamed over the old one (never matches endura_*)
 CONFIG_MARKER = "endura_config"  # pinned config map: the sensor that left these pins marks its bpf rule
 BPF_GUARD_MARKER = "endura_guard_bpf"  # pinned tamper map, present while a bpf rule is enforced
 #: the ring buffer and drop counter, so that a successor reads what this sensor's programs report while no
 #: sensor runs (a restart); versioned: a successor decodes only the event layout it knows
 RING_MARKER = f"endura_ring_v{events.ABI_VERSION}"
 DROPS_MARKER = f"endura_drops_v{events.ABI_VERSION}"
-MARKERS = (CONFIG_MARKER, BPF_GUARD_MARKER, RING_MARKER, DROPS_MARKER)
+#: the processes the service manager placed in the service cgroup (bpf/include/endura_members.bpf.h): pinned while
+#: a cgroup is exempt, reused by the successor (which is one of them)
+MEMBERS_MARKER = f"endura_members_v{events.ABI_VERSION}"
+MANAGER_KEY = b"\xff\xff\xff\xff"  # ENDURA_MANAGER_KEY in endura_members: a service manager other than init
+
+
+def service_manager_pid(env=os.environ) -> int:
+    """$ENDURA_SERVICE_MANAGER_PID: the process that starts the service when it is not init (PID 1), trusted like
+    init to place processes in the service cgroup and to signal the sensor; 0 = init only."""
+    value = env.get("ENDURA_SERVICE_MANAGER_PID", "")
+    return int(value) if value.isdigit() else 0
+MARKERS = (CONFIG_MARKER, BPF_GUARD_MARKER, RING_MARKER, DROPS_MARKER, MEMBERS_MARKER)
 ZERO = b"\0\0\0\0"
 NO_RULE = events.RULE.pack(0, events.RULE_NONE)
 #: access -> struct endura_file_rule slot, per map
@@ -211,6 +246,41 @@ class Predecessor:
                 os.close(fd)
 
 
+class _Copy:
+    """One loaded copy of the tier's object: its rule maps (filled once, then frozen) and its links.
+
+    Frozen maps cannot be changed by bpf() (by anyone: an attacker who got a map fd by its id, or this
+    sensor), so a new policy is a new copy: filled, frozen, attached, then the old copy is detached.
+    """
+
+    def __init__(self, path: Path, shared: Dict[str, int], unavailable=()) -> None:
+        self.obj = libbpf.BpfObject(path)
+        self.links: Dict[str, libbpf.BpfLink] = {}
+        try:
+            for name in unavailable:  # optional programs whose kernel function is missing
+                self.obj.set_autoload(name, False)
+            for name, fd in shared.items():
+                self.obj.reuse_map_fd(name, fd)
+            self.obj.load()
+            self.fds = {name: self.obj.map_fd(name) for name in FROZEN_MAPS + SHARED_MAPS}
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def fill(self, entries: Dict[str, Dict[bytes, bytes]], tamper: Dict[int, bytes], config: bytes) -> None:
+        for name in MAPS:
+            for key, value in entries[name].items():
+                libbpf.map_update(self.fds[name], key, value)
+        for index, value in tamper.items():
+            libbpf.map_update(self.fds["endura_tamper"], index.to_bytes(4, "little"), value)
+        libbpf.map_update(self.fds["endura_config"], ZERO, config)
+        for name in FROZEN_MAPS:
+            libbpf.map_freeze(self.fds[name])
+
+    def close(self) -> None:
+        self.obj.close()  # destroys the links: detached unless pinned
+
+
 @dataclass
 class Applied:
     """What one `apply()` put into the kernel."""
@@ -236,7 +306,10 @@ class Enforcer:
         if not self.path.is_file():
             raise SensorError(f"BPF object {self.path} is missing; build it with 'python3 -m bpf.build' "
                               "(nox -s bpf) or reinstall endura-sensor")
-        self._obj = libbpf.BpfObject(self.path)
+        self._copy: _Copy | None = None
+        self._shared: Dict[str, int] = {}  # our own fds of the ring buffer and drop counter (SHARED_MAPS)
+        self.swaps = 0  # copies loaded after the first (policy changes)
+        self.last_swap_ms = 0.0  # what the last one cost: load + fill + freeze + attach + pin
         self._ring: libbpf.RingBuffer | None = None
         self._entries: Dict[str, Dict[bytes, bytes]] = {name: {} for name in MAPS}
         self._tamper: Dict[int, bytes] = {}
@@ -247,29 +320,41 @@ class Enforcer:
         self.collisions: List[str] = []  # contradictory rules that resolve to one file (strictest enforced)
         self.rule_by_id: Dict[int, policy_mod.Rule] = {}
         self.rules: List[str] = []  # the --deny paths (kept for the CLI's "started" record)
-        self._links: Dict[str, libbpf.BpfLink] = {}
         self.pin_dir = Path(pin_dir) if pin_dir else None
         self.pin_problem = ""  # why pinning is off, when it failed
-        self._attach = False
+        self._attach = attach
+        self._attach_all = attach_all
         self._kinds: set = set()
         self._bpf_guard = False  # a bpf rule is enforced: pinned as BPF_GUARD_MARKER for a successor to see
         #: optional programs whose kernel function is missing: never loaded nor attached
         self.unavailable = {p.name: p for p in tier.programs if p.target and not kernel_has_btf_type(p.target)}
         try:
-            for name in self.unavailable:
-                self._obj.set_autoload(name, False)
-            self._obj.load()
-            self._fds = {name: self._obj.map_fd(name) for name in MAPS + ("endura_tamper", "endura_config",
-                                                                          "endura_events", "endura_drops")}
+            self._reuse_members()
             self.apply(policy or policy_mod.Policy(), enforce=enforce, terminate=terminate, extra_exec=list(deny))
-            self._attach = attach
-            if attach_all:
-                self._kinds = {kind for program in tier.programs for kind in program.kinds}
-            self._sync_programs(detach=False)
-            self._sync_markers()
         except BaseException:
             self.close()
             raise
+
+    def _reuse_members(self) -> None:
+        """A predecessor's record of who the service manager placed in the service cgroup (same layout only):
+        this sensor (placed while the predecessor's programs ran) is one of them."""
+        if self.pin_dir is None or not self.cgroup.id or not self._attach:
+            return
+        for path in sorted(self.pin_dir.glob(f"{MEMBERS_MARKER}-*"), key=lambda p: p.stat().st_mtime, reverse=True):
+            try:
+                self._shared[MEMBERS] = libbpf.obj_get(path)
+                return
+            except (OSError, libbpf.BpfError):
+                continue
+
+    @property
+    def _fds(self) -> Dict[str, int]:
+        assert self._copy is not None
+        return {**self._copy.fds, **self._shared}
+
+    @property
+    def _links(self) -> Dict[str, libbpf.BpfLink]:
+        return self._copy.links if self._copy is not None else {}
 
     # ------------------------------------------------------------ policy -> maps
 
@@ -306,20 +391,44 @@ class Enforcer:
     def attached(self) -> List[str]:
         return [p.name for p in self.tier.programs if p.name in self._links]
 
-    def _sync_programs(self, detach: bool) -> None:
-        """Attach the programs the rule kinds need (the exec one always); with detach, drop the others."""
-        if not self._attach:
-            return
-        for program in self.tier.programs:
-            if program.name in self.unavailable:
-                continue
-            needed = program is self.tier.programs[0] or bool(self._kinds & set(program.kinds))
-            if needed and program.name not in self._links:
-                self._links[program.name] = link = self._obj.attach(program.name)
-                self._pin(program.name, link)
-            elif not needed and detach and program.name in self._links:
-                self._unpin(program.name)
-                self._links.pop(program.name).destroy()
+    def _swap(self, entries: Dict[str, Dict[bytes, bytes]], tamper: Dict[int, bytes], config: bytes,
+              kinds: set) -> None:
+        """Load a new copy holding exactly this state, freeze its maps, attach the programs the rule kinds need
+        (the exec one always), pin them over the old copy's pins, then detach the old copy. Both copies enforce
+        for a moment (their union); never neither."""
+        started = time.monotonic()
+        new = _Copy(self.path, self._shared, self.unavailable)
+        try:
+            new.fill(entries, tamper, config)
+            for name in SHARED_MAPS:
+                if name not in self._shared:
+                    if name == MEMBERS:  # key 0: the overflow flag, cleared; then only programs write it
+                        libbpf.map_update(new.fds[name], ZERO, bytes(8))
+                        libbpf.map_update(new.fds[name], MANAGER_KEY, service_manager_pid().to_bytes(8, "little"))
+                        libbpf.map_freeze(new.fds[name])
+                    self._shared[name] = os.dup(new.fds[name])
+            if self._attach:
+                for program in self.tier.programs:
+                    if program.name in self.unavailable:
+                        continue
+                    if program is self.tier.programs[0] or kinds & set(program.kinds):
+                        new.links[program.name] = new.obj.attach(program.name)
+        except BaseException:
+            new.close()
+            raise
+        old, self._copy = self._copy, new
+        if old is not None:
+            self.swaps += 1
+        self._entries = {name: dict(entries[name]) for name in MAPS}
+        self._tamper, self._config, self._kinds = dict(tamper), config, set(kinds)
+        for name, link in new.links.items():
+            self._pin(name, link)
+        if old is not None:
+            for name in old.links:
+                if name not in new.links:
+                    self._unpin(name)
+            old.close()
+        self.last_swap_ms = (time.monotonic() - started) * 1000
 
     # ------------------------------------------------------------ pinning (enforcement outlives the process)
 
@@ -328,11 +437,17 @@ class Enforcer:
         return self.pin_dir / f"{program}-{pid or os.getpid()}"  # bpffs refuses names with a '.' (EPERM)
 
     def _pin(self, program: str, link: libbpf.BpfLink) -> None:
+        """Pin at a temporary name, then rename over the current pin: the pinned name never goes missing."""
         if self.pin_dir is None:
             return
+        path = self._pin_path(program)
+        tmp = path.with_name(TMP_PIN_PREFIX + path.name)
         try:
             self.pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            link.pin(self._pin_path(program))
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            libbpf.obj_pin(link.fd, tmp)  # not bpf_link__pin(): libbpf refuses a second pin of a link (EBUSY)
+            os.rename(tmp, path)
         except (OSError, libbpf.BpfError) as exc:
             self.pin_problem = (f"cannot pin in {self.pin_dir} ({exc}); enforcement stops if the sensor dies. "
                                 "Mount the BPF filesystem: mount -t bpf bpf /sys/fs/bpf")
@@ -344,14 +459,16 @@ class Enforcer:
         while a bpf rule is enforced."""
         if self.pin_dir is None or not self._attach:
             return
-        for name, map_name, wanted in ((CONFIG_MARKER, "endura_config", True),
-                                       (BPF_GUARD_MARKER, "endura_tamper", self._bpf_guard),
-                                       (RING_MARKER, "endura_events", True), (DROPS_MARKER, "endura_drops", True)):
+        for name, map_name, wanted in self._markers():
             path = self._pin_path(name)
-            if wanted and not path.exists():
+            if wanted and not self._pinned_is(path, self._fds[map_name]):
+                tmp = path.with_name(TMP_PIN_PREFIX + path.name)
                 try:
                     self.pin_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    libbpf.obj_pin(self._fds[map_name], path)
+                    if os.path.lexists(tmp):
+                        os.unlink(tmp)
+                    libbpf.obj_pin(self._fds[map_name], tmp)
+                    os.rename(tmp, path)  # over the previous copy's map
                 except (OSError, libbpf.BpfError):
                     pass  # reported by the program pins, which fail the same way
             elif not wanted:
@@ -359,6 +476,26 @@ class Enforcer:
                     path.unlink()
                 except OSError:
                     pass
+
+    def _markers(self):
+        """(marker, map, wanted) for each map pinned for a successor."""
+        return ((CONFIG_MARKER, "endura_config", True), (BPF_GUARD_MARKER, "endura_tamper", self._bpf_guard),
+                (RING_MARKER, "endura_events", True), (DROPS_MARKER, "endura_drops", True),
+                (MEMBERS_MARKER, MEMBERS, bool(self.cgroup.id)))
+
+    @staticmethod
+    def _pinned_is(path: Path, fd: int) -> bool:
+        """Whether the object pinned at path is the one behind fd (same kernel id)."""
+        try:
+            pinned = libbpf.obj_get(path)
+        except libbpf.BpfError:
+            return False
+        try:
+            return libbpf.obj_id(pinned) == libbpf.obj_id(fd)
+        except libbpf.BpfError:
+            return False
+        finally:
+            os.close(pinned)
 
     def _unpin(self, program: str) -> None:
         if self.pin_dir is not None:
@@ -420,71 +557,44 @@ class Enforcer:
         return events.CONFIG.pack(events.ENFORCEMENT_ENFORCE if enforce else events.ENFORCEMENT_AUDIT, int(terminate),
                                   os.getpid(), below(exec_), len(files) + len(names), below(files),
                                   len(want["endura_net"]), reads, self.cgroup.id, self.cgroup.parent_id,
-                                  self.cgroup.name.encode(), interpreters, n_names, self._tainted_files())
+                                  self.cgroup.name.encode(), interpreters, n_names, 0)
 
-    def _tainted_files(self) -> int:
-        """config.tainted_files as the kernel has it: the tracepoint tier sets it when it marks an fd table
-        (endura_tainted), and a rewrite of the config must not make it stop checking the marked ones."""
-        raw = libbpf.map_lookup(self._fds["endura_config"], ZERO, events.CONFIG.size)
-        return events.CONFIG.unpack(raw)[13] if raw else 0
+    def _changes(self, want: Dict[str, Dict[bytes, bytes]], tamper: Dict[int, bytes], config: bytes) -> int:
+        """Entries added, changed or removed compared with the loaded copy (+1 for a changed config)."""
+        changed = 0
+        for name in MAPS:
+            current = self._entries[name]
+            changed += sum(1 for key, value in want[name].items() if current.get(key) != value)
+            changed += sum(1 for key in current if key not in want[name])
+        for index in set(tamper) | set(self._tamper):
+            changed += tamper.get(index, NO_RULE) != self._tamper.get(index, NO_RULE)
+        return changed + (config != self._config and self._copy is not None)
 
     def apply(self, policy: policy_mod.Policy, *, enforce: bool, terminate: bool,
               extra_exec: Sequence[str] = ()) -> Applied:
-        """Make the maps hold exactly `policy` (+ exec denials of extra_exec), never enforcing less meanwhile."""
+        """Make the kernel enforce exactly `policy` (+ exec denials of extra_exec), never less meanwhile: when
+        anything differs, a new copy with frozen maps is attached before the old one is detached."""
         want, tamper, warnings, collisions = self.desired(policy, extra_exec)
-        final_config = self._config_bytes(enforce, terminate, want)
-        union = {name: {**self._entries[name], **want[name]} for name in MAPS}
-        changed = 0
-        for name in MAPS:
-            if len(union[name]) > events.MAX_RULES:  # old + new do not fit: make room first
-                warnings.append(f"{name}: the old and new policies together exceed {events.MAX_RULES} entries; "
-                                "stale entries were removed before the new ones were added")
-                for key in [k for k in self._entries[name] if k not in want[name]]:
-                    libbpf.map_delete(self._fds[name], key)
-                    del self._entries[name][key]
-                    changed += 1
-        # 1. gates open for the union of old and new rules, with the new enforcement settings
-        libbpf.map_update(self._fds["endura_config"], ZERO, self._config_bytes(enforce, terminate, union))
-        # 2. new and changed entries
-        for name in MAPS:
-            current = self._entries[name]
-            for key, value in want[name].items():
-                if current.get(key) != value:
-                    libbpf.map_update(self._fds[name], key, value)
-                    current[key] = value
-                    changed += 1
-        for index in SINGLETON_INDEX.values():
-            value = tamper.get(index, NO_RULE)
-            if self._tamper.get(index, NO_RULE) != value:
-                libbpf.map_update(self._fds["endura_tamper"], index.to_bytes(4, "little"), value)
-                self._tamper[index] = value
-                changed += 1
+        config = self._config_bytes(enforce, terminate, want)
         kinds = {kind for kind, entries in (("exec", want["endura_exec"]), ("exec", want["endura_exec_names"]),
                                             ("file", want["endura_files"]), ("file", want["endura_file_names"]),
                                             ("connect", want["endura_net"])) if entries}
         if "exec" in kinds and want["endura_interpreters"]:
             kinds.add("interpreted")  # the open hooks see an interpreter reading an exec-denied file
         kinds |= {name for name, index in SINGLETON_INDEX.items() if index in tamper}
+        if self.cgroup.id and kinds & {"bpf", "sensor"}:
+            kinds.add("cgroup")  # the service cgroup is exempt from these: watch who joins it
+        if self._attach_all:
+            kinds = {kind for program in self.tier.programs for kind in program.kinds}
         missing = sorted(p.target for p in self.unavailable.values() if kinds & set(p.kinds)
                          and not p.name.endswith("_file_truncate")  # before 6.2 path_truncate covers it
                          and not p.target.startswith("btf_trace_ext4"))  # not an ext4 host: nothing to see
         if missing:
             warnings.append(f"tier {self.tier.name}: this kernel lacks {', '.join(missing)} (path hooks need "
                             "CONFIG_SECURITY_PATH; file_truncate came in 6.2): what they check is not enforced here")
-        self._kinds |= kinds
-        self._sync_programs(detach=False)  # programs for new kinds, now that their maps are filled
-        # 3. stale entries
-        for name in MAPS:
-            current = self._entries[name]
-            for key in [k for k in current if k not in want[name]]:
-                libbpf.map_delete(self._fds[name], key)
-                del current[key]
-                changed += 1
-        # 4. gates for exactly the new rules
-        libbpf.map_update(self._fds["endura_config"], ZERO, final_config)
-        self._config = final_config
-        self._kinds = kinds
-        self._sync_programs(detach=True)
+        changed = self._changes(want, tamper, config)
+        if self._copy is None or changed or kinds != self._kinds:
+            self._swap(want, tamper, config, kinds)
         bpf_rule = tamper.get(events.TAMPER_BPF)
         self._bpf_guard = bool(enforce and bpf_rule and events.RULE.unpack(bpf_rule)[1] != events.RULE_ACTIONS["audit"])
         self._sync_markers()
@@ -511,10 +621,99 @@ class Enforcer:
         if own[events.SLOT_EXEC][1] < events.RULE_BLOCK:
             own[events.SLOT_EXEC] = (rule_id, events.RULE_BLOCK)
         value = events.pack_file_rule(own, below)
-        libbpf.map_update(self._fds["endura_exec"], key, value)
-        self._entries["endura_exec"][key] = value
+        entries = {name: dict(self._entries[name]) for name in MAPS}
+        entries["endura_exec"][key] = value
+        self._swap(entries, self._tamper, self._config, self._kinds | {"exec"})
         self.rules.append(os.path.abspath(path))
         return rule_id
+
+    # ------------------------------------------------------------ verification (tampering)
+
+    def expected(self) -> Dict[str, Dict[bytes, bytes]]:
+        """What each frozen map must hold, key -> value (arrays: every index)."""
+        want: Dict[str, Dict[bytes, bytes]] = {name: dict(self._entries[name]) for name in MAPS}
+        want["endura_tamper"] = {i.to_bytes(4, "little"): self._tamper.get(i, NO_RULE)
+                                 for i in range(events.TAMPER_COUNT)}
+        want["endura_config"] = {ZERO: self._config}
+        return want
+
+    def _check_maps(self, copy: _Copy) -> List[str]:
+        problems = []
+        for name, want in self.expected().items():
+            fd = copy.fds[name]
+            if not libbpf.map_frozen(fd):
+                problems.append(f"map {name} is not frozen")
+            if not libbpf.map_flags(fd) & BPF_F_RDONLY_PROG:
+                problems.append(f"map {name} is writable by BPF programs")
+            keys = libbpf.map_keys(fd, KEY_SIZES[name])
+            have = set(keys)
+            missing = sum(1 for key in want if key not in have)
+            extra = sum(1 for key in have if key not in want)
+            changed = sum(1 for key in keys if key in want and
+                          libbpf.map_lookup(fd, key, VALUE_SIZES[name]) != want[key])
+            if missing or extra or changed:
+                problems.append(f"map {name} holds {len(keys)} entries, {len(want)} were written: {missing} missing, "
+                                f"{extra} added, {changed} changed")
+        return problems
+
+    def verify(self, restore: bool = True) -> Tuple[List[str], List[str]]:
+        """Compare the kernel with what this sensor loaded: the rule maps (frozen, read-only for programs, exactly
+        the entries written), every program still attached (its link runs our program) and pinned, every marker
+        pinned. With restore, put back what differs: a new copy of the object for maps or links, pins again.
+        Returns (problems, restored), sentences; ([], []) when everything matches."""
+        copy = self._copy
+        if copy is None:
+            return [], []
+        problems, restored = [], []
+        try:
+            problems += self._check_maps(copy)
+        except libbpf.BpfError as exc:
+            problems.append(f"cannot read the rule maps: {exc}")
+        try:
+            overflow = libbpf.map_lookup(self._shared[MEMBERS], ZERO, 8) if MEMBERS in self._shared else None
+        except libbpf.BpfError:
+            overflow = None
+        if overflow and any(overflow):
+            problems.append(f"{MEMBERS} is full ({MEMBERS} holds at most 4096 members of the service cgroup): new "
+                            "members are not exempt; restart the service to start a new record")
+        for name, link in copy.links.items():
+            try:
+                if libbpf.link_prog_id(link.fd) != libbpf.obj_id(copy.obj.program_fd(name)):
+                    problems.append(f"program {name} is detached")
+            except libbpf.BpfError as exc:
+                problems.append(f"program {name}: its link cannot be read ({exc})")
+        if problems and restore:
+            self._swap(self._entries, self._tamper, self._config, self._kinds)
+            restored.append(f"loaded the policy into a new copy (maps frozen, programs attached: "
+                            f"{', '.join(self.attached) or 'none'})")
+        if self.pin_dir is not None and self._attach:
+            for name, link in self._links.items():
+                if self.pin_dir is None:
+                    break
+                path = self._pin_path(name)
+                if not self._pinned_is(path, link.fd):
+                    problems.append(f"pin {path} was removed or replaced")
+                    if restore:
+                        self._pin(name, link)
+                        if self._pinned_is(path, link.fd):
+                            restored.append(f"pinned {path} again")
+            if self.pin_dir is None:  # pinning failed above: pin_problem says why
+                problems.append(self.pin_problem)
+                return problems, restored
+            missing = [(self._pin_path(name), self._fds[map_name]) for name, map_name, wanted in self._markers()
+                       if wanted and not self._pinned_is(self._pin_path(name), self._fds[map_name])]
+            problems += [f"pin {path} was removed or replaced" for path, _ in missing]
+            if missing and restore:
+                self._sync_markers()
+                restored += [f"pinned {path} again" for path, fd in missing if self._pinned_is(path, fd)]
+        return problems, restored
+
+    def pin_names(self) -> List[str]:
+        """The names of everything this sensor pinned (programs and markers)."""
+        if self.pin_dir is None or not self._attach:
+            return []
+        return [self._pin_path(name).name for name in self._links] + [
+            self._pin_path(name).name for name, _, wanted in self._markers() if wanted]
 
     # ------------------------------------------------------------ events
 
@@ -542,7 +741,12 @@ class Enforcer:
         if not keep_pinned:
             for name in [*self._links, *MARKERS]:
                 self._unpin(name)
-        self._obj.close()
+        if self._copy is not None:
+            self._copy.close()
+            self._copy = None
+        for fd in self._shared.values():
+            os.close(fd)
+        self._shared = {}
 
     def __enter__(self) -> Enforcer:
         return self

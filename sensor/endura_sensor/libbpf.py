@@ -154,6 +154,13 @@ def library(names=LIBRARY_NAMES) -> ctypes.CDLL:
         _proto(lib, "bpf_map_update_elem", i, i, vp, vp, ctypes.c_uint64)
         _proto(lib, "bpf_map_lookup_elem", i, i, vp, vp)
         _proto(lib, "bpf_map_delete_elem", i, i, vp)
+        _proto(lib, "bpf_map_get_next_key", i, i, vp, vp)
+        _proto(lib, "bpf_map_freeze", i, i)
+        _proto(lib, "bpf_obj_get_info_by_fd", i, i, vp, ctypes.POINTER(ctypes.c_uint32))
+        _proto(lib, "bpf_object__find_map_by_name", vp, vp, cp)
+        _proto(lib, "bpf_map__reuse_fd", i, vp, i)
+        _proto(lib, "bpf_link__fd", i, vp)
+        _proto(lib, "bpf_program__fd", i, vp)
         _proto(lib, "ring_buffer__new", vp, i, SAMPLE_FN, vp, vp)
         _proto(lib, "ring_buffer__poll", i, vp, i)
         _proto(lib, "ring_buffer__free", None, vp)
@@ -205,6 +212,10 @@ class BpfLink:
         """Pin in a BPF filesystem: the program stays attached after this process exits, until unlinked."""
         _raise_rc(f"pinning a link at {path}", library().bpf_link__pin(self._ptr, os.fsencode(str(path))))
 
+    @property
+    def fd(self) -> int:
+        return library().bpf_link__fd(self._ptr) if self._ptr else -1
+
 
 class BpfObject:
     """An opened (and after `load()`, loaded) BPF object file. Use as a context manager."""
@@ -253,6 +264,17 @@ class BpfObject:
         link = BpfLink(ptr)
         self._links.append(link)
         return link
+
+    def reuse_map_fd(self, name: str, fd: int) -> None:
+        """Before load(): use an existing map (e.g. the ring buffer of an earlier copy) instead of a new one."""
+        ptr = library().bpf_object__find_map_by_name(self._ptr, name.encode())
+        if not ptr:
+            raise BpfError(f"finding map {name} in {self.path.name}", errno_mod.ENOENT)
+        _raise_rc(f"reusing map {name}", library().bpf_map__reuse_fd(ptr, fd))
+
+    def program_fd(self, name: str) -> int:
+        prog = library().bpf_object__find_program_by_name(self._ptr, name.encode())
+        return library().bpf_program__fd(prog) if prog else -1
 
     def map_fd(self, name: str) -> int:
         fd = library().bpf_object__find_map_fd_by_name(self._ptr, name.encode())
@@ -325,6 +347,69 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
             return None
         raise BpfError("looking up a map element", err)
     return vbuf.raw
+
+
+def map_keys(fd: int, key_size: int) -> List[bytes]:
+    """Every key of a map (hash, LPM trie, array), by BPF_MAP_GET_NEXT_KEY."""
+    lib = library()
+    keys: List[bytes] = []
+    prev = None
+    nxt = ctypes.create_string_buffer(key_size)
+    while True:
+        ctypes.set_errno(0)
+        rc = lib.bpf_map_get_next_key(fd, prev, nxt)
+        if rc < 0:
+            err = ctypes.get_errno() if rc == -1 and ctypes.get_errno() else -rc
+            if err == errno_mod.ENOENT:
+                return keys
+            raise BpfError("listing the keys of a map", err)
+        keys.append(nxt.raw)
+        prev = ctypes.create_string_buffer(nxt.raw, key_size)
+        if len(keys) > 1 << 20:
+            raise BpfError("listing the keys of a map (no end)", errno_mod.ELOOP)
+
+
+def map_freeze(fd: int) -> None:
+    """BPF_MAP_FREEZE: no bpf() call (by anyone, this process included) may change the map from now on."""
+    ctypes.set_errno(0)
+    rc = library().bpf_map_freeze(fd)
+    if rc < 0:
+        raise BpfError("freezing a map", ctypes.get_errno() if rc == -1 and ctypes.get_errno() else -rc)
+
+
+def obj_info(fd: int, size: int = 256) -> bytes:
+    """BPF_OBJ_GET_INFO_BY_FD: the raw struct bpf_{map,prog,link}_info (first `size` bytes)."""
+    buf = ctypes.create_string_buffer(size)
+    length = ctypes.c_uint32(size)
+    ctypes.set_errno(0)
+    rc = library().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(length))
+    if rc < 0:
+        raise BpfError("reading BPF object info", ctypes.get_errno() if rc == -1 and ctypes.get_errno() else -rc)
+    return buf.raw
+
+
+def obj_id(fd: int) -> int:
+    """The kernel id of a map, program or link (the second u32 of every bpf_*_info)."""
+    return int.from_bytes(obj_info(fd, 16)[4:8], "little")
+
+
+def link_prog_id(fd: int) -> int:
+    """struct bpf_link_info.prog_id (0 for a link whose program is gone)."""
+    return int.from_bytes(obj_info(fd, 16)[8:12], "little")
+
+
+def map_flags(fd: int) -> int:
+    """struct bpf_map_info.map_flags."""
+    return int.from_bytes(obj_info(fd, 64)[20:24], "little")
+
+
+def map_frozen(fd: int) -> bool:
+    """Whether BPF_MAP_FREEZE was applied (the kernel's fdinfo says so; not in bpf_map_info)."""
+    try:
+        text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+    except OSError:
+        return False
+    return any(line.split() == ["frozen:", "1"] for line in text.splitlines())
 
 
 def possible_cpus() -> int:

@@ -63,6 +63,16 @@ def test_objects_keep_btf_and_drop_dwarf(built):
             assert not any(s.startswith(".debug") for s in sections), sections
 
 
+def test_objects_call_nothing_undefined(built):
+    """A builtin clang lowers to a libc call (__builtin_memcmp -> memcmp) is an undefined symbol: libbpf refuses
+    the object on every kernel ("failed to find BTF for extern"), and only the tier that uses it fails."""
+    for paths in built[1].values():
+        for path in paths:
+            symbols = subprocess.run(["llvm-nm", "--undefined-only", str(path)], capture_output=True, text=True,
+                                     check=True).stdout.split()
+            assert symbols == [], (path.name, symbols)
+
+
 def test_rebuild_is_byte_identical_and_path_independent(built, tmp_path):
     out, first = built
     again = bpf_build.build(("amd64", "arm64"), tmp_path / "elsewhere", force=True)

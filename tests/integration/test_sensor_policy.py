@@ -48,7 +48,8 @@ def bpf_dir():
 class Sensor:
     """A running `endura-sensor run`; its stdout records are collected by a thread."""
 
-    def __init__(self, bpf_dir, tmp_path, policy_text=None, conf="", extra=(), pin_dir="", cgroup=None):
+    def __init__(self, bpf_dir, tmp_path, policy_text=None, conf="", extra=(), pin_dir="", cgroup=None,
+                 command=("-m", "endura_sensor")):
         self.dir = tmp_path
         self.policies = tmp_path / "policies"
         self.policies.mkdir(exist_ok=True)
@@ -58,13 +59,23 @@ class Sensor:
         config = tmp_path / "sensor.conf"
         config.write_text(conf)
         self.env = env = dict(os.environ, PYTHONPATH=str(REPO / "sensor"), ENDURA_BPF_DIR=str(bpf_dir))
-        # in a cgroup: join it, then exec the sensor (so the sensor's first bpf() call is already in it)
-        prefix = ["sh", "-c", f'echo $$ > {cgroup}/cgroup.procs && exec "$@"', "sh"] if cgroup else []
+        # in a cgroup: placed there by this process, standing in for the service manager (systemd: PID 1; a
+        # process that joins the cgroup by itself is an intruder, not exempt), then the sensor is exec'd (its
+        # first bpf() call is already in the cgroup)
+        prefix = []
+        if cgroup:
+            prefix = ["sh", "-c", 'read go && exec "$@" </dev/null', "sh"]  # waits for the line on stdin
+            env["ENDURA_SERVICE_MANAGER_PID"] = str(os.getpid())
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "endura_sensor", "run", "--config", str(config), "--policy-dir", str(self.policies),
+            [*prefix, sys.executable, *command, "run", "--config", str(config), "--policy-dir", str(self.policies),
              "--log-dir", str(self.log_dir), "--tier", "tracepoint", "--reload-interval", "0.2",
              "--pin-dir", str(pin_dir), *extra],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            env=env, stdin=subprocess.PIPE if cgroup else None, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        if cgroup:
+            (Path(cgroup) / "cgroup.procs").write_text(str(self.proc.pid))
+            self.proc.stdin.write("go\n")
+            self.proc.stdin.close()
         self.records, self._queue = [], queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -543,6 +554,8 @@ def test_in_its_own_cgroup_a_restarted_sensor_takes_over_without_a_gap(start, tm
     second = start(policy, pin_dir=pins, cgroup=service_cgroup)  # exempt by cgroup: not killed while loading
     assert sorted(second.started["replaced_pins"]) == sorted(
         f"{name}-{first.proc.pid}" for name in ("endura_config", f"endura_drops_v{events.ABI_VERSION}", "endura_guard_bpf",
+                                                f"endura_members_v{events.ABI_VERSION}", "endura_tp_cgroup_attach",
+                                                "endura_tp_task_newtask", "endura_tp_member_exit",
                                                 f"endura_ring_v{events.ABI_VERSION}", "endura_tp_exec", "endura_tp_sys_enter",
                                                 *INTERP))
     assert run(denied) == KILLED and _bpf_call_is_killed()  # everyone else is still denied

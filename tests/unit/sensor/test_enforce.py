@@ -43,8 +43,10 @@ def test_every_tier_attaches_its_exec_program_first_and_covers_every_rule_type()
     for tier in enforce.TIERS:
         assert tier.programs[0].kinds[0] == "exec" and tier.program == tier.programs[0].name
         kinds = {k for p in tier.programs for k in p.kinds}
+        # "sensor": the self-protection singleton; "cgroup": who joins the exempt service cgroup, watched while a
+        # bpf or sensor rule is loaded; io_uring: only the tracepoint tier needs a program for it
         assert kinds - {"io_uring"} == {"exec", "file", "connect", "module_load", "bpf", "fileless_exec",
-                                         "interpreted"}, tier.name
+                                         "interpreted", "sensor", "cgroup"}, tier.name
         assert all(p.name.startswith(f"endura_{tier.object_name.split('_')[1].split('.')[0]}_") for p in tier.programs)
 
 
