@@ -255,31 +255,21 @@ def test_a_process_sharing_the_fd_table_of_a_killed_opener_is_killed(start, tmp_
     assert parent["ino"] == protected.stat().st_ino
 
 
-# ---------------------------------------------------------------- io_uring (the rule type is the policy's: set directly)
+# ---------------------------------------------------------------- io_uring
 
 IO_URING_SETUP = "import ctypes; ctypes.CDLL(None).syscall(425, 1, 0)"
 
 
-def test_io_uring_setup_is_killed_under_an_io_uring_rule(bpf_dir, compat):
-    from endura_sensor import enforce
-
-    tier = enforce.TIER_BY_NAME["tracepoint"]
-    with enforce.Enforcer(tier, bpf_dir, enforce=True, terminate=True, attach=False) as enforcer:
-        libbpf.map_update(enforcer._fds["endura_tamper"], events.TAMPER_IO_URING.to_bytes(4, "little"),
-                          events.RULE.pack(42, events.RULE_KILL))
-        enforcer._attach = True
-        enforcer._kinds = {"io_uring"}
-        enforcer._sync_programs(detach=False)
-        assert enforcer.attached == ["endura_tp_exec", "endura_tp_sys_enter"]
-        assert run(sys.executable, "-c", IO_URING_SETUP) == KILLED
-        assert run(compat["32"], "io_uring_setup") == KILLED
-        assert run(sys.executable, "-c", "print('no ring')") == 0
-        got = []
-        for _ in range(20):
-            if len(got) >= 2:
-                break
-            enforcer.poll(got.append, 500)
-    assert [(e.type, e.rule_id, e.action, e.detail) for e in got] == [("io_uring_denied", 42, ["killed"], 1)] * 2
+def test_io_uring_setup_is_killed_under_an_io_uring_rule(start, compat):
+    sensor = start(rule(name="no-io-uring", type="io_uring", action="kill"))
+    assert "endura_tp_sys_enter" in sensor.started["programs"]
+    assert run(sys.executable, "-c", IO_URING_SETUP) == KILLED
+    assert run(compat["32"], "io_uring_setup") == KILLED
+    assert run(sys.executable, "-c", "print('no ring')") == 0
+    sensor.wait_for(lambda r: len([e for e in sensor.records if e["type"] == "io_uring_denied"]) >= 2)
+    sensor.stop()
+    got = [e for e in sensor.records if e["type"] == "io_uring_denied"]
+    assert [(e["rule"], e["action"]) for e in got] == [("no-io-uring", ["killed"])] * 2
 
 
 # ---------------------------------------------------------------- ext4's tracepoints: unlink and truncate by any path
