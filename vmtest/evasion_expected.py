@@ -208,64 +208,47 @@ EXPECTED: Dict[str, Dict[str, Tuple[str, bool]]] = {
 #: why a case is evaded (or a false positive) on a tier: one line each, for docs/evasion.md.
 #: (tier, case) overrides case.
 REASONS: Dict[object, str] = {
+    # the tracepoint tier: it can only kill, after the call returned (or at its entry, and the call still runs)
     "tcp-connect": "the kill is delivered when connect() returns; on loopback the handshake completes inside it",
-    "sed-i-rename-over": "file rules check open() only: rename(2) over the path is not checked, and the new inode "
-                         "is not in the rule map until the next re-resolve",
-    "renameat2-exchange": "the rename family is not hooked; the exchanged-in inode is not in the rule map",
-    "rename-away": "rename(2) is not hooked: the protected file leaves its path",
-    "mv-into-dir": "rename(2) is not hooked; a dir rule checks opens of files already below it",
-    "ln-into-dir": "link(2) is not hooked; a dir rule checks opens of files already below it",
-    "unlink": "unlink(2) is not hooked",
-    "truncate-path": "truncate(2) by path is not hooked (only open)",
-    "create-not-yet-existing": "rules are keyed by inode: a rule on a path that does not exist yet is inactive",
-    "create-in-protected-dir": "O_CREAT creates the file inside open(); the kill comes at its return",
-    "replaced-then-write": "after a rename over the path the new inode is unprotected until the next re-resolve "
-                           "(resolve_interval, 5 s)",
-    "inode-reuse": "rules are keyed by (dev, inode): a new file reusing a deleted protected file's number matches "
-                   "the stale rule (and the event names it)",
-    "io-uring-openat": "IORING_OP_OPENAT runs in the kernel (io-wq), not through the openat syscall; no io_uring "
-                       "rule type yet",
-    "io-uring-connect": "IORING_OP_CONNECT runs in the kernel (io-wq), not through the connect syscall; no "
-                        "io_uring rule type yet",
-    "open-by-handle-at": "open_by_handle_at(2) is not among the hooked syscalls",
-    "creat": "creat(2) truncates the file inside the call; the kill comes at its return",
     "v4-mapped-v6-connect": "the kill is delivered when connect() returns; on loopback the handshake completes inside it",
-    "udp-sendmmsg": "connect rules hook connect(); sendmmsg() with a destination in each msghdr never calls it",
-    "udp-sendto": "connect rules hook connect(); a datagram with a destination address never calls it",
-    "udp-sendmsg": "connect rules hook connect(); sendmsg() with msg_name never calls it",
-    "tcp-fastopen": "sendto(MSG_FASTOPEN) connects without connect() (no socket_connect call either): the connect "
-                    "rule never sees it",
-    "o-trunc-open": "O_TRUNC empties the file inside open(); the kill comes at its return",
-    "fd-opened-before-start": "files are checked at open; an fd opened before the sensor started is never seen",
-    "clone-files-parent-writes": "the opener is killed, but the fd lives on in the parent sharing its fd table",
-    "sh-script": "exec rules check the executed binary (the shell), not the script it reads",
-    "shebang-script": "for a #! script the exec hook sees the interpreter (binfmt_script replaced the file)",
-    "ldso-payload": "ld.so maps the payload with mmap(); only execve'd files are checked",
-    "memfd-fexecve": "a memfd is a new inode no rule names; no fileless_exec rule type yet",
+    "creat": "creat(2) truncates the file inside the call; the kill comes at its return",
+    "o-trunc-open": "O_TRUNC empties the file inside open(); the kill comes at its return (the lsm and fentry tiers "
+                    "refuse the open first)",
+    "create-in-protected-dir": "O_CREAT creates the file inside open(); the kill comes at its return",
+    "create-not-yet-existing": "the protected name is matched (names map), but O_CREAT created the file inside "
+                               "open(); the kill comes at its return",
+    "udp-sendto": "sys_enter kills the sender, but sendto() still runs: one datagram leaves",
+    "udp-sendmsg": "sys_enter kills the sender, but sendmsg() still runs: one datagram leaves",
+    "udp-sendmmsg": "sys_enter kills the sender, but sendmmsg() still runs: its datagrams leave",
+    "tcp-fastopen": "sys_enter kills the sender, but sendto(MSG_FASTOPEN) still runs: the SYN leaves",
+    "int80-connect": "decoded as i386 connect, but the kill comes when the call returns (handshake done)",
+    "sed-i-rename-over": "rename(2) is a syscall this tier cannot refuse; a deep path is not resolved in BPF (only "
+                         "single-component names), so it is not even killed; the new file at the name is protected "
+                         "at once (names map)",
+    "renameat2-exchange": "rename(2) is not refused on this tier, and deep paths are not resolved in BPF",
+    "rename-away": "rename(2) is not refused on this tier, and deep paths are not resolved in BPF",
+    "mv-into-dir": "rename(2) is not refused on this tier, and deep paths are not resolved in BPF",
+    "ln-into-dir": "link(2) is not refused on this tier, and deep paths are not resolved in BPF",
+    "unlink": "unlink(2) is not refused on this tier; ext4's tracepoint kills it on ext4, this case runs on tmpfs",
+    "truncate-path": "truncate(2) is not refused on this tier; ext4's tracepoint kills it on ext4, this case runs on "
+                     "tmpfs",
+    "fd-opened-before-start": "write(2) on an fd the tier never saw opened is not checked (the lsm and fentry tiers "
+                              "check every write: file_permission)",
     "sha256-copy-elsewhere": "sha256 rules resolve to the inodes found in their search dirs; a copy elsewhere is "
-                             "another inode",
+                             "another inode (deny writable places with dir rules)",
     "sha256-copy-in-search-dir": "a new copy in a search dir is hashed only at the next re-resolve (5 s)",
-    "int80-open": "the raw sys_enter hook reads i386 numbers as x86_64 ones: i386 open (5) is x86_64 fstat",
-    "int80-connect": "i386 connect (362) is not decoded (x86_64 362 does not exist)",
-    "int80-init-module": "i386 init_module (128) is x86_64 rt_sigtimedwait: not decoded",
-    "int80-bpf": "i386 bpf (357) is not decoded (x86_64 357 does not exist)",
-    "fp-int80-rt-sigprocmask": "i386 rt_sigprocmask (175) is read as x86_64 init_module",
-    "fp-int80-splice": "i386 splice (313) is read as x86_64 finit_module",
-    "fp-int80-signalfd": "i386 signalfd (321) is read as x86_64 bpf",
-    "ptrace-sensor": "nothing protects the sensor's process (no sensor rule type yet)",
-    "sigstop-sensor": "nothing protects the sensor's process: it stops, events pile up, status says running",
-    "bpf-direct": "bpf() runs before the kill (delivered at its return)",
-    "bpf-map-delete-clone-files": "each bpf() runs before its caller is killed; CLONE_FILES children hand the map "
-                                  "fds to a parent that never calls bpf() itself: the rules are deleted",
-    "join-sensor-cgroup": "the bpf rule exempts the sensor's cgroup by id, and any root process can join it",
-    "pins-removed-after-kill9": "pins are plain bpffs files: nothing watches them after the sensor died, and the "
-                                "next start does not report their absence",
-    ("lsm", "create-in-protected-dir"): "file_open refuses the open, but O_CREAT has already created the file (no "
-                                        "inode_create hook yet)",
-    ("fentry", "io-uring-connect"): "the connect hook kills the submitter, but the handshake completes first",
-    ("fentry", "int80-connect"): "decoded (the hook is on the kernel function), but the kill comes after the handshake",
-    ("fentry", "int80-bpf"): "decoded (the hook is on the kernel function); bpf() runs before the kill",
-    ("fentry", "int80-init-module"): "decoded (the hook is on the kernel function); the call runs before the kill",
+    "ptrace-sensor": "ptrace(2) is not hooked on this tier (the lsm and fentry tiers refuse it: sensor rule)",
+    "sigstop-sensor": "the sender is killed (signal_generate), but the signal still arrives; the watchdog restarts "
+                      "a stopped sensor and status says STOPPED",
+    "bpf-direct": "bpf() runs before the kill (delivered at its return); the rule maps are frozen",
+    "bpf-map-delete-clone-files": "each bpf() runs before its caller is killed, but the maps are frozen: the "
+                                  "delete fails and the rules stay",
+    "int80-init-module": "decoded as i386 init_module; the call runs before the kill",
+    "int80-bpf": "decoded as i386 bpf; the call runs before the kill (the maps are frozen)",
+    "join-sensor-cgroup": "joining gains nothing (only members placed by init are exempt); the joiner's bpf() runs "
+                          "before the kill",
+    "pins-removed-after-kill9": "with the sensor dead nothing runs to refuse it; the next start reports the removed "
+                                "pins (enforcement_tampered)",
 }
 
 

@@ -179,7 +179,10 @@ class Runner:
         if cgroup:
             argv = ["sh", "-c", 'echo $$ > %s/cgroup.procs && exec "$@"' % cgroup, "sh"] + argv
         with open(self.out_path, "w") as out, open(self.out_path + ".err", "w") as err:
-            self.sensor = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env)
+            # this runner stands in for the service manager: the one process (besides init) a sensor rule
+            # lets stop the sensor; attacks run in forked children, which it does not trust
+            env = dict(self.env or os.environ, ENDURA_SERVICE_MANAGER_PID=str(os.getpid()))
+            self.sensor = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         self.sensor_pid = self.sensor.pid
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and self.sensor.poll() is None:
@@ -207,16 +210,13 @@ class Runner:
         return out
 
     def signal_sensor(self, sig):
-        """Signal the sensor from a forked child: a sensor that protects itself may kill the sender, and the
-        sender must not be this runner (or the test process above it)."""
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.kill(self.sensor.pid, sig)
-            except OSError:
-                os._exit(1)
-            os._exit(0)
-        return os.waitpid(pid, 0)[1]
+        """Signal the sensor as its service manager ($ENDURA_SERVICE_MANAGER_PID is this runner): a sensor rule
+        refuses (lsm, fentry) or kills (tracepoint) any other sender."""
+        try:
+            os.kill(self.sensor.pid, sig)
+        except OSError:
+            return 1
+        return 0
 
     def stop_sensor(self):
         """SIGTERM (and SIGKILL after 60 s); a sensor that refuses both ends at its --duration."""

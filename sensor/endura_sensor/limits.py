@@ -29,14 +29,17 @@ TIER_LIMITS: Dict[str, Tuple[str, ...]] = {
     ),
     "tracepoint": (
         "kill only, after the call returned: the effect of the denied call itself happens (O_TRUNC "
-        "truncates, O_CREAT leaves an empty file, a rename, link, unlink or truncate is done, a UDP "
-        "datagram or a TCP SYN leaves); the process dies before it can use the result",
+        "truncates, O_CREAT leaves an empty file, a UDP datagram or a TCP SYN leaves); the process dies "
+        "before it can use the result",
+        "rename, link, unlink and truncate by a path deeper than one component are not seen (no path walk "
+        "in BPF; on ext4 unlink and truncate are), nor writes through an fd opened before the sensor "
+        "started, nor ptrace of the sensor: use the lsm or fentry tier where they matter",
         "io_uring operations are not syscalls and are not seen: deny io_uring_setup with an `io_uring` rule "
         "(or sysctl kernel.io_uring_disabled=2 on 6.6+)",
         "processes sharing the offender's fd table are killed at their next syscall: one call already in "
         "flight completes",
-        "bpf() by another process completes before the kill: the sensor's rule maps are frozen, so it "
-        "cannot change them, and the sensor verifies and restores its programs",
+        "bpf() and signals to the sensor complete before the sender is killed: the rule maps are frozen, "
+        "a stopped sensor is restarted by the watchdog, and `status` says so",
     ),
 }
 

@@ -597,8 +597,8 @@ class Downgrade:
     def effect(self) -> str:
         if self.setting == "enforcement":
             return "no rule blocks or kills any more, every rule only reports"
-        return ("on the fentry and tracepoint tiers 'block' rules only report (only 'kill' rules kill); "
-                "the lsm tier still refuses with EPERM")
+        return ("on the tracepoint tier 'block' rules only report (only 'kill' rules kill); "
+                "the lsm and fentry tiers still refuse with EPERM")
 
     def warning(self) -> str:
         return (f"{self.source}: {self.setting} = {_show(self.value)} overrides {self.setting} = "

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from .test_sensor_policy import INTERP, KILLED, events, REPO, bpf_dir, bpffs, copy_true, rule, run, service_cgroup, start  # noqa: F401
+from .test_sensor_policy import INTERP, KILLED, REPO, bpf_dir, bpffs, copy_true, events, rule, run, service_cgroup, start  # noqa: F401
 
 LOOP = REPO / "vmtest" / "denied_loop.py"  # also copied into the upgrade VM
 DENIED_PORT = 40471

@@ -11,7 +11,6 @@
 The attack programs (tests/integration/attacks/) are reusable by the evasion suite.
 """
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_sensor_policy import KILLED, BPF_SYSCALL, _syscall, bpf_dir, bpffs, copy_true, rule, run, service_cgroup, start  # noqa: F401
+from .test_sensor_policy import BPF_SYSCALL, KILLED, _syscall, bpf_dir, bpffs, copy_true, rule, run, service_cgroup, start  # noqa: F401
 
 ATTACKS = Path(__file__).resolve().parent / "attacks"
 RULE_MAPS = ("endura_exec", "endura_files", "endura_net", "endura_tamper", "endura_config")

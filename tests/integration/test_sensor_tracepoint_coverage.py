@@ -5,9 +5,7 @@ clang -m32 -nostdlib), open_by_handle_at, sendto/sendmsg/sendmmsg with an addres
 directory-relative rename/link/unlink/truncate, io_uring_setup, and a process sharing a killed opener's
 fd table. Each case: what happened to the process, and the event. Needs root and kernel BTF.
 """
-import ctypes
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +17,6 @@ from .test_sensor_policy import EXT4, KILLED, Sensor, bpf_dir, rule, run, start 
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "sensor")]
-from endura_sensor import events, libbpf  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/sys/kernel/btf/vmlinux"),
