@@ -482,8 +482,8 @@ int BPF_PROG(endura_tp_sys_exit_interp, struct pt_regs *regs, long ret)
 	if (sc == ENDURA_SC_NONE || sc > ENDURA_SC_OPEN_BY_HANDLE)
 		return 0; /* not an open: 32-bit opens are decoded too */
 	cfg = endura_cfg();
-	if (!cfg || !cfg->exec_interpreters)
-		return 0;
+	if (!cfg || !cfg->exec_interpreters || !endura_current_is_interpreter(cfg))
+		return 0; /* the common case: not an interpreter, nothing read from the fd table */
 	endura_interpreted_policy(endura_fd_file(ret), ENDURA_TIER_TRACEPOINT, false);
 	return 0;
 }

@@ -171,7 +171,7 @@ class Runner:
         with open(os.path.join(gdir, "policies", "50-evasion.toml"), "w") as fh:
             fh.write(rules_text)
         with open(os.path.join(gdir, "sensor.conf"), "w") as fh:
-            fh.write('mode = "standalone"\nterminate_process = %s\n' % ("false" if self.tier == "lsm" else "true"))
+            fh.write('mode = "standalone"\nterminate_process = %s\n' % ("true" if self.tier == "tracepoint" else "false"))
         self.out_path = os.path.join(gdir, "out-%d.jsonl" % int(time.time() * 1000))
         argv = list(self.sensor_cmd) + ["run", "--config", os.path.join(gdir, "sensor.conf"), "--policy-dir",
                                         os.path.join(gdir, "policies"), "--log-dir", os.path.join(gdir, "log"),
@@ -319,7 +319,12 @@ class Runner:
                 subprocess.run(["umount", "-l", os.path.dirname(self.pin_dir)], check=False)
         records = self.records() if group != "pins" else self.group_records(group)
         for case in todo:
-            results[case.id]["event"] = has_event(records, names[case.id], ctxs[case.id], case)
+            res = results[case.id]
+            res["event"] = has_event(records, names[case.id], ctxs[case.id], case)
+            if res["outcome"] == "failed" and res["event"] and res["status"] not in ("ok", "killed"):
+                # no effect, and the program that was refused reported it its own way (sh: "can't open",
+                # exit 2; ld.so: exit 127) while the sensor logged the refusal: blocked
+                res["outcome"] = "blocked"
         self.timings[group] = round(time.monotonic() - t0, 1)
         return results
 

@@ -409,19 +409,37 @@ static __always_inline int endura_exec_policy(struct linux_binprm *bprm, __u32 t
  * denies is running it (`sh /dev/shm/x.sh`, a `#!` script's interpreter opening it, `ld.so ./payload`):
  * the exec verdict into *best, *key the file. Only reads: a shell writing or creating a file is not exec.
  */
+static __always_inline bool endura_current_is_interpreter(struct endura_config *cfg)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct endura_file_key exe = {};
+	struct mm_struct *mm;
+	struct inode *inode;
+	struct file *file;
+
+	/* direct (BTF) loads, no helper calls: this runs for every read-only open on the tracepoint tier */
+	if (cfg->sensor_tgid == (__u32)task->tgid)
+		return false; /* the sensor hashing binaries for sha256 rules (its python may be an interpreter rule) */
+	mm = task->mm;
+	if (!mm)
+		return false;
+	file = mm->exe_file;
+	if (!file)
+		return false;
+	inode = file->f_inode;
+	if (!inode)
+		return false;
+	exe.dev = inode->i_sb->s_dev;
+	exe.ino = inode->i_ino;
+	return bpf_map_lookup_elem(&endura_interpreters, &exe) != NULL;
+}
+
 static __always_inline void endura_match_interpreted(struct endura_config *cfg, struct file *file,
 						     struct endura_file_key *key, struct endura_verdict *best)
 {
-	struct task_struct *task;
-	struct endura_file_key exe = {};
-	struct dentry *d;
 	__u32 mode;
 
-	if (cfg->sensor_tgid == (__u32)(bpf_get_current_pid_tgid() >> 32))
-		return; /* the sensor hashing binaries for sha256 rules (its python may be an interpreter rule) */
-	task = (struct task_struct *)bpf_get_current_task();
-	d = BPF_CORE_READ(task, mm, exe_file, f_path.dentry);
-	if (endura_key_of_dentry(d, &exe) != 0 || !bpf_map_lookup_elem(&endura_interpreters, &exe))
+	if (!endura_current_is_interpreter(cfg))
 		return;
 	mode = BPF_CORE_READ(file, f_path.dentry, d_inode, i_mode);
 	if ((mode & 0170000) != 0100000) /* S_ISREG: not the directories a shell lists */
