@@ -77,3 +77,10 @@ def test_a_kernel_function_or_type_is_found_by_its_whole_name_in_the_btf(tmp_pat
     assert not enforce.kernel_has_btf_type("path_rename", tmp_path)  # nor as a suffix
     assert not enforce.kernel_has_btf_type("task", tmp_path / "missing")
     assert enforce.SINGLETON_INDEX["io_uring"] == enforce.events.TAMPER_IO_URING
+
+
+def test_every_singleton_rule_type_has_its_tamper_index():
+    from endura_sensor import policy
+
+    assert set(enforce.SINGLETON_INDEX) == set(policy.SINGLETONS)
+    assert sorted(enforce.SINGLETON_INDEX.values()) == list(range(enforce.events.TAMPER_COUNT))
