@@ -404,11 +404,7 @@ static __always_inline int endura_exec_policy(struct linux_binprm *bprm, __u32 t
 
 /* ---------------------------------------------------------------- file open */
 
-/*
- * An interpreter (endura_interpreters: shells, ld.so, ...) reading a regular file that an exec rule
- * denies is running it (`sh /dev/shm/x.sh`, a `#!` script's interpreter opening it, `ld.so ./payload`):
- * the exec verdict into *best, *key the file. Only reads: a shell writing or creating a file is not exec.
- */
+/* Whether the current task runs an interpreter (its executable is in endura_interpreters), the sensor not. */
 static __always_inline bool endura_current_is_interpreter(struct endura_config *cfg)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
@@ -434,6 +430,11 @@ static __always_inline bool endura_current_is_interpreter(struct endura_config *
 	return bpf_map_lookup_elem(&endura_interpreters, &exe) != NULL;
 }
 
+/*
+ * An interpreter (endura_interpreters: shells, ld.so, ...) reading a regular file that an exec rule
+ * denies is running it (`sh /dev/shm/x.sh`, a `#!` script's interpreter opening it, `ld.so ./payload`):
+ * the exec verdict into *best, *key the file. Only reads: a shell writing or creating a file is not exec.
+ */
 static __always_inline void endura_match_interpreted(struct endura_config *cfg, struct file *file,
 						     struct endura_file_key *key, struct endura_verdict *best)
 {
