@@ -92,8 +92,6 @@ def test_a_reused_inode_number_does_not_match_the_deleted_files_rule(start, tmp_
                    + rule(name="prot", type="file", path=str(protected)), extra=("--resolve-interval", "3600"),
                    conf="terminate_process = true\n")
     assert sensor.started["entries"]["files"] == 1
-    elsewhere = tmp_path / "other"
-    elsewhere.mkdir()
     # removing it is killed (after the effect: the tracepoint tier cannot refuse), so not from this process
     assert python("import os, sys; os.unlink(sys.argv[1])", str(protected)) in (0, KILLED)
     assert not protected.exists()
