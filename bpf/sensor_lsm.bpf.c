@@ -23,10 +23,17 @@ int BPF_PROG(endura_lsm_file_open, struct file *file, int ret)
 {
 	if (ret)
 		return ret;
-	ret = endura_interpreted_policy(file, ENDURA_TIER_LSM, true);
+	return endura_file_policy(file, ENDURA_TIER_LSM, true);
+}
+
+/* an interpreter reading an exec-denied file: a program of its own (both walks in one: 57,000 instructions
+   processed on 6.1) */
+SEC("lsm/file_open")
+int BPF_PROG(endura_lsm_file_open_interp, struct file *file, int ret)
+{
 	if (ret)
 		return ret;
-	return endura_file_policy(file, ENDURA_TIER_LSM, true);
+	return endura_interpreted_policy(file, ENDURA_TIER_LSM, true);
 }
 
 SEC("lsm/socket_connect")

@@ -75,13 +75,13 @@ def _hooks(prefix: str, function_prefix: str) -> Tuple[Program, ...]:
 
 TIERS = (
     Tier("lsm", "sensor_lsm.bpf.o", _programs(
-        "endura_lsm", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"), ("socket_connect", "connect"),
+        "endura_lsm", ("bprm_check", "exec fileless_exec"), ("file_open", "file"), ("file_open_interp", "interpreted"), ("socket_connect", "connect"),
         ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
         ("kernel_module_request", "module_load"), ("bpf", "bpf"), *_CGROUP_WATCH, *_SELF_HOOKS)
          + _hooks("endura_lsm", "bpf_lsm_"), True),
     # fmod_ret on security_*(): refuses like the LSM tier, also where bpf is not in the LSM list
     Tier("fentry", "sensor_fentry.bpf.o", _programs(
-        "endura_fentry", ("bprm_check", "exec fileless_exec"), ("file_open", "file interpreted"),
+        "endura_fentry", ("bprm_check", "exec fileless_exec"), ("file_open", "file"), ("file_open_interp", "interpreted"),
         ("socket_connect", "connect"), ("kernel_read_file", "module_load"), ("kernel_load_data", "module_load"),
         ("bpf", "bpf"), *_CGROUP_WATCH, *_SELF_HOOKS) + _hooks("endura_fentry", "security_"), True),
     # raw syscall tracepoints cost every syscall ~10 % on a syscall-bound loop: attached only when needed.
