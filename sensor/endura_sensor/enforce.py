@@ -38,20 +38,26 @@ def _programs(prefix: str, *specs: Tuple[str, ...]) -> Tuple[Program, ...]:
     return tuple(Program(f"{prefix}_{spec[0]}", tuple(spec[1].split()), *spec[2:]) for spec in specs)
 
 
-_BTF_NAMES: Dict[str, bytes] = {}
+_BTF_BLOBS: Dict[Path, bytes] = {}  # one read per file and process: the Enforcer of every reload asks again
+
+
+def _btf_blob(path: Path) -> bytes:
+    if path not in _BTF_BLOBS:
+        try:
+            _BTF_BLOBS[path] = path.read_bytes()
+        except OSError:
+            _BTF_BLOBS[path] = b""
+    return _BTF_BLOBS[path]
 
 
 def kernel_has_btf_type(name: str, btf_dir: Path = Path("/sys/kernel/btf")) -> bool:
-    """Whether the kernel's BTF (vmlinux or a loaded module's) names `name` (e.g. a tracepoint's btf_trace_ type)."""
-    if str(btf_dir) not in _BTF_NAMES:
-        blobs = []
-        for path in sorted(btf_dir.glob("*")) if btf_dir.is_dir() else []:
-            try:
-                blobs.append(path.read_bytes())
-            except OSError:
-                pass
-        _BTF_NAMES[str(btf_dir)] = b"\0".join(blobs)
-    return b"\0" + name.encode() + b"\0" in _BTF_NAMES[str(btf_dir)]
+    """Whether the kernel's BTF (vmlinux or a loaded module's) names `name` (e.g. a tracepoint's btf_trace_ type).
+    vmlinux first: the modules' BTF (one file per loaded module) is read only for a name vmlinux lacks."""
+    needle = b"\0" + name.encode() + b"\0"
+    if needle in _btf_blob(btf_dir / "vmlinux"):
+        return True
+    modules = sorted(p for p in btf_dir.glob("*") if p.name != "vmlinux") if btf_dir.is_dir() else []
+    return any(needle in _btf_blob(path) for path in modules)
 
 
 #: self-protection (bpf/include/endura_self.bpf.h): who joins the service cgroup (its exemption from the bpf and
