@@ -292,9 +292,6 @@ static __always_inline int endura_mmap_exec_policy(struct file *file, __u32 tier
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct endura_config *cfg = endura_cfg();
 	struct endura_found found = {};
-	struct endura_event *e;
-	__u32 action;
-	int kill_result, ret;
 
 	if (!file || !cfg || file == BPF_CORE_READ(task, mm, exe_file))
 		return 0;
@@ -302,16 +299,8 @@ static __always_inline int endura_mmap_exec_policy(struct file *file, __u32 tier
 			   &found.key, &found.best);
 	if (found.best.action == ENDURA_RULE_NONE)
 		return 0;
-	ret = endura_decide(found.best.action, can_block, true, &action, &kill_result);
-	e = endura_event_begin(ENDURA_EVENT_EXEC_DENIED, tier, found.best.rule_id, action, kill_result);
-	if (e) {
-		e->dev = found.key.dev;
-		e->ino = found.key.ino;
-		e->detail = ENDURA_EXEC_MMAP;
-		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(file, f_path.dentry, d_name.name));
-		bpf_ringbuf_submit(e, 0);
-	}
-	return ret;
+	return endura_exec_report(&found.best, &found.key, ENDURA_EXEC_MMAP,
+				  (const char *)BPF_CORE_READ(file, f_path.dentry, d_name.name), tier, can_block);
 }
 
 /* mmap of a file: executable (exec rules), or shared and writable (a write, like file_permission's) */

@@ -374,13 +374,34 @@ static __always_inline bool endura_match_fileless(struct file *file, struct endu
 	return true;
 }
 
+/*
+ * Decide and report an exec verdict (`how`: enum endura_exec_how; name: a kernel string, the event's
+ * filename); returns -EPERM when refused (can_block), else 0.
+ */
+static __always_inline int endura_exec_report(const struct endura_verdict *v, const struct endura_file_key *key,
+					      __u32 how, const char *name, __u32 tier, bool can_block)
+{
+	struct endura_event *e;
+	__u32 action;
+	int kill_result, ret;
+
+	ret = endura_decide(v->action, can_block, true, &action, &kill_result);
+	e = endura_event_begin(ENDURA_EVENT_EXEC_DENIED, tier, v->rule_id, action, kill_result);
+	if (e) {
+		e->dev = key->dev;
+		e->ino = key->ino;
+		e->detail = how;
+		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), name); /* on failure: zeros (begin) */
+		bpf_ringbuf_submit(e, 0);
+	}
+	return ret;
+}
+
 static __always_inline int endura_exec_policy(struct linux_binprm *bprm, __u32 tier, bool can_block)
 {
 	struct endura_file_key key = {};
 	struct endura_verdict best = {};
-	struct endura_event *e;
-	__u32 action, how = ENDURA_EXEC_EXECVE;
-	int kill_result, ret;
+	__u32 how = ENDURA_EXEC_EXECVE;
 
 	endura_match_exec(bprm, &key, &best);
 	if (endura_match_fileless(BPF_CORE_READ(bprm, file), &best)) {
@@ -389,17 +410,7 @@ static __always_inline int endura_exec_policy(struct linux_binprm *bprm, __u32 t
 	}
 	if (best.action == ENDURA_RULE_NONE)
 		return 0;
-	ret = endura_decide(best.action, can_block, true, &action, &kill_result);
-	e = endura_event_begin(ENDURA_EVENT_EXEC_DENIED, tier, best.rule_id, action, kill_result);
-	if (e) {
-		e->dev = key.dev;
-		e->ino = key.ino;
-		e->detail = how;
-		if (bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename)) < 0)
-			e->filename[0] = '\0';
-		bpf_ringbuf_submit(e, 0);
-	}
-	return ret;
+	return endura_exec_report(&best, &key, how, BPF_CORE_READ(bprm, filename), tier, can_block);
 }
 
 /* ---------------------------------------------------------------- file open */
@@ -456,9 +467,6 @@ static __always_inline int endura_interpreted_policy(struct file *file, __u32 ti
 	struct endura_config *cfg = endura_cfg();
 	struct endura_file_key key = {};
 	struct endura_verdict run = {};
-	struct endura_event *e;
-	__u32 action;
-	int kill_result, ret;
 
 	if (!cfg || !cfg->exec_interpreters || !file)
 		return 0;
@@ -467,16 +475,8 @@ static __always_inline int endura_interpreted_policy(struct file *file, __u32 ti
 	endura_match_interpreted(cfg, file, &key, &run);
 	if (run.action == ENDURA_RULE_NONE)
 		return 0;
-	ret = endura_decide(run.action, can_block, true, &action, &kill_result);
-	e = endura_event_begin(ENDURA_EVENT_EXEC_DENIED, tier, run.rule_id, action, kill_result);
-	if (e) {
-		e->dev = key.dev;
-		e->ino = key.ino;
-		e->detail = ENDURA_EXEC_INTERPRETED;
-		bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(file, f_path.dentry, d_name.name));
-		bpf_ringbuf_submit(e, 0);
-	}
-	return ret;
+	return endura_exec_report(&run, &key, ENDURA_EXEC_INTERPRETED, (const char *)BPF_CORE_READ(file, f_path.dentry, d_name.name),
+				  tier, can_block);
 }
 
 static __always_inline int endura_file_policy(struct file *file, __u32 tier, bool can_block)
