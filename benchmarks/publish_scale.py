@@ -60,8 +60,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from families import FAMILIES  # noqa: E402
+from families.deb import repository as debrepo  # noqa: E402
+from families.rpm import repository as rpmrepo  # noqa: E402
 from release import manifest, nfpm, signing  # noqa: E402
-from release.package import file_name  # noqa: E402
 from repo import layout  # noqa: E402
 from toolbox import log  # noqa: E402
 from toolbox.run import run  # noqa: E402
@@ -73,10 +75,10 @@ ARCH = "amd64"
 # --- generating the packages ----------------------------------------------------------------------
 
 
-def _one_package(family: str, number: int, work: Path, out: Path, key: signing.SigningKey, payload_kb: int) -> manifest.Artifact:
+def _one_package(family: str, number: int, work: Path, out: Path, key, payload_kb: int) -> manifest.Artifact:
     version = f"0.0.{number}"
     package_arch = {"deb": "amd64", "rpm": "x86_64"}[family]
-    name = file_name(family, version, package_arch, version)
+    name = FAMILIES[family].file_name(nfpm.NAME, version, package_arch)
     scratch = work / f"{family}-{number}"
     scratch.mkdir(parents=True, exist_ok=True)
     payload = scratch / "VERSION"
@@ -91,17 +93,13 @@ def _one_package(family: str, number: int, work: Path, out: Path, key: signing.S
     config = scratch / "nfpm.json"
     config.write_text(json.dumps(cfg))
     target = out / name
-    run(nfpm.package_argv(config, family, target), cwd=scratch, extra_env={"SOURCE_DATE_EPOCH": str(EPOCH)})
-    if family == "rpm":
-        signing.sign_rpm(key, target, epoch=EPOCH)
-    else:
-        signing.sign_deb(key, target, epoch=EPOCH)
+    run(nfpm.package_argv(config, FAMILIES[family], target), cwd=scratch, extra_env={"SOURCE_DATE_EPOCH": str(EPOCH)})
+    how = FAMILIES[family].sign(key, target, epoch=EPOCH)
     shutil.rmtree(scratch)
-    return manifest.Artifact(name, family, ARCH, package_arch, version, f"bench-{family}", (),
-                             "rpm-header" if family == "rpm" else "debsig-origin", "", ())
+    return manifest.Artifact(name, family, ARCH, package_arch, version, f"bench-{family}", (), how, "", ())
 
 
-def generate_build(out: Path, numbers: range, key: signing.SigningKey, payload_kb: int) -> Path:
+def generate_build(out: Path, numbers: range, key, payload_kb: int) -> Path:
     """A build directory (manifest.json) with a .deb and an .rpm for every number; reused if complete."""
     version = f"bench-{numbers.start}-{numbers.stop - 1}-{payload_kb}k"
     final = out / version
@@ -161,16 +159,16 @@ def bare_index(tree: Path, *, db: Path | None, update: bool) -> dict:
     apt = tree / "apt"
     binary = apt / "dists/latest/main/binary-amd64"
     binary.mkdir(parents=True, exist_ok=True)
-    packages = layout.packages_argv("amd64")
+    packages = debrepo.packages_argv("amd64")
     if db is not None:
         packages = [packages[0], "--db", str(db), "-o", "APT::FTPArchive::AlwaysStat=true", *packages[1:]]
     release = tree / "apt/dists/latest/Release"
     release.unlink(missing_ok=True)
-    createrepo = layout.createrepo_argv(str(tree / "rpm/latest/x86_64"), revision=EPOCH)
+    createrepo = rpmrepo.createrepo_argv(str(tree / "rpm/latest/x86_64"), revision=EPOCH)
     if update:
         createrepo.insert(1, "--update")
     parts = {"apt-ftparchive packages": _timed(packages, apt, stdout=binary / "Packages"),
-             "apt-ftparchive release": _timed(layout.release_argv("latest", date=EPOCH, valid_until=EPOCH + 86400,
+             "apt-ftparchive release": _timed(debrepo.release_argv("latest", date=EPOCH, valid_until=EPOCH + 86400,
                                                                   arches=["amd64"]), apt, stdout=release),
              "createrepo_c" + (" --update" if update else ""): _timed(createrepo, tree)}
     return {"wall_s": sum(p["wall_s"] for p in parts.values()), "cpu_s": sum(p["cpu_s"] for p in parts.values()),
@@ -181,7 +179,7 @@ def bare_tree(dest: Path, builds: list[Path]) -> Path:
     """The packages of `builds` hardlinked where the publisher puts them (same pool and rpm layout)."""
     for build in builds:
         for a in manifest.load(build)["artifacts"]:
-            for rel in layout.artifact_paths("latest", layout.channel_entry(a)):
+            for rel in layout.artifact_paths("latest", manifest.BuiltArtifact.from_manifest(a).entry()):
                 path = dest / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 os.link(build / a["file"], path)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from channels import evidence, records, rules
+from channels.command import add_repo_root_option
 from release import signing
 from repo.generations import RepoRoot
-from repo.publish import REPO_TOP
 from toolbox import log
 from toolbox.errors import EnduraError, cli_main
 
@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python3 -m channels.approve", description=__doc__.split("\n")[0])
     p.add_argument("version")
     p.add_argument("--reason", required=True, help="what was tested and how (logged, signed)")
-    p.add_argument("--repo-root", type=Path, default=REPO_TOP / "build" / "repo", help="repository tree (default build/repo)")
+    add_repo_root_option(p)
     return p
 
 

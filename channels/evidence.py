@@ -39,12 +39,12 @@ from typing import Sequence
 from channels.policy import EVIDENCE_KINDS
 from release import signing
 from release.version import source_commit
-from toolbox import log
+from toolbox import gpg, log
 from toolbox.errors import EnduraError, cli_main
+from toolbox.files import REPO_TOP as REPO
 from toolbox.files import sha256_file
 from toolbox.run import CommandFailed, output
 
-REPO = Path(__file__).resolve().parents[1]
 SCHEMA = 1
 
 
@@ -114,7 +114,7 @@ def make_record(kind: str, manifest: dict, *, now: int, who: str, junit: dict | 
     return record
 
 
-def write_record(record: dict, directory: Path, key: signing.SigningKey) -> Path:
+def write_record(record: dict, directory: Path, key: gpg.SigningKey) -> Path:
     """`<dir>/<version>/<kind>-<time>-<digest>.json` and its `.asc`; both written aside, the JSON renamed last."""
     body = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
     name = f"{record['kind']}-{record['time']}-{hashlib.sha256(body).hexdigest()[:12]}.json"
@@ -123,7 +123,7 @@ def write_record(record: dict, directory: Path, key: signing.SigningKey) -> Path
     with tempfile.TemporaryDirectory(prefix=".evidence-", dir=out.parent) as tmp:
         staged = Path(tmp) / name
         staged.write_bytes(body)
-        signing.sign_detached(key, staged, Path(tmp) / (name + ".asc"), armor=True, epoch=max(record["time"], key.created))
+        gpg.detached(key, staged, Path(tmp) / (name + ".asc"), epoch=max(record["time"], key.created), when="the record's time")
         os.replace(Path(tmp) / (name + ".asc"), out.with_name(name + ".asc"))
         os.replace(staged, out)
     return out
@@ -209,7 +209,7 @@ def check_record(record: Record, *, kind: str, version: str, published: dict[str
     if not record.signature.is_file():
         return f"{name} has no signature ({record.signature.name} missing)"
     try:
-        signing.verify_detached(keyring, record.path, record.signature)
+        gpg.verify_detached(keyring, record.path, record.signature)
     except EnduraError:
         return f"{name} fails its signature check against {keyring.name} (tampered, or signed by another key)"
     named = data.get("artifacts", {})

@@ -4,7 +4,7 @@
     python3 -m channels.promote stable 1.2.3
     python3 -m channels.promote testing 1.2.2 --rollback --reason "1.2.3 breaks RHEL 8"
 
-A promotion is a new repository generation (see `repo.publish.commit`): the channel's artifact list
+A promotion is a new repository generation (see `repo.engine.commit`): the channel's artifact list
 gains the version's entries from the channel before it; the packages are the same files (hardlinked,
 sha256 checked in the new tree against the source channel), never rebuilt nor re-signed; only the
 channel's metadata (apt suite, repodata, pacman db, tarball index) is regenerated and signed. The
@@ -27,15 +27,13 @@ from pathlib import Path
 from typing import Sequence
 
 from channels import evidence, records, rules
+from channels.command import add_generation_options, check_generation_options, open_repository, options
 from channels.policy import load_policy
-from repo import layout, sign
-from repo.generations import RepoRoot
-from repo.publish import Change, Options, add_generation_options, check_generation_options, check_target, commit, sources_in
-from repo.remote import check_host
+from repo import layout
+from repo.engine import Change, commit, sources_in
 from toolbox import log
 from toolbox.errors import EnduraError, cli_main
 from toolbox.files import sha256_file
-from toolbox.tools import require
 
 
 def lookup_in(directory: Path | None, channels: dict[str, list[dict]], source: str, keyring: Path):
@@ -111,24 +109,11 @@ def promote(args: argparse.Namespace) -> dict:
         raise EnduraError("--rollback needs --reason \"...\" (it goes into the signed promotion log)")
     if args.rollback and not args.version:
         raise EnduraError(f"--rollback needs the VERSION to return {channel} to; see 'nox -s channels'")
-    if args.verify and not args.dry_run and os.geteuid() != 0:
-        raise EnduraError("verification installs the packages in a chroot and needs root; run as root "
-                          "or pass --no-verify for a local test tree (never for a release)")
     policy = load_policy(args.policy)
-    keys = sign.resolve_repo_keys()
-    target = check_target(args.target, keys.primary)
-    if target:
-        require("rsync", "ssh")
-    require("apt-ftparchive", "createrepo_c", "repo-add", "pacman-key-libs", "bsdtar", "gpg", "gpgv")
-    root = RepoRoot(Path(args.repo_root))
-    with root.lock(wait=args.wait):
-        for p in root.remove_abandoned():
-            log.info(f"    removed {p} (left by an interrupted publish or promotion)")
-        current = root.current()
+    with open_repository(args, wait=args.wait) as repo:
+        root, keys, current = repo.root, repo.keys, repo.current
         if current is None:
             raise EnduraError(f"nothing is published in {root.path}; publish a build first ('nox -s publish')")
-        if target:
-            check_host(target, current)
         base = root.state(current)
         gen = root.dir(current)
         channels = base["channels"]
@@ -172,9 +157,8 @@ def promote(args: argparse.Namespace) -> dict:
                         published={"channel": channel, "version": version, "from": decision.current, "who": who},
                         verify_channel=channel, expected_version=version, write_extra=write_records,
                         describe=f"{version} into {channel} (from {decision.current or 'nothing'})")
-        opts = Options(base_url=base.get("base_url", layout.DEFAULT_BASE_URL), valid_days=args.valid_days,
-                       keep=args.keep, verify=args.verify, dry_run=args.dry_run)
-        result = commit(root, keys, change, opts, target=target, current=current)
+        opts = options(args, base_url=base.get("base_url", layout.DEFAULT_BASE_URL))
+        result = commit(root, keys, change, opts, target=repo.target, current=current, apk_key=repo.apk_key)
         result.update({"channel": channel, "version": version, "from": decision.current,
                        "evidence": [str(r.path) for r in decision.evidence]})
         if not args.dry_run:

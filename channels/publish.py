@@ -5,9 +5,9 @@
     python3 -m channels.publish --rollback     # publish the previous content again, with a newer Date
 
 Every run makes a new generation (see `repo.layout` for the tree): the channels' previous content
-(hardlinked) plus the build's deb/rpm/tgz artifacts, fresh indexes, every suite re-signed with a
-Date after the previous one and `Valid-Until` = Date + `--valid-days`. It is verified with apt,
-dnf and `rpm -K` over loopback HTTP while still invisible, then `current` is switched to it.
+(hardlinked) plus the build's packages of every published family, fresh indexes, every suite re-signed with a
+Date after the previous one and `Valid-Until` = Date + `--valid-days`. It is verified with each
+family's real client over loopback HTTP while still invisible, then `current` is switched to it.
 
 Rollback re-publishes (re-signs) the older content instead of pointing `current` back at the old
 tree: apt keeps an InRelease whose Date is newer than the one it is served (it treats the older one
@@ -16,9 +16,9 @@ as "not modified"), so an old tree served again would never reach clients that s
 The repository key is the one `release.signing.resolve_key()` gives (ENDURA_SIGNING_KEY or the
 development key); it must be the key the build's packages are signed with, because clients check
 both with the one key they are given (during a rotation, `ENDURA_SIGNING_KEY_NEXT` co-signs the
-metadata and the build may be signed by either key: see `repo.sign`). A development key is refused
+metadata and the build may be signed by either key: see `release.signing`). A development key is refused
 for a non-local target.
-The generation is made by `repo.publish.commit` (the engine promotion uses too); a publish, a refresh and a
+The generation is made by `repo.engine.commit` (the engine promotion uses too); a publish, a refresh and a
 rollback carry the channel records (signed state, promotion log, evidence) into it unchanged, checked
 before anything is built (`channels.records`).
 With `--target` (see `repo.remote`) the local tree is the staging mirror of the web host: the
@@ -29,34 +29,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from channels import records
-from repo import layout, sign
+from channels.command import add_generation_options, check_generation_options, open_repository, options
+from families import detached_signature
+from release.manifest import find_build, load_build
+from repo import layout
+from repo.engine import Change, commit, sources_in
 from repo.generations import RepoRoot
-from repo.publish import (
-    Change,
-    Options,
-    add_generation_options,
-    check_generation_options,
-    check_target,
-    commit,
-    find_build,
-    load_build,
-    sources_in,
-)
-from repo.remote import check_host
-from toolbox import log
+from toolbox import gpg, log
 from toolbox.errors import EnduraError, cli_main
-from toolbox.files import sha256_file
-from toolbox.tools import require
 
 
-def records_carrier(root: RepoRoot, current: int | None, keys: sign.RepoKeys
+def records_carrier(root: RepoRoot, current: int | None, keys: gpg.Keys
                     ) -> tuple[Callable[[], None] | None, Callable[[Path, int], None] | None]:
     """(check, write) for a generation that promotes nothing: the current generation's channel records,
     read and checked before anything is built, then re-signed unchanged into the new one."""
@@ -78,23 +67,9 @@ def publish(args: argparse.Namespace) -> dict:
     channel = layout.check_channel(args.channel)
     if channel != layout.DEFAULT_CHANNEL and not (args.refresh or args.rollback):
         raise EnduraError(f"builds are published into '{layout.DEFAULT_CHANNEL}' only; "
-                          f"'{channel}' receives the same bytes by promotion ('nox -s promote {channel}')")
-    if args.verify and not args.dry_run and os.geteuid() != 0:
-        raise EnduraError("verification installs the packages in a chroot and needs root; run as root "
-                          "or pass --no-verify for a local test tree (never for a release)")
-    keys = sign.resolve_repo_keys()
-    key = keys.primary
-    target = check_target(args.target, key)
-    if target:
-        require("rsync", "ssh")
-    require("apt-ftparchive", "createrepo_c", "repo-add", "pacman-key-libs", "bsdtar", "gpg", "gpgv")
-    root = RepoRoot(Path(args.repo_root))
-    with root.lock():
-        for p in root.remove_abandoned():
-            log.info(f"    removed {p} (left by an interrupted publish)")
-        current = root.current()
-        if target:
-            check_host(target, current)
+                          f"'{channel}' receives the same bytes by promotion ('nox -s promote -- {channel}')")
+    with open_repository(args) as repo:
+        root, keys, current = repo.root, repo.keys, repo.current
         base = root.state(current) if current is not None else None
         base_channels: dict[str, list[dict]] = base["channels"] if base else {}
         sources: dict[str, Path] = sources_in(root.dir(current), base_channels) if current is not None else {}
@@ -112,10 +87,10 @@ def publish(args: argparse.Namespace) -> dict:
                                   "publish the wanted build again with --dist")
             old = root.state(restore)
             channels = old["channels"]
-            moved = [c for c in layout.CHANNELS[1:] if old["channels"].get(c, []) != base_channels.get(c, [])]
+            moved = [c for c in layout.PROMOTED if old["channels"].get(c, []) != base_channels.get(c, [])]
             if moved:
                 raise EnduraError(f"generation {restore} differs from the current one in channel(s) {', '.join(moved)} "
-                                  "(a promotion came between); roll a channel back with 'nox -s promote <channel> -- "
+                                  "(a promotion came between); roll a channel back with 'nox -s promote -- <channel> "
                                   "<version> --rollback --reason ...' and republish latest with --dist")
             sources = sources_in(root.dir(restore), channels)
             action, previous_content = "rollback", old.get("previous_content")
@@ -125,20 +100,20 @@ def publish(args: argparse.Namespace) -> dict:
             channels, action, previous_content = base_channels, "refresh", base.get("previous_content")
         else:
             build = find_build(args.dist)
-            manifest = load_build(build, keys)
-            merged, added = layout.merge_build(base_channels.get(channel, []), manifest)
+            loaded = load_build(build, keys.fingerprints, layout.published_families())
+            merged, added = layout.merge_build(base_channels.get(channel, []), loaded)
             if not added:
-                log.info(f"    {manifest['version']} is already published in {channel} (generation {current}); nothing to do")
+                log.info(f"    {loaded.version} is already published in {channel} (generation {current}); nothing to do")
                 return {"generation": current, "path": str(root.dir(current)), "action": "none"}
             channels = {**base_channels, channel: merged}
             for a in added:
                 sources[a["file"]] = build / a["file"]
-                sig = layout.detached_signature(a)
+                sig = detached_signature(a)
                 if sig:
                     sources[sig] = build / sig
-            published = {"channel": channel, "version": manifest["version"], "build": str(build.resolve()),
-                         "manifest_sha256": sha256_file(build / "manifest.json"), "added": [a["file"] for a in added]}
-            expected = manifest["version"]
+            published = {"channel": channel, "version": loaded.version, "build": str(build.resolve()),
+                         "manifest_sha256": loaded.manifest_sha256, "added": [a["file"] for a in added]}
+            expected = loaded.version
 
         if args.rollback:
             extra_state: dict = {"restores": restore}
@@ -148,7 +123,8 @@ def publish(args: argparse.Namespace) -> dict:
         change = Change(action=action, channels=channels, sources=sources, previous_content=previous_content,
                         published=published, verify_channel=channel, expected_version=expected, extra_state=extra_state,
                         check_extra=check_records, write_extra=carry_records)
-        return commit(root, keys, change, Options.from_args(args), target=target, current=current)
+        return commit(root, keys, change, options(args, base_url=args.base_url), target=repo.target, current=current,
+                      apk_key=repo.apk_key)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -19,15 +19,15 @@ import hashlib
 import json
 from pathlib import Path
 
-from release.signing import verify_detached
-from repo import layout, sign
+from repo import layout
+from toolbox import gpg
 from toolbox.errors import EnduraError
 
 DIR = layout.CHANNEL_RECORDS_DIR
 STATE = f"{DIR}/state.json"
 LOG = f"{DIR}/promotions.jsonl"
 EVIDENCE = f"{DIR}/evidence"
-PROMOTED = ("testing", "stable")
+PROMOTED = layout.PROMOTED
 SCHEMA = 1
 
 
@@ -82,7 +82,7 @@ def read(gen: Path) -> Records:
             raise EnduraError(f"{path} or its signature is missing in generation {gen.name}; the channel records are "
                               "incomplete: restore them from the previous generation or the web host")
         try:
-            verify_detached(keyring, path, sig)
+            gpg.verify_detached(keyring, path, sig)
         except EnduraError:
             raise EnduraError(f"{path} fails its signature check against {keyring}; it was modified or signed by an "
                               "unknown key: restore it from the previous generation or the web host") from None
@@ -109,14 +109,14 @@ def append(records: Records, entry: dict) -> Records:
     return Records(state, log)
 
 
-def write(gen: Path, records: Records, keys: sign.RepoKeys, *, date: int, evidence: list[Path] = ()) -> None:
+def write(gen: Path, records: Records, keys: gpg.Keys, *, date: int, evidence: list[Path] = ()) -> None:
     """Write and sign the records into a generation being built (and copy the evidence they cite)."""
     (gen / DIR).mkdir(parents=True, exist_ok=True)
     state_path, log_path = gen / STATE, gen / LOG
     state_path.write_text(json.dumps(records.state, indent=2, sort_keys=True) + "\n")
     log_path.write_bytes(records.log)
     for path in (state_path, log_path):
-        sign.detached(keys, path, path.with_name(path.name + ".asc"), epoch=date)
+        gpg.detached(keys, path, path.with_name(path.name + ".asc"), epoch=date)
     for record in evidence:
         dest = gen / EVIDENCE
         dest.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ def write(gen: Path, records: Records, keys: sign.RepoKeys, *, date: int, eviden
             (dest / src.name).write_bytes(src.read_bytes())
 
 
-def carry(old: Path, records: Records, new: Path, keys: sign.RepoKeys, *, date: int) -> None:
+def carry(old: Path, records: Records, new: Path, keys: gpg.Keys, *, date: int) -> None:
     """Into a new generation that promotes nothing: the records `read(old)` checked, re-signed, unchanged."""
     if not records.log:  # no promotion yet: nothing to carry
         return
@@ -141,5 +141,5 @@ def verify_tree(gen: Path) -> Records:
     """For tests and audits: read() plus every cited evidence record's signature."""
     records = read(gen)
     for record in sorted((gen / EVIDENCE).glob("*.json")) if (gen / EVIDENCE).is_dir() else []:
-        verify_detached(gen / layout.KEY_FILE, record, record.with_name(record.name + ".asc"))
+        gpg.verify_detached(gen / layout.KEY_FILE, record, record.with_name(record.name + ".asc"))
     return records

@@ -15,18 +15,18 @@ from typing import Callable
 from channels.policy import Policy, format_duration
 from channels.records import Records
 from release.version import Version
+from repo.layout import PROMOTED, Channel
 from toolbox.errors import EnduraError
 
-ORDER = ("latest", "testing", "stable")
 #: lookup(kind, version, not_before) -> (valid record or None, why not)
 EvidenceLookup = Callable[[str, str, "int | None"], tuple[object, str]]
 
 
 def source_of(channel: str) -> str:
-    if channel not in ORDER[1:]:
-        raise EnduraError(f"cannot promote into {channel!r}; promote into testing or stable "
+    if channel not in PROMOTED:
+        raise EnduraError(f"cannot promote into {channel!r}; promote into {' or '.join(PROMOTED)} "
                           "('latest' receives builds from 'nox -s publish')")
-    return ORDER[ORDER.index(channel) - 1]
+    return str(Channel(channel).source)
 
 
 def parse(version: str) -> Version:

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Sequence
 
 from channels import records, rules
+from channels.command import add_repo_root_option
 from channels.policy import format_duration, load_policy
 from channels.promote import lookup_in
 from repo import layout
 from repo.generations import RepoRoot
-from repo.publish import REPO_TOP
 from toolbox.errors import EnduraError, cli_main
 
 
@@ -57,7 +57,7 @@ def status(repo_root: Path, *, policy_path: Path | None = None, evidence_dir: Pa
     policy = load_policy(policy_path)
     out: dict = {"repo_root": str(root.path), "generation": current, "policy": policy.source, "channels": {},
                  "eligible": [], "log_entries": len(recs.entries)}
-    for name in rules.ORDER:
+    for name in layout.CHANNELS:
         version = rules.current_version(recs, channels, name)
         if name == "latest":
             since = published_at(root, version) if version else None
@@ -69,7 +69,7 @@ def status(repo_root: Path, *, policy_path: Path | None = None, evidence_dir: Pa
                                  "artifacts": files,
                                  # every file has the sha256 latest lists for it (checked at promotion; shown here)
                                  "same_as_latest": all(latest_digests.get(f) == d for f, d in files.items())}
-    for name in rules.ORDER[1:]:
+    for name in layout.PROMOTED:
         source = rules.source_of(name)
         current_v = out["channels"][name]["version"]
         lookup = lookup_in(evidence_dir, channels, source, gen / layout.KEY_FILE)
@@ -102,7 +102,7 @@ def render(result: dict) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python3 -m channels", description=__doc__.split("\n")[0])
-    p.add_argument("--repo-root", type=Path, default=REPO_TOP / "build" / "repo", help="repository tree (default build/repo)")
+    add_repo_root_option(p)
     p.add_argument("--policy", type=Path, help="promotion policy (default channels/policy.toml)")
     p.add_argument("--evidence-dir", type=Path, help="evidence store (default $ENDURA_EVIDENCE_DIR or build/evidence)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -15,8 +15,8 @@ import dataclasses
 import json
 from typing import Sequence
 
-from distros.families import ARCHES, FAMILIES, Dependency, Family, family
 from distros.model import DEFAULT_PATH, INITS, Build, Catalog, Kernel, Target, load_catalog
+from families import ARCHES, FAMILIES, Dependency, Family, family
 from toolbox.errors import cli_main
 
 __all__ = [

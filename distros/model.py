@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import tomllib
 
-from distros.families import ARCHES, FAMILIES, Dependency, Family
+from families import ARCHES, FAMILIES, Dependency, Family
 from toolbox.errors import EnduraError
 
 DEFAULT_PATH = Path(__file__).with_name("catalog.toml")

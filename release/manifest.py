@@ -1,11 +1,14 @@
-"""`manifest.json` and `SHA256SUMS` for one build in `dist/<version>/`."""
+"""`manifest.json` and `SHA256SUMS` for one build in `dist/<version>/`: written here, and read back and checked
+in one place (`load_build`), which hands the publisher typed objects (`Build`, `BuiltArtifact`)."""
 from __future__ import annotations
 
 import dataclasses
 import json
 from pathlib import Path
 
-from toolbox.files import sha256_file
+from families import detached_signature
+from toolbox.errors import EnduraError
+from toolbox.files import REPO_TOP, sha256_file
 
 MANIFEST_SCHEMA = 1
 
@@ -65,3 +68,89 @@ def write_sha256sums(directory: Path) -> Path:
 
 def load(directory: Path) -> dict:
     return json.loads((directory / "manifest.json").read_text())
+
+
+# --- reading a build back (the publisher's input) -------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltArtifact:
+    """One artifact of a build as a channel lists it (the fields a generation records)."""
+
+    file: str
+    family: str
+    arch: str
+    package_arch: str
+    package_version: str
+    version: str
+    sha256: str
+    size: int
+    signature: str
+
+    @classmethod
+    def from_manifest(cls, entry: dict) -> BuiltArtifact:
+        return cls(**{f.name: entry[f.name] for f in dataclasses.fields(cls)})
+
+    def entry(self) -> dict:
+        """The channel entry (generation.json's form)."""
+        return dataclasses.asdict(self)
+
+    @property
+    def detached_signature(self) -> str | None:
+        return detached_signature(self.entry())
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """A checked build directory: every published artifact present, with its manifest sha256 and its signature."""
+
+    directory: Path
+    version: str
+    signing_fingerprint: str
+    manifest_sha256: str
+    artifacts: tuple[BuiltArtifact, ...]
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+
+def find_build(dist: str | None) -> Path:
+    """`--dist` (a dist/<version>/ directory or its manifest.json), else the newest build in dist/."""
+    if dist:
+        path = Path(dist)
+        if path.name == "manifest.json":
+            path = path.parent
+        if not (path / "manifest.json").is_file():
+            raise EnduraError(f"{path} has no manifest.json; pass a build directory made by 'nox -s package' (dist/<version>/)")
+        return path
+    builds = sorted((REPO_TOP / "dist").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    if not builds:
+        raise EnduraError(f"no build in {REPO_TOP / 'dist'}; run 'nox -s package' first or pass --dist DIR")
+    return builds[-1].parent
+
+
+def load_build(directory: Path, fingerprints: list[str], families: tuple[str, ...]) -> Build:
+    """The build's manifest, after checking that it is signed by one of `fingerprints` and that every artifact
+    of `families` is present with its sha256 and its detached signature; only those artifacts are returned."""
+    manifest = load(directory)
+    signer = manifest.get("signing_key", {}).get("fingerprint", "")
+    if signer.upper() not in [f.upper() for f in fingerprints]:
+        raise EnduraError(
+            f"build {directory} is signed with key {signer} but the repository key is {' + '.join(fingerprints)}; clients check "
+            "packages and metadata with one key: rebuild with the repository key or set ENDURA_SIGNING_KEY to the build's key"
+        )
+    artifacts = []
+    for raw in manifest["artifacts"]:
+        if raw["family"] not in families:
+            continue
+        a = BuiltArtifact.from_manifest(raw)
+        path = directory / a.file
+        if not path.is_file():
+            raise EnduraError(f"{path} is listed in {directory / 'manifest.json'} but missing; rebuild with 'nox -s package'")
+        if sha256_file(path) != a.sha256:
+            raise EnduraError(f"{path} does not match its sha256 in manifest.json; the build was modified: rebuild it")
+        sig = a.detached_signature
+        if sig and not (directory / sig).is_file():
+            raise EnduraError(f"{directory / sig} (signature of {a.file}) is missing; rebuild with 'nox -s package'")
+        artifacts.append(a)
+    return Build(directory, manifest["version"], signer, sha256_file(directory / "manifest.json"), tuple(artifacts))

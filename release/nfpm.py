@@ -1,6 +1,6 @@
 """nfpm: one config per (package format, arch), built from the staged tree; nfpm writes and signs.
 
-`config(...)` is pure (unit-tested); `build(...)` writes the config as JSON (YAML's subset, which
+`config(...)` is pure (unit-tested) and asks the family for its own section (`Family.nfpm_section`); `build(...)` writes the config as JSON (YAML's subset, which
 nfpm reads) and runs `nfpm package`. Arch packages get a detached
 `.sig` from gpg afterwards (release/package.py).
 
@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from families import Family
 from release.stage import Entry, maintainer_script
 from toolbox.run import run
 
@@ -29,23 +30,18 @@ DESCRIPTION = (
     "(LSM hooks, with fentry and tracepoint fallbacks) in standalone or Team Server mode."
 )
 
-#: our family name -> nfpm packager name
-PACKAGER = {"deb": "deb", "rpm": "rpm", "apk": "apk", "arch": "archlinux"}
-#: which init system each family's packages carry files for
-INIT = {"deb": "systemd", "rpm": "systemd", "arch": "systemd", "apk": "openrc"}
-#: our hook name -> nfpm script key (top-level `scripts` or the format's own `scripts`)
+#: our hook names -> nfpm's top-level `scripts` (a family adds its upgrade hook in its own section)
 HOOKS = ("postinstall", "preremove", "postremove")
-UPGRADE_HOOK = {"apk": "postupgrade", "arch": "postupgrade"}
 
 
 def rfc3339(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def contents(entries: list[Entry], family: str, epoch: int) -> list[dict]:
+def contents(entries: list[Entry], family: Family, epoch: int) -> list[dict]:
     out = []
     for e in entries:
-        if e.init is not None and e.init != INIT[family]:
+        if e.init is not None and e.init != family.init:
             continue
         info = {"mode": e.mode, "owner": "root", "group": "root", "mtime": rfc3339(epoch)}
         if e.kind == "dir":
@@ -59,30 +55,32 @@ def contents(entries: list[Entry], family: str, epoch: int) -> list[dict]:
 
 def config(
     *,
-    family: str,
+    family: Family,
     arch_name: str,
     version: str,
-    release: str,
     depends: list[str],
     entries: list[Entry],
     scripts_dir: Path,
     epoch: int,
-    apk_key: tuple[Path, str] | None = None,
+    apk_key: object = None,
 ) -> dict:
     """The nfpm config for one package. `arch_name` is already in the format's own nomenclature."""
+    if family.nfpm_packager is None:
+        raise ValueError(f"nfpm does not build family {family.name!r}")
     scripts = {}
-    for hook in HOOKS + ((UPGRADE_HOOK[family],) if family in UPGRADE_HOOK else ()):
-        path = scripts_dir / f"{family}-{hook}.sh"
-        path.write_text(maintainer_script(family, hook))
+    upgrade = family.upgrade_hook()
+    for hook in HOOKS + ((upgrade,) if upgrade else ()):
+        path = scripts_dir / f"{family.name}-{hook}.sh"
+        path.write_text(maintainer_script(family.name, hook))
         os.utime(path, (epoch, epoch))  # apk records the scripts' mtimes
         scripts[hook] = str(path)
-    cfg: dict = {
+    return {
         "name": NAME,
         "arch": arch_name,
         "platform": "linux",
         "version": version,
         "version_schema": "none",
-        "release": release,
+        "release": family.release,
         "maintainer": MAINTAINER,
         "description": DESCRIPTION,
         "vendor": VENDOR,
@@ -95,34 +93,20 @@ def config(
         "depends": list(depends),
         "contents": contents(entries, family, epoch),
         "scripts": {k: v for k, v in scripts.items() if k in HOOKS},
+        family.nfpm_packager: family.nfpm_section(arch_name, scripts,
+                                                  {"summary": SUMMARY, "maintainer": MAINTAINER, "apk_key": apk_key}),
     }
-    if family == "deb":
-        cfg["deb"] = {"arch": arch_name, "compression": "xz"}
-    elif family == "rpm":
-        cfg["rpm"] = {"arch": arch_name, "summary": SUMMARY, "group": "System Environment/Daemons",
-                      "compression": "xz", "buildhost": "endura-build", "packager": MAINTAINER}
-    elif family == "apk":
-        if apk_key is None:
-            raise ValueError("apk packages need an RSA key")
-        cfg["apk"] = {"arch": arch_name, "signature": {"key_file": str(apk_key[0]), "key_name": apk_key[1]},
-                      "scripts": {"postupgrade": scripts["postupgrade"]}}
-    elif family == "arch":
-        cfg["archlinux"] = {"arch": arch_name, "packager": MAINTAINER,
-                            "scripts": {"postupgrade": scripts["postupgrade"]}}
-    else:
-        raise ValueError(f"nfpm does not build family {family!r}")
-    return cfg
 
 
-def package_argv(config_path: Path, family: str, target: Path) -> list[str]:
-    return ["nfpm", "package", "--config", str(config_path), "--packager", PACKAGER[family], "--target", str(target)]
+def package_argv(config_path: Path, family: Family, target: Path) -> list[str]:
+    return ["nfpm", "package", "--config", str(config_path), "--packager", str(family.nfpm_packager), "--target", str(target)]
 
 
-def build(cfg: dict, family: str, work: Path, target: Path, *, epoch: int, passphrase_env: dict[str, str]) -> Path:
+def build(cfg: dict, family: Family, work: Path, target: Path, *, epoch: int, passphrase_env: dict[str, str]) -> Path:
     """Write the config and run nfpm; `target` is the exact output file path."""
-    config_path = work / f"nfpm-{family}-{cfg['arch']}.json"
+    config_path = work / f"nfpm-{family.name}-{cfg['arch']}.json"
     config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))
     run(package_argv(config_path, family, target), cwd=work,
         extra_env={"SOURCE_DATE_EPOCH": str(epoch), **passphrase_env},
-        hint=f"nfpm could not build the {family} package; its config is {config_path}")
+        hint=f"nfpm could not build the {family.name} package; its config is {config_path}")
     return target

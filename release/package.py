@@ -17,17 +17,18 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from distros import FAMILIES, load_catalog
+from distros import load_catalog
+from families import ARCHES, FAMILIES
 from release import manifest, nfpm, sbom, signing, stage, tarball
-from release.version import format_version, source_commit, source_date_epoch, version_from_git
-from toolbox import log
+from release.version import source_commit, source_date_epoch, version_from_git
+from toolbox import gpg, log
 from toolbox.errors import EnduraError, cli_main
+from toolbox.files import REPO_TOP as REPO
 from toolbox.run import output
 from toolbox.tools import require
 
-REPO = Path(__file__).resolve().parent.parent
-ALL_FORMATS = ("deb", "rpm", "apk", "arch", "tgz")
-ALL_ARCHES = ("amd64", "arm64")
+ALL_FORMATS = tuple(FAMILIES)
+ALL_ARCHES = ARCHES
 BUILD_TOOLS = ("gpg", "gpgv", "openssl", "rpmsign", "ar", "clang", "llvm-strip", "bpftool", "libbpf-dev", "git")
 
 
@@ -37,16 +38,6 @@ def _split(value: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
     if bad or not items:
         raise EnduraError(f"unknown {what} {', '.join(bad) or repr(value)}; choose from {','.join(allowed)}")
     return items
-
-
-def file_name(family: str, package_version: str, package_arch: str, semver: str) -> str:
-    return {
-        "deb": f"{nfpm.NAME}_{package_version}_{package_arch}.deb",
-        "rpm": f"{nfpm.NAME}-{package_version}-1.{package_arch}.rpm",
-        "apk": f"{nfpm.NAME}-{package_version}-r0.{package_arch}.apk",
-        "arch": f"{nfpm.NAME}-{package_version}-1-{package_arch}.pkg.tar.zst",
-        "tgz": f"{nfpm.NAME}-{semver}-{package_arch}.tar.gz",
-    }[family]
 
 
 def tool_versions() -> dict[str, str]:
@@ -124,15 +115,15 @@ def build_release(*, formats: Sequence[str], arches: Sequence[str], out: Path, t
                 futures = [pool.submit(func, *args) for func, args in jobs]
                 artifacts = [f.result() for f in futures]
             with log.step("keys, manifest, SHA256SUMS and its signature"):
-                signing.export_public_key(key, partial / "signing-key.asc")
+                gpg.export_public_keys(key, partial / "signing-key.asc")
                 if apk_key is not None:
                     shutil.copyfile(apk_key.public, partial / apk_key.name)
                 manifest.write(partial, version=semver, epoch=epoch, key_fingerprint=key.fingerprint,
                                key_development=key.development, apk_key=apk_key.name if apk_key else "",
                                artifacts=artifacts, source=source_commit(REPO))
                 sums = manifest.write_sha256sums(partial)
-                signing.sign_detached(key, sums, partial / "SHA256SUMS.asc", armor=True, epoch=epoch)
-                signing.verify_detached(partial / "signing-key.asc", sums, partial / "SHA256SUMS.asc")
+                gpg.detached(key, sums, partial / "SHA256SUMS.asc", epoch=epoch, when="SOURCE_DATE_EPOCH")
+                gpg.verify_detached(partial / "signing-key.asc", sums, partial / "SHA256SUMS.asc")
                 for p in partial.iterdir():
                     os.utime(p, (epoch, epoch))
         _install(partial, final)
@@ -149,28 +140,16 @@ def build_release(*, formats: Sequence[str], arches: Sequence[str], out: Path, t
 def _native_package(build, catalog, version, semver, arch, entries, work, partial, epoch, key, apk_key, tools):
     family = FAMILIES[build.family]
     package_arch = family.arch_name(arch)
-    package_version = format_version(version, build.family)
+    package_version = family.package_version(version)
     depends = list(build.depends(catalog))
-    name = file_name(build.family, package_version, package_arch, semver)
+    name = family.file_name(nfpm.NAME, package_version, package_arch)
     target = partial / name
     work.mkdir()
     with log.step(f"{name}"):
-        cfg = nfpm.config(family=build.family, arch_name=package_arch, version=package_version,
-                          release="0" if build.family == "apk" else "1", depends=depends, entries=entries,
-                          scripts_dir=work, epoch=epoch,
-                          apk_key=(apk_key.private, apk_key.name) if apk_key else None)
-        nfpm.build(cfg, build.family, work, target, epoch=epoch, passphrase_env={})
-        if build.family == "rpm":
-            signing.sign_rpm(key, target, epoch=epoch)
-            how = "rpm-header"
-        elif build.family == "deb":
-            signing.sign_deb(key, target, epoch=epoch)
-            how = "debsig-origin"
-        elif build.family == "apk":
-            how = "apk-rsa"
-        else:
-            signing.sign_detached(key, target, partial / f"{name}.sig", armor=False, epoch=epoch)
-            how = f"detached:{name}.sig"
+        cfg = nfpm.config(family=family, arch_name=package_arch, version=package_version, depends=depends,
+                          entries=entries, scripts_dir=work, epoch=epoch, apk_key=apk_key)
+        nfpm.build(cfg, family, work, target, epoch=epoch, passphrase_env={})
+        how = family.sign(key, target, epoch=epoch)
         sbom_name = f"{name}.cdx.json"
         (partial / sbom_name).write_text(sbom.build(
             artifact=target, family=build.family, arch=package_arch, version=semver,
@@ -181,17 +160,18 @@ def _native_package(build, catalog, version, semver, arch, entries, work, partia
 
 
 def _tarball(catalog, semver, arch, entries, partial, epoch, key, tools):
-    name = file_name("tgz", semver, arch, semver)
+    family = FAMILIES["tgz"]
+    name = family.file_name(nfpm.NAME, semver, family.arch_name(arch))
     target = partial / name
     with log.step(name):
         tarball.build(entries, semver, arch, target, epoch)
-        signing.sign_detached(key, target, partial / f"{name}.sig", armor=False, epoch=epoch)
+        how = family.sign(key, target, epoch=epoch)
         sbom_name = f"{name}.cdx.json"
         (partial / sbom_name).write_text(sbom.build(
             artifact=target, family="tgz", arch=arch, version=semver, package_version=semver, depends=[],
             entries=entries, tools=tools, epoch=epoch))
     targets = tuple(t.id for t in catalog.targets)
-    return manifest.Artifact(name, "tgz", arch, arch, semver, "tgz", targets, f"detached:{name}.sig", sbom_name, ())
+    return manifest.Artifact(name, "tgz", arch, arch, semver, "tgz", targets, how, sbom_name, ())
 
 
 def _cli(argv: Sequence[str]) -> int:

@@ -1,4 +1,4 @@
-"""Signing keys: the release key from GNUPGHOME, or an automatically created development key.
+"""Which keys sign: the release key from GNUPGHOME, or an automatically created development key.
 
 - OpenPGP (gpg): `ENDURA_SIGNING_KEY` names the release key's fingerprint in `GNUPGHOME`. Without it a
   local DEVELOPMENT key is created once in the cache directory and used, and the build says so. RSA
@@ -8,6 +8,27 @@
 
 Signatures are made at `SOURCE_DATE_EPOCH` (gpg's `--faked-system-time`) so that signing the same
 bytes twice gives the same signature, which keeps the whole `dist/` byte-identical between builds.
+The gpg commands themselves are in `toolbox.gpg`; the families sign their own formats with them.
+
+**Key rotation**: with `ENDURA_SIGNING_KEY_NEXT` (the incoming key's fingerprint, in the same
+GNUPGHOME as `ENDURA_SIGNING_KEY`) every metadata signature (InRelease, Release.gpg,
+repomd.xml.asc, SHA256SUMS.asc) carries a signature by each key, the published key file holds
+both public keys, and the keyring package `endura-archive-keyring` (`repo.keyring`) gets a new
+version holding both, so the new key reaches clients as an ordinary upgrade. The procedure (the
+full text, with waits and checks, is in repo/README.md, "Keys"):
+
+1. publish with `ENDURA_SIGNING_KEY=<old> ENDURA_SIGNING_KEY_NEXT=<new>` (`--refresh` will do);
+   packages are still built with the old key;
+2. wait until clients have upgraded endura-archive-keyring (30 days or more; check with
+   `dpkg-query -W` / `rpm -q endura-archive-keyring` and the web server's log);
+3. build and publish with `ENDURA_SIGNING_KEY=<new> ENDURA_SIGNING_KEY_NEXT=<old>` (packages now
+   signed by the new key; clients that only know the old key still trust the metadata);
+4. once no rpm signed by the old key is listed (the publisher's `rpm -K` refuses it otherwise),
+   publish with `ENDURA_SIGNING_KEY=<new>` alone: the keyring drops the old key; then revoke the
+   old key (`rpm -e gpg-pubkey-<id>` on rpm hosts, which keep imported keys).
+
+pacman cannot use a database signature made by a key it does not know (it tries to import it and
+fails), so `endura.db.sig` is signed by the primary key only.
 """
 from __future__ import annotations
 
@@ -16,47 +37,18 @@ import datetime as dt
 import os
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 
-from toolbox import log
+from toolbox import gpg, log
 from toolbox.errors import EnduraError
+from toolbox.files import cache_dir
+from toolbox.gpg import Keys, SigningKey
 from toolbox.run import output, run
 
 DEV_UID = "Endura Runtime Sensor DEVELOPMENT signing key (not for production) <dev-signing@localhost>"
 #: the development key is dated before any commit so that signing at SOURCE_DATE_EPOCH works
 DEV_KEY_CREATION = "20200101T000000"
 DEV_KEY_LIFETIME_DAYS = 730
-EXPIRY_WARNING_DAYS = 90
-#: OpenPGP public-key algorithm ids (RFC 4880 / 9580) we accept, with the minimum size
-ALGORITHMS = {"1": ("RSA", 3072), "22": ("EdDSA", 0), "27": ("Ed25519", 0)}
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("ENDURA_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "endura"
-    )
-    return Path(base)
-
-
-@dataclasses.dataclass(frozen=True)
-class SigningKey:
-    fingerprint: str
-    gnupghome: Path
-    uid: str
-    algorithm: str
-    bits: int
-    created: int
-    expires: int | None  # unix time, None = never
-    development: bool
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"GNUPGHOME": str(self.gnupghome)}
-
-    def describe(self) -> str:
-        kind = "DEVELOPMENT key" if self.development else "release key"
-        return f"{kind} {self.fingerprint} ({self.algorithm}{self.bits or ''}, {self.uid})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,65 +63,15 @@ class ApkKey:
 # --- OpenPGP --------------------------------------------------------------------------------
 
 
-def _gpg(key_home: Path) -> list[str]:
-    return ["gpg", "--homedir", str(key_home), "--batch", "--no-tty", "--with-colons"]
-
-
-def parse_secret_key(colons: str, fingerprint: str) -> dict | None:
-    """From `gpg --with-colons --list-secret-keys FPR` output, the primary key's fields (or None)."""
-    key: dict | None = None
-    for line in colons.splitlines():
-        f = line.split(":")
-        if f[0] == "sec":
-            if key and key.get("fpr", "").upper().endswith(fingerprint.upper()):
-                return key
-            key = {"validity": f[1], "bits": int(f[2] or 0), "algo": f[3], "created": int(f[5] or 0),
-                   "expires": int(f[6]) if f[6] else None, "caps": f[11] if len(f) > 11 else ""}
-        elif f[0] == "fpr" and key is not None and "fpr" not in key:
-            key["fpr"] = f[9]
-        elif f[0] == "uid" and key is not None and "uid" not in key:
-            key["uid"] = f[9]
-    if key and key.get("fpr", "").upper().endswith(fingerprint.upper()):
-        return key
-    return None
-
-
-def check_key(info: dict, fingerprint: str, home: Path, *, now: float | None = None) -> None:
-    """Refuse revoked, expired, weak or non-signing keys; warn when expiry is near."""
-    now = dt.datetime.now(dt.timezone.utc).timestamp() if now is None else now
-    if info["validity"] == "r":
-        raise EnduraError(f"signing key {fingerprint} in {home} is revoked; configure another key in ENDURA_SIGNING_KEY")
-    if info["expires"] is not None and info["expires"] <= now:
-        when = dt.datetime.fromtimestamp(info["expires"], dt.timezone.utc).date()
-        raise EnduraError(
-            f"signing key {fingerprint} expired on {when}; extend it with 'gpg --quick-set-expire {fingerprint} 2y' "
-            "and publish the updated public key, or unset ENDURA_SIGNING_KEY to use a development key"
-        )
-    algo = ALGORITHMS.get(info["algo"])
-    if algo is None or info["bits"] < algo[1]:
-        raise EnduraError(
-            f"signing key {fingerprint} uses algorithm {info['algo']} with {info['bits']} bits; "
-            "use RSA >= 3072 or Ed25519 (older/smaller keys are refused by current apt and RHEL 9)"
-        )
-    if "s" not in info["caps"].lower():
-        raise EnduraError(f"signing key {fingerprint} cannot sign (capabilities '{info['caps']}'); add a signing subkey")
-    if info["expires"] is not None and info["expires"] - now < EXPIRY_WARNING_DAYS * 86400:
-        days = int((info["expires"] - now) // 86400)
-        log.warn(f"signing key {fingerprint} expires in {days} days; extend it with 'gpg --quick-set-expire {fingerprint} 2y'")
-
-
 def _load_key(fingerprint: str, home: Path, development: bool) -> SigningKey:
-    proc = run(_gpg(home) + ["--list-secret-keys", fingerprint], check=False)
-    info = parse_secret_key(proc.stdout, fingerprint) if proc.returncode == 0 else None
+    info = gpg.secret_key_info(home, fingerprint)
     if info is None:
         raise EnduraError(
             f"signing key {fingerprint} not found in {home}; import it with 'gpg --import release-secret.asc' "
             "(or set GNUPGHOME) or unset ENDURA_SIGNING_KEY to use a development key"
         )
-    check_key(info, fingerprint, home)
-    name = ALGORITHMS.get(info["algo"], (info["algo"], 0))[0]
-    return SigningKey(info["fpr"], home, info.get("uid", ""), name, info["bits"], info["created"],
-                      info["expires"], development)
+    gpg.check_key(info, fingerprint, home)
+    return gpg.key_from_info(info, home, development)
 
 
 def dev_gnupghome() -> Path:
@@ -158,8 +100,8 @@ def _ensure_dev_key() -> SigningKey:
         "%commit", "",
     ])
     with log.step(f"creating a DEVELOPMENT signing key in {home} (set ENDURA_SIGNING_KEY for releases)"):
-        run(_gpg(home) + ["--pinentry-mode", "loopback", "--gen-key"], input=params, timeout=600)
-    listing = output(_gpg(home) + ["--list-secret-keys"])
+        run(gpg.colons_argv(home) + ["--pinentry-mode", "loopback", "--gen-key"], input=params, timeout=600)
+    listing = output(gpg.colons_argv(home) + ["--list-secret-keys"])
     fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
     fpr_file.write_text(fpr + "\n")
     return _load_key(fpr, home, True)
@@ -178,97 +120,24 @@ def resolve_key() -> SigningKey:
     return _load_key(fpr.removeprefix("0x"), home, False)
 
 
-def _faked_time(epoch: int) -> list[str]:
-    return ["--faked-system-time", f"{epoch}!"]
-
-
-def _passphrase_args() -> list[str]:
-    phrase = os.environ.get("ENDURA_SIGNING_PASSPHRASE")
-    if phrase is None:
-        return []
-    return ["--pinentry-mode", "loopback", "--passphrase-fd", "0"]
-
-
-def sign_detached(key: SigningKey, path: Path, out: Path, *, armor: bool, epoch: int) -> Path:
-    """Write a detached SHA-256 signature of `path` to `out` (armored `.asc` or binary `.sig`)."""
-    if epoch < key.created:
-        raise EnduraError(
-            f"SOURCE_DATE_EPOCH={epoch} is older than signing key {key.fingerprint} (created {key.created}); "
-            "build a newer commit or set SOURCE_DATE_EPOCH to a time after the key's creation"
-        )
-    argv = _gpg(key.gnupghome) + _passphrase_args() + _faked_time(epoch) + [
-        "--local-user", key.fingerprint, "--digest-algo", "SHA256", "--yes", "--output", str(out),
-        *(["--armor"] if armor else []), "--detach-sign", str(path),
-    ]
-    run(argv, input=os.environ.get("ENDURA_SIGNING_PASSPHRASE"), hint="check ENDURA_SIGNING_PASSPHRASE")
-    return out
-
-
-def sign_rpm(key: SigningKey, path: Path, *, epoch: int) -> None:
-    """Add the rpm header signature with rpmsign (checked by `rpm -K`), RSA/EdDSA over SHA-256."""
-    extra = " ".join(_passphrase_file_args() + _faked_time(epoch) + ["--homedir", str(key.gnupghome)])
-    run(["rpmsign", "--addsign",
-         "--define", "__gpg /usr/bin/gpg",
-         "--define", f"_gpg_name {key.fingerprint}",
-         "--define", "_gpg_digest_algo sha256",
-         "--define", f"_gpg_sign_cmd_extra_args {extra}",
-         str(path)], hint=f"rpmsign could not sign {path.name}")
-
-
-def sign_deb(key: SigningKey, path: Path, *, epoch: int) -> None:
-    """Add a debsigs `_gpgorigin` member: a detached signature over debian-binary+control+data
-    (the layout `debsigs --sign=origin` writes and `debsig-verify` checks), made with gpg at
-    SOURCE_DATE_EPOCH and appended with binutils `ar` in deterministic mode."""
-    with tempfile.TemporaryDirectory(prefix="endura-debsig-") as tmp:
-        members = output(["ar", "t", str(path)]).split()
-        if members[:1] != ["debian-binary"] or any(m.startswith("_gpg") for m in members):
-            raise EnduraError(f"{path} is not an unsigned .deb (members: {' '.join(members)})")
-        signed = Path(tmp) / "signed-data"
-        signed.write_bytes(run(["ar", "p", str(path)], text=False).stdout)
-        origin = Path(tmp) / "_gpgorigin"
-        sign_detached(key, signed, origin, armor=False, epoch=epoch)
-        run(["ar", "rD", str(path), str(origin)])
-
-
-def _passphrase_file_args() -> list[str]:
-    """gpg options reading ENDURA_SIGNING_PASSPHRASE from a private file (for rpmsign's gpg call)."""
-    phrase = os.environ.get("ENDURA_SIGNING_PASSPHRASE")
-    if phrase is None:
-        return []
-    fd, name = tempfile.mkstemp(prefix="endura-pass-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(phrase)
-    import atexit
-
-    atexit.register(lambda: os.path.exists(name) and os.unlink(name))
-    return ["--pinentry-mode", "loopback", "--passphrase-file", name]
-
-
-def export_public_key(key: SigningKey, out: Path) -> Path:
-    armored = output(_gpg(key.gnupghome) + ["--armor", "--export-options", "export-minimal", "--export", key.fingerprint])
-    out.write_text(armored + "\n")
-    return out
-
-
-def export_secret_key(key: SigningKey, directory: Path) -> Path:
-    """Armored secret key for nfpm (which signs with its own OpenPGP code), 0600 in a private dir."""
-    out = directory / "signing-secret.asc"
-    data = output(_gpg(key.gnupghome) + _passphrase_args() + ["--armor", "--export-secret-keys", key.fingerprint],
-                  input=os.environ.get("ENDURA_SIGNING_PASSPHRASE"))
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(data + "\n")
-    return out
-
-
-def verify_detached(public_key: Path, path: Path, signature: Path) -> None:
-    """Verify with gpgv against only `public_key` (used by tests and by publishing)."""
-    with tempfile.TemporaryDirectory(prefix="endura-verify-") as tmp:
-        keyring = Path(tmp) / "keyring.gpg"
-        run(["gpg", "--batch", "--no-default-keyring", "--homedir", tmp, "--keyring", str(keyring),
-             "--import", str(public_key)])
-        run(["gpgv", "--keyring", str(keyring), str(signature), str(path)],
-            hint=f"{signature.name} does not verify {path.name} with {public_key.name}")
+def resolve_repo_keys() -> Keys:
+    """`resolve_key()` (ENDURA_SIGNING_KEY or the development key) and, during a rotation, ENDURA_SIGNING_KEY_NEXT
+    (the incoming key, in the same GNUPGHOME): it co-signs every metadata signature (see `repo`'s README, "Keys")."""
+    primary = resolve_key()
+    fpr = os.environ.get("ENDURA_SIGNING_KEY_NEXT", "").strip().replace(" ", "").removeprefix("0x")
+    if not fpr:
+        return Keys(primary)
+    if primary.development:
+        raise EnduraError("ENDURA_SIGNING_KEY_NEXT is set but ENDURA_SIGNING_KEY is not; a rotation co-signs with the "
+                          "release key: set ENDURA_SIGNING_KEY to the current release key's fingerprint")
+    info = gpg.secret_key_info(primary.gnupghome, fpr)
+    if info is None:
+        raise EnduraError(f"ENDURA_SIGNING_KEY_NEXT={fpr} is not a secret key in {primary.gnupghome}; import the new "
+                          "key there ('gpg --import new-secret.asc') or unset ENDURA_SIGNING_KEY_NEXT")
+    gpg.check_key(info, fpr, primary.gnupghome)
+    if info["fpr"].upper() == primary.fingerprint.upper():
+        raise EnduraError(f"ENDURA_SIGNING_KEY_NEXT is the same key as ENDURA_SIGNING_KEY ({fpr}); set it to the incoming key")
+    return Keys(primary, (gpg.key_from_info(info, primary.gnupghome, False),))
 
 
 # --- apk RSA key ----------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from families import FAMILIES
 from toolbox.errors import EnduraError, cli_main
 from toolbox.run import CommandFailed, run
 
@@ -226,67 +227,14 @@ class Version:
         return self.precedence() >= other.precedence()
 
 
-# -- one function per format ------------------------------------------------------------------
+# -- the version string per format (the rules live in each family: families/<name>/) ------------------------------------------------------------------
 def semver(version: Version) -> str:
     """The semver string (also the tarball's version in file names)."""
     return version.semver
 
 
-def _tilde_version(version: Version) -> str:
-    """The `~` scheme shared by dpkg and rpm (both sort `~` before everything, even the end)."""
-    sha = f".g{version.commit}" if version.commit else ""
-    if version.pre is None and version.dev is None:
-        return version.core
-    if version.pre is None:
-        return f"{version.core}~~dev.{version.dev}{sha}"
-    text = f"{version.core}~{version.pre.kind}.{version.pre.number}"
-    if version.dev is not None:
-        text += f".dev.{version.dev}{sha}"
-    return text
-
-
-def deb_version(version: Version) -> str:
-    """Debian upstream_version: `1.2.3`, `1.2.3~rc.1`, `1.2.4~~dev.5.gabc1234`, `1.2.3~rc.2.dev.5.g...`."""
-    return _tilde_version(version)
-
-
-def rpm_version(version: Version) -> str:
-    """RPM Version tag: same `~` scheme as deb; it never contains `-` (forbidden) or `^` (rpm >= 4.15)."""
-    return _tilde_version(version)
-
-
-def apk_version(version: Version) -> str:
-    """apk pkgver: `1.2.3`, `1.2.3_rc1`, dev after 1.2.3 → `1.2.3_git5`, after rc.2 → `1.2.3_rc2_git5`."""
-    base = version.tag_version
-    text = base.core
-    if base.pre is not None:
-        text += f"_{base.pre.kind}{base.pre.number}"
-    if version.dev is not None:
-        text += f"_git{version.dev}"
-    return text
-
-
-def arch_version(version: Version) -> str:
-    """pacman pkgver: `1.2.3`, `1.2.3rc1`, dev after 1.2.3 → `1.2.3.r5.gabc1234`, after rc.2 → `1.2.3rc2.r5.g...`."""
-    base = version.tag_version
-    text = base.core
-    if base.pre is not None:
-        text += f"{base.pre.kind}{base.pre.number}"
-    if version.dev is not None:
-        text += f".r{version.dev}"
-        if version.commit:
-            text += f".g{version.commit}"
-    return text
-
-
-#: package format (family name in distros/catalog.toml) -> version string for that format
-FORMATTERS: dict[str, Callable[[Version], str]] = {
-    "deb": deb_version,
-    "rpm": rpm_version,
-    "apk": apk_version,
-    "arch": arch_version,
-    "tgz": semver,
-}
+#: package format (family name in distros/catalog.toml) -> version string for that format (each family's own rule)
+FORMATTERS: dict[str, Callable[[Version], str]] = {name: f.package_version for name, f in FAMILIES.items()}
 
 
 def format_version(version: Version, fmt: str) -> str:

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from repo import indexcache, layout
+from families import indexcache
+from repo import layout
 from toolbox.errors import EnduraError
 
 #: a generation being deleted by prune() (renamed first; removed by the next run if that one was killed)

@@ -4,7 +4,8 @@
 
 Every publish writes them into the generation (`install/<channel>/<target-id>.md`, an index per
 channel and `install/index.md`); `repo.mirror` writes them again for an offline bundle, with a
-`file://` base URL. The commands a user runs are in fenced ```sh blocks, nothing else is: the
+`file://` base URL. What a user runs for one package manager is the family's (`Family.guide_steps`, built from
+`families.guidetext`); this module adds what every guide shares. The commands a user runs are in fenced ```sh blocks, nothing else is: the
 integration tests extract those blocks and run them, verbatim, against a published repository
 (`tests/integration/test_guides.py`). Each block is a complete `sh -e` script; the only block that
 may exit non-zero on a healthy host is the one that runs `endura-sensor check` (10: degraded tier,
@@ -17,7 +18,6 @@ with `curl -fsSL --create-dirs -o DEST URL` from an http(s) base URL, or copied 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import sys
@@ -25,198 +25,21 @@ from pathlib import Path
 from typing import Sequence
 
 from distros import Catalog, Target, load_catalog
-from repo import keyring, layout, sign
+from families import FAMILIES, PACKAGE
+from families.guidetext import Source, sh, sh_blocks
+from families.tgz import tarball_blocks
+from release.version import Version
+from repo import layout
+from toolbox import gpg
 from toolbox.errors import EnduraError, cli_main
+from toolbox.files import REPO_TOP
 
+__all__ = ["PACKAGE", "Source", "guide", "sh_blocks", "write", "write_generation_guides"]
 GUIDES_DIR = "install"
-PACKAGE = "endura-sensor"
-#: installed with the sensor: it owns the key file and carries key rotations as upgrades
-KEYRING = keyring.PACKAGE
 #: the tarball every target can use, listed in each index next to the targets
 TARBALL_GUIDE = "tarball"
 _LSM_LIST = re.compile(r"lsm=([a-z]+(?:,[a-z]+)+)")
 _APT_INSTALL = re.compile(r"apt install ([a-z0-9][a-z0-9.+-]*)")
-_SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """Where a guide installs from: a published (or mirrored) repository and one of its channels."""
-
-    base_url: str
-    channel: str
-    #: the repository key(s): pacman's --lsign-key, rpm's gpg-pubkey-<id> on uninstall, shown to the user
-    fingerprints: tuple[str, ...]
-    #: the newest tarball version in the channel (the tarball steps name it); None: the channel has none
-    tarball_version: str | None = None
-
-    @property
-    def url(self) -> str:
-        return self.base_url.rstrip("/")
-
-    @property
-    def local(self) -> bool:
-        return self.url.startswith("file://")
-
-    def path(self, rel: str) -> str:
-        """The file's path (file:// base) or URL (http base)."""
-        return self.url.removeprefix("file://") + "/" + rel if self.local else f"{self.url}/{rel}"
-
-    def fetch(self, rel: str, dest: str) -> str:
-        """The command that puts the repository file `rel` at `dest` (directories created)."""
-        if self.local:
-            return f"install -D -m 0644 {self.path(rel)} {dest}"
-        return f"curl -fsSL --create-dirs -o {dest} {self.path(rel)}"
-
-    def cat(self, rel: str) -> str:
-        return f"cat {self.path(rel)}" if self.local else f"curl -fsSL {self.path(rel)}"
-
-
-def _sh(*lines: str) -> str:
-    return "```sh\n" + "\n".join(lines) + "\n```\n"
-
-
-def _text(body: str) -> str:
-    return "```text\n" + body.rstrip("\n") + "\n```\n"
-
-
-def sh_blocks(markdown: str) -> list[str]:
-    """The ```sh blocks of a guide, in order (what a user runs; the tests run exactly these)."""
-    return [m.group(1) for m in _SH_BLOCK.finditer(markdown)]
-
-
-def _rpm_key_names(src: Source) -> str:
-    """rpm names an imported OpenPGP key gpg-pubkey-<the last 8 hex digits of its fingerprint, lowercase>."""
-    return " ".join(f"gpg-pubkey-{f[-8:].lower()}" for f in src.fingerprints)
-
-
-# --- per package manager: (prerequisites, repository, install, upgrade, uninstall) ---------------------
-
-
-@dataclasses.dataclass
-class Steps:
-    repository: str
-    install: str
-    upgrade: str
-    uninstall: str
-    prerequisites: str = ""
-
-
-def apt_steps(target: Target, src: Source) -> Steps:
-    ch = src.channel
-    sources = f"/etc/apt/sources.list.d/endura-{ch}.sources"
-    pre = "" if src.local else (
-        "curl and the CA certificates fetch the key and the source file:\n\n"
-        + _sh("apt-get update", "apt-get install -y ca-certificates curl"))
-    return Steps(
-        prerequisites=pre,
-        repository=(
-            f"The key goes to `{layout.APT_KEYRING}`; the deb822 source names it in `Signed-By`, so apt trusts "
-            "it for this repository only:\n\n"
-            + _sh(src.fetch(layout.KEY_FILE, layout.APT_KEYRING), src.fetch(f"apt/endura-{ch}.sources", sources))
-            + f"\n`{sources}` reads:\n\n" + _text(layout.apt_sources(ch, src.url))),
-        install=(f"apt checks the signed `InRelease` (and its `Valid-Until`), the index hashes and the package hash. "
-                 f"`{target.python_package}` and `{target.libbpf_package}` come from {target.name}'s own repositories.\n\n"
-                 f"`{KEYRING}` takes over the key file and keeps it current (a key rotation arrives as its upgrade).\n\n"
-                 + _sh("apt-get update", f"apt-get install -y {KEYRING} {PACKAGE}", f"{PACKAGE} --version")),
-        upgrade=f"`apt-get update && apt-get install -y {PACKAGE}` (or any `apt-get upgrade`).",
-        uninstall=(_sh(f"apt-get remove -y {PACKAGE} {KEYRING}", f"rm -f {sources} {layout.APT_KEYRING}", "apt-get update")
-                   + f"\n`apt-get purge {PACKAGE}` instead of `remove` also deletes `/etc/endura`, `/var/lib/endura` "
-                   "and `/var/log/endura`.\n"),
-    )
-
-
-def dnf_steps(target: Target, src: Source) -> Steps:
-    ch, tool = src.channel, target.package_manager
-    repo_file = f"/etc/yum.repos.d/endura-{ch}.repo"
-    return Steps(
-        repository=(
-            f"The key goes to `{layout.RPM_KEYRING}`, the file the `.repo` file's `gpgkey=` names (never the server's "
-            "copy); `rpm --import` trusts it for package signatures; the `.repo` file has `gpgcheck=1` (each package's "
-            "signature) and `repo_gpgcheck=1` (the signed `repomd.xml`):\n\n"
-            + _sh(src.fetch(layout.KEY_FILE, layout.RPM_KEYRING), src.fetch(f"rpm/endura-{ch}.repo", repo_file),
-                  f"rpm --import {layout.RPM_KEYRING}")
-            + f"\n`{repo_file}` reads:\n\n" + _text(layout.dnf_repo(ch, src.url))),
-        install=(f"`{target.python_package}` and `{target.libbpf_package}` come from {target.name}'s own repositories.\n\n"
-                 f"`{KEYRING}` takes over the key file and keeps it current (a key rotation arrives as its upgrade).\n\n"
-                 + _sh(f"{tool} install -y {KEYRING} {PACKAGE}", f"{PACKAGE} --version")),
-        upgrade=f"`{tool} upgrade -y {PACKAGE} {KEYRING}`.",
-        uninstall=_sh(f"{tool} remove -y {PACKAGE} {KEYRING}", f"rm -f {repo_file}", f"rpm -e {_rpm_key_names(src)}"),
-    )
-
-
-def zypper_steps(target: Target, src: Source) -> Steps:
-    ch = src.channel
-    repo_file = f"/etc/zypp/repos.d/endura-{ch}.repo"
-    return Steps(
-        repository=(
-            "zypper trusts the keys in the rpm database: import it first. The `.repo` file checks the signed "
-            "`repomd.xml` and each package's signature:\n\n"
-            + _sh(src.fetch(layout.KEY_FILE, layout.RPM_KEYRING), f"rpm --import {layout.RPM_KEYRING}",
-                  src.fetch(f"rpm/endura-{ch}.zypper.repo", repo_file))
-            + f"\n`{repo_file}` reads:\n\n" + _text(layout.zypper_repo(ch, src.url))),
-        install=(f"`{target.python_package}` and `{target.libbpf_package}` come from {target.name}'s own repositories.\n\n"
-                 + _sh("zypper --non-interactive refresh", f"zypper --non-interactive install {KEYRING} {PACKAGE}",
-                       f"{PACKAGE} --version")),
-        upgrade=f"`zypper --non-interactive refresh && zypper --non-interactive update {PACKAGE}`.",
-        uninstall=_sh(f"zypper --non-interactive remove {PACKAGE} {KEYRING}", f"rm -f {repo_file}", f"rpm -e {_rpm_key_names(src)}"),
-    )
-
-
-def pacman_steps(target: Target, src: Source) -> Steps:
-    ch = src.channel
-    key_tmp = "/tmp/endura-archive-keyring.asc"
-    return Steps(
-        repository=(
-            "pacman-key adds the key and signs it locally (trusted); the `[endura]` section (with "
-            "`SigLevel = Required`: database and package signatures) is appended to `/etc/pacman.conf`:\n\n"
-            + _sh(src.fetch(layout.KEY_FILE, key_tmp), f"pacman-key --add {key_tmp}",
-                  *[f"pacman-key --lsign-key {f}" for f in src.fingerprints], f"rm -f {key_tmp}",
-                  f"{src.cat(f'arch/endura-{ch}.pacman.conf')} >> /etc/pacman.conf")
-            + "\nThe section reads:\n\n" + _text(_pacman_section(src))),
-        install=("Arch does not support partial upgrades: install with `-Syu`. "
-                 f"`{target.python_package}` and `{target.libbpf_package}` come from Arch's own repositories.\n\n"
-                 + _sh(f"pacman -Syu --noconfirm {PACKAGE}", f"{PACKAGE} --version")),
-        upgrade="`pacman -Syu`.",
-        uninstall=_sh(f"pacman -Rns --noconfirm {PACKAGE}", r"sed -i '/^\[endura\]$/,/^SigLevel = Required$/d' /etc/pacman.conf",
-                      *[f"pacman-key --delete {f}" for f in src.fingerprints]),
-    )
-
-
-def _pacman_section(src: Source) -> str:
-    from repo.pacman import pacman_conf_snippet
-
-    return pacman_conf_snippet(src.channel, src.url)
-
-
-def tarball_blocks(src: Source, prerequisites: str = "") -> tuple[str, str]:
-    """(install, uninstall) of the tarball: SHA256SUMS checked with gpgv against the repository key, then install.sh."""
-    ch = src.channel
-    if src.tarball_version is None:
-        none = f"Channel `{ch}` holds no tarball yet.\n"
-        return none, none
-    tdir = layout.tarball_dir(ch)
-    arch = "ARCH=$(uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/)"
-    version = f"VERSION={src.tarball_version}"
-    name = f"{PACKAGE}-$VERSION-$ARCH"
-    workdir = "/var/tmp/endura"
-    install = (
-        prerequisites
-        + "`SHA256SUMS.asc` is checked with `gpgv` against the repository key only, then the tarball against "
-        f"`SHA256SUMS`; `install.sh` installs into `/` and enables the service (systemd or OpenRC). Keep `{workdir}`: "
-        "its `uninstall.sh` removes what `install.sh` installed.\n\n"
-        + _sh(arch, version, f"mkdir -p {workdir}", f"cd {workdir}",
-              src.fetch(layout.KEY_FILE, "endura-archive-keyring.asc"),
-              src.fetch(f"{tdir}/SHA256SUMS", "SHA256SUMS"), src.fetch(f"{tdir}/SHA256SUMS.asc", "SHA256SUMS.asc"),
-              src.fetch(f"{tdir}/{name}.tar.gz", f"{name}.tar.gz"),
-              "gpg --batch --yes --dearmor -o endura-archive-keyring.gpg endura-archive-keyring.asc",
-              "gpgv --keyring ./endura-archive-keyring.gpg SHA256SUMS.asc SHA256SUMS",
-              f'grep "  {name}.tar.gz$" SHA256SUMS | sha256sum -c -',
-              f"tar -xzf {name}.tar.gz", f"./{name}/install.sh", f"{PACKAGE} --version")
-        + f"\nThe channel's tarballs, with versions and checksums, are listed in `{src.path(tdir + '/index.json')}`.\n")
-    uninstall = (_sh(arch, version, f"{workdir}/{name}/uninstall.sh")
-                 + "\n`uninstall.sh --purge` also deletes `/etc/endura`, `/var/lib/endura` and `/var/log/endura`.\n")
-    return install, uninstall
 
 
 # --- sections every guide shares ----------------------------------------------------------------------------
@@ -242,7 +65,7 @@ def lsm_section(target: Target) -> str:
         lines += [f"sed -i 's/^GRUB_CMDLINE_LINUX=\"/&lsm={lsm.group(1)} /' /etc/default/grub", "update-grub"]
     lines.append("reboot")
     return (text + "\n`lsm=` replaces the kernel's whole list, so it repeats the default one and adds `bpf` "
-            "(if your kernel command line already has an `lsm=`, edit that one instead):\n\n" + _sh(*lines)
+            "(if your kernel command line already has an `lsm=`, edit that one instead):\n\n" + sh(*lines)
             + "\nAfter the reboot `cat /sys/kernel/security/lsm` lists `bpf` and `endura-sensor check` reports the "
             "`lsm` tier.\n")
 
@@ -250,7 +73,7 @@ def lsm_section(target: Target) -> str:
 CHECK = (
     "`endura-sensor check` reports the kernel, BTF, the active LSMs, which enforcement tier loads here and how to "
     "enable a missing one. Its exit code: 0 = the LSM tier (blocks before the operation), 10 = degraded (fentry or "
-    "tracepoint: kills after the fact), 20 = no tier works.\n\n" + _sh(f"{PACKAGE} check"))
+    "tracepoint: kills after the fact), 20 = no tier works.\n\n" + sh(f"{PACKAGE} check"))
 
 START = (
     "The package enables the service without starting it, and the service does not start until a policy exists. "
@@ -270,20 +93,18 @@ def guide(target: Target, src: Source) -> str:
               f"The repository key's fingerprint is {_fingerprints(src)}: compare it with the one your organisation "
               "obtained out of band (`gpg --show-keys FILE` prints a key file's).\n"]
     sections: list[tuple[str, str]] = []
-    if target.family == "apk":
+    family = FAMILIES[target.family]
+    steps = family.guide_steps(target, src) if family.published else None
+    if steps is None:
         tools = "gnupg" if src.local else "curl gnupg"
-        pre = _sh(f"apk add {tools} {target.python_package} {target.libbpf_package}") + "\n"
+        pre = sh(f"{target.package_manager} add {tools} {target.python_package} {target.libbpf_package}") + "\n"
         tar_install, tar_uninstall = tarball_blocks(src, prerequisites=pre)
         sections += [
-            ("Packages", "The apk repository is not published yet (Alpine's apk-tools are not available to build and "
-             "verify its index here). Every release also carries signed `.apk` packages "
-             "(`endura-sensor-<version>-r0.<arch>.apk`, with the RSA public key `endura-*.rsa.pub` beside them, for "
-             "`/etc/apk/keys/`). This guide installs the tarball, which is published and signed.\n"),
+            ("Packages", f"The {family.name} repository is not published yet. Every release also carries signed "
+             f"`{family.extension}` packages. This guide installs the tarball, which is published and signed.\n"),
             ("Install from the tarball", tar_install)]
         upgrade, uninstall = "", tar_uninstall
     else:
-        steps = {"apt": apt_steps, "dnf": dnf_steps, "yum": dnf_steps, "zypper": zypper_steps,
-                 "pacman": pacman_steps}[manager](target, src)
         if steps.prerequisites:
             sections.append(("Prerequisites", steps.prerequisites))
         sections += [("Add the key and the repository", steps.repository), ("Install", steps.install)]
@@ -293,7 +114,7 @@ def guide(target: Target, src: Source) -> str:
     if upgrade:
         body.append(f"## Upgrade\n\n{upgrade}\n")
     body.append(f"## Uninstall\n\n{uninstall}")
-    if target.family != "apk" and src.tarball_version is not None:
+    if steps is not None and src.tarball_version is not None:
         body.append(f"## Alternative: the tarball\n\nHosts that cannot use {manager} can install the tarball instead: "
                     f"see [{TARBALL_GUIDE}.md]({TARBALL_GUIDE}.md).\n")
     if target.notes:
@@ -320,7 +141,7 @@ def tarball_guide(src: Source) -> str:
 def channel_index(catalog: Catalog, src: Source) -> str:
     rows = ["| target | package | manager | BPF LSM out of the box |", "|---|---|---|---|"]
     for t in catalog.targets:
-        pkg = "tarball (apk not published yet)" if t.family == "apk" else t.family
+        pkg = t.family if FAMILIES[t.family].published else f"tarball ({t.family} not published yet)"
         rows.append(f"| [{t.name}]({t.id}.md) | {pkg} | {t.package_manager} | {'yes' if t.bpf_lsm_default else 'no'} |")
     return "\n".join([
         f"# Install guides: channel `{src.channel}`\n",
@@ -341,8 +162,6 @@ def top_index(channels: Sequence[str]) -> str:
 
 
 def newest_tarball_version(entries: list[dict]) -> str | None:
-    from release.version import Version
-
     versions = {e["version"] for e in entries if e["family"] == "tgz"}
     return str(max(versions, key=Version.parse)) if versions else None
 
@@ -376,12 +195,11 @@ def write_generation_guides(gen: Path, channels: dict[str, list[dict]], fingerpr
 
 
 def run_cli(argv: Sequence[str]) -> int:
-    top = Path(__file__).resolve().parents[1]
     p = argparse.ArgumentParser(prog="python3 -m repo.guides", description=__doc__.split("\n")[0])
     p.add_argument("--base-url", default=layout.DEFAULT_BASE_URL, help="URL (or file:///path) the repository is served at")
     p.add_argument("--channel", default=layout.DEFAULT_CHANNEL)
     p.add_argument("--out", required=True, help="directory to write the guides into")
-    p.add_argument("--from", dest="generation", default=str(top / "build" / "repo" / "current"),
+    p.add_argument("--from", dest="generation", default=str(REPO_TOP / "build" / "repo" / "current"),
                    help="a published generation: its key and the channel's tarball version (default build/repo/current)")
     args = p.parse_args(list(argv))
     channel = layout.check_channel(args.channel)
@@ -395,7 +213,7 @@ def run_cli(argv: Sequence[str]) -> int:
     entries = json.loads(state_file.read_text())["channels"].get(channel)
     if entries is None:
         raise EnduraError(f"channel {channel!r} is not in {gen}; promote a build into it first or pick another --channel")
-    src = Source(args.base_url, channel, sign.key_file_fingerprints(gen / layout.KEY_FILE), newest_tarball_version(entries))
+    src = Source(args.base_url, channel, gpg.key_file_fingerprints(gen / layout.KEY_FILE), newest_tarball_version(entries))
     out = Path(args.out)
     for path in write(out, [src]):
         print(path)

@@ -4,8 +4,8 @@ reaches clients as an ordinary `apt-get upgrade` / `dnf upgrade`.
 The package carries every key of the publish (the primary and, during a rotation, the co-signer of
 `ENDURA_SIGNING_KEY_NEXT`), one armored file:
 
-- deb (`Architecture: all`): `layout.APT_KEYRING`, the file the `.sources` `Signed-By` names;
-- rpm (`noarch`): `layout.RPM_KEYRING`, the file the `.repo` files' `gpgkey=` names. dnf imports
+- deb (`Architecture: all`): `families.deb.repository.APT_KEYRING`, the file the `.sources` `Signed-By` names;
+- rpm (`noarch`): `families.rpm.repository.RPM_KEYRING`, the file the `.repo` files' `gpgkey=` names. dnf imports
   from it: into its per-repository keyring when `repomd.xml.asc` does not verify with the keys it
   has, and into the rpm database when a package is signed by a key rpm does not know yet.
 
@@ -38,16 +38,19 @@ import os
 import tempfile
 from pathlib import Path
 
-from release import nfpm, signing
+from families import ARCHES, FAMILIES, KEYRING_PACKAGE
+from families.deb.repository import APT_KEYRING
+from families.rpm.repository import RPM_KEYRING
+from release import nfpm
 from repo import layout
 from repo.generations import place
-from repo.sign import RepoKeys
-from toolbox import log
+from toolbox import gpg, log
 from toolbox.errors import EnduraError
 from toolbox.files import sha256_file
-from toolbox.run import output, run
+from toolbox.gpg import Keys
+from toolbox.run import run
 
-PACKAGE = "endura-archive-keyring"
+PACKAGE = KEYRING_PACKAGE
 RELEASE = "1"
 SUMMARY = "OpenPGP keys of the Endura Runtime Sensor package repository"
 DESCRIPTION = ("The public keys that sign the Endura package repository and its packages.\n"
@@ -125,7 +128,7 @@ def file_names(version: str) -> dict[str, str]:
 # --- the key set ----------------------------------------------------------------------------------------
 
 
-def export_key_set(keys: RepoKeys) -> KeySet:
+def export_key_set(keys: Keys) -> KeySet:
     """Export the keys (minimal: self-signatures only) into one armored block, ordered by fingerprint.
 
     gpg exports in keyring order, which depends on the history of the GNUPGHOME; importing the keys
@@ -134,14 +137,12 @@ def export_key_set(keys: RepoKeys) -> KeySet:
     with tempfile.TemporaryDirectory(prefix="endura-keyring-") as tmp:
         os.chmod(tmp, 0o700)
         for fpr in sorted(k.fingerprint.upper() for k in keys.all):
-            data = run(["gpg", "--homedir", home, "--batch", "--export-options", "export-minimal", "--export", fpr],
-                       text=False).stdout
+            data = gpg.export_public_key_bytes(Path(home), fpr)
             if not data:
                 raise EnduraError(f"gpg exported nothing for key {fpr} from {home}; import its public key there")
-            run(["gpg", "--homedir", tmp, "--batch", "--import"], input=data, text=False)
-        armored = output(["gpg", "--homedir", tmp, "--batch", "--armor", "--export-options", "export-minimal",
-                          "--export"]) + "\n"
-        listing = output(["gpg", "--homedir", tmp, "--batch", "--with-colons", "--with-sig-list", "--list-keys"])
+            gpg.import_keys(Path(tmp), data)
+        armored = gpg.armored_export(Path(tmp), []) + "\n"
+        listing = gpg.list_keys_with_signatures(Path(tmp))
         run(["gpgconf", "--homedir", tmp, "--kill", "all"], check=False)
     fprs, created, newest = parse_key_listing(listing)
     return KeySet(armored, tuple(fprs), tuple(created), newest)
@@ -152,7 +153,7 @@ def export_key_set(keys: RepoKeys) -> KeySet:
 
 def nfpm_config(family: str, version: str, key_file: Path, epoch: int) -> dict:
     """nfpm config of the keyring package for `family` (deb or rpm); pure."""
-    dst = {"deb": layout.APT_KEYRING, "rpm": layout.RPM_KEYRING}[family]
+    dst = {"deb": APT_KEYRING, "rpm": RPM_KEYRING}[family]
     arch = {"deb": "all", "rpm": "noarch"}[family]
     mtime = nfpm.rfc3339(epoch)
     cfg: dict = {
@@ -173,7 +174,7 @@ def nfpm_config(family: str, version: str, key_file: Path, epoch: int) -> dict:
     return cfg
 
 
-def build_packages(key_set: KeySet, key: signing.SigningKey, out: Path) -> dict[str, Path]:
+def build_packages(key_set: KeySet, key: gpg.SigningKey, out: Path) -> dict[str, Path]:
     """Build and sign the .deb and the .rpm into `out`; returns {family: path}."""
     names = file_names(key_set.version)
     built: dict[str, Path] = {}
@@ -185,11 +186,8 @@ def build_packages(key_set: KeySet, key: signing.SigningKey, out: Path) -> dict[
         for family in ("deb", "rpm"):
             target = out / names[family]
             cfg = nfpm_config(family, key_set.version, key_file, key_set.epoch)
-            nfpm.build(cfg, family, work, target, epoch=key_set.epoch, passphrase_env={})
-            if family == "deb":
-                signing.sign_deb(key, target, epoch=key_set.epoch)
-            else:
-                signing.sign_rpm(key, target, epoch=key_set.epoch)
+            nfpm.build(cfg, FAMILIES[family], work, target, epoch=key_set.epoch, passphrase_env={})
+            FAMILIES[family].sign(key, target, epoch=key_set.epoch)
             os.utime(target, (key_set.epoch, key_set.epoch))
             built[family] = target
     return built
@@ -207,12 +205,12 @@ def channel_entries(record: dict, channel_entries_: list[dict]) -> list[dict]:
     """The keyring's artifact entries for one channel, one per arch (the same file in each), so the
     generic placement and index code lists it: deb for the arches the channel's debs have (all when
     none), rpm in every rpm arch directory."""
-    deb_arches = sorted({e["arch"] for e in channel_entries_ if e["family"] == "deb"} or layout.DEB_ARCH)
+    deb_arches = sorted({e["arch"] for e in channel_entries_ if e["family"] == "deb"} or ARCHES)
     out = []
-    for family, arches in (("deb", deb_arches), ("rpm", sorted(layout.RPM_ARCH))):
+    for family, arches in (("deb", deb_arches), ("rpm", sorted(ARCHES))):
         f = record["files"][family]
         for arch in arches:
-            package_arch = "all" if family == "deb" else layout.RPM_ARCH[arch]
+            package_arch = "all" if family == "deb" else FAMILIES["rpm"].arch_name(arch)
             out.append({"file": f["file"], "family": family, "arch": arch, "package_arch": package_arch,
                         "package_version": f"{record['version']}-{RELEASE}", "version": record["version"],
                         "sha256": f["sha256"], "size": f["size"], "signature": f["signature"]})
@@ -224,7 +222,7 @@ def _reusable(record: dict | None, key_set: KeySet, gen: Path) -> bool:
             and all((gen / f["path"]).is_file() for f in record["files"].values()))
 
 
-def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path], keys: RepoKeys,
+def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path], keys: Keys,
             previous_dirs: list[Path]) -> tuple[dict[str, list[dict]], dict[str, Path]]:
     """Put the keyring packages for `keys` into the generation being built (reused from a previous
     generation with the same keys, else built and signed) and return the channels and sources with

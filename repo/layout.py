@@ -1,4 +1,4 @@
-"""Where everything lives in a repository generation, and the small texts derived from it (pure code).
+"""Where everything lives in a repository root and a generation, and the channels (pure code).
 
 A repository root (`--repo-root`, default `build/repo`) holds::
 
@@ -9,6 +9,7 @@ A repository root (`--repo-root`, default `build/repo`) holds::
 and one generation holds, for every channel (`latest`, `testing`, `stable`)::
 
     keys/endura-archive-keyring.asc          the OpenPGP public key(s): what clients bootstrap with
+    keys/<name>.rsa.pub                      the apk RSA public key (for /etc/apk/keys/)
     keys/endura-archive-keyring.json, keys/packages/   the keyring packages (deb+rpm) carrying them (`repo.keyring`)
     apt/dists/<channel>/InRelease, Release, Release.gpg, main/binary-<arch>/Packages{,.gz,.xz},
                        main/binary-<arch>/by-hash/SHA256|SHA512/<digest>
@@ -19,38 +20,53 @@ and one generation holds, for every channel (`latest`, `testing`, `stable`)::
     rpm/endura-<channel>.zypper.repo         for zypper (/etc/zypp/repos.d/)
     arch/<channel>/<x86_64|aarch64>/*.pkg.tar.zst(.sig), endura.db(.sig), endura.files
     arch/endura-<channel>.pacman.conf        the [endura] section for /etc/pacman.conf
+    apk/<channel>/<x86_64|aarch64>/*.apk, APKINDEX.tar.gz (RSA-signed)   for /etc/apk/repositories
     tarball/<channel>/*.tar.gz(.sig), index.json, SHA256SUMS(.asc)
     channels/state.json(.asc), promotions.jsonl(.asc)   which version each channel holds, and how it got there
     install/index.md, install/<channel>/<target-id>.md   install guides (see `repo.guides`)
     generation.json                          what this generation holds and where it came from
+
+Each family's part of the tree (apt/, rpm/, arch/, apk/, tarball/) is defined by the family
+(`families.<name>.repository`); this module asks it (`artifact_paths`).
 """
 from __future__ import annotations
 
-import datetime as dt
-import email.utils
+import enum
 import re
-from typing import Iterable
+from typing import Any, Iterable
 
+from families import FAMILIES, published
+from families import KEY_FILE as KEY_FILE  # the key file is part of the layout too
 from toolbox.errors import EnduraError
 
-CHANNELS = ("latest", "testing", "stable")
-DEFAULT_CHANNEL = "latest"
+
+class Channel(str, enum.Enum):
+    """The channels, in promotion order: a build enters `latest`; the same bytes move to `testing`, then `stable`."""
+
+    LATEST = "latest"
+    TESTING = "testing"
+    STABLE = "stable"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def source(self) -> Channel | None:
+        """The channel a promotion into this one takes its builds from (None for `latest`)."""
+        order = list(Channel)
+        i = order.index(self)
+        return order[i - 1] if i else None
+
+
+#: the channel names, in promotion order (the exact on-disk strings)
+CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
+#: the channels a promotion can target (the signed channel state tracks these; `latest` is what publish put there)
+PROMOTED: tuple[str, ...] = CHANNELS[1:]
+DEFAULT_CHANNEL = Channel.LATEST.value
 DEFAULT_BASE_URL = "https://repo.endurasecurity.com"
 DEFAULT_VALID_DAYS = 7
 DEFAULT_KEEP = 5
-#: the families this module publishes (the apk index is not built yet)
-PUBLISHED_FAMILIES = ("deb", "rpm", "arch", "tgz")
 
-ORIGIN = "Endura"
-LABEL = "Endura Runtime Sensor"
-APT_COMPONENT = "main"
-#: our arch names are Debian's; rpm directories use the rpm names ($basearch)
-DEB_ARCH = {"amd64": "amd64", "arm64": "arm64"}
-RPM_ARCH = {"amd64": "x86_64", "arm64": "aarch64"}
-KEY_FILE = "keys/endura-archive-keyring.asc"
-APT_KEYRING = "/etc/apt/keyrings/endura-archive-keyring.asc"
-#: the same keys for dnf/yum/zypper (`gpgkey=`): installed by the endura-archive-keyring rpm (see `repo.keyring`)
-RPM_KEYRING = "/etc/pki/rpm-gpg/RPM-GPG-KEY-endura"
 GENERATION_FILE = "generation.json"
 #: the signed channel state and promotion log (written by `channels.promote`, carried by every publish)
 CHANNEL_RECORDS_DIR = "channels"
@@ -59,11 +75,10 @@ CURRENT = "current"
 BUILDING_PREFIX = ".building-"
 #: scratch space of a verification (Debian root, dnf roots) in the repository root, not served
 VERIFY_PREFIX = ".verify-"
-#: checksums in Packages and Release: SHA256 and SHA512 only (MD5/SHA1 are not trusted by apt)
-APT_HASHES = ("SHA256", "SHA512")
 
 
-# --- paths ------------------------------------------------------------------------------------
+def published_families() -> tuple[str, ...]:
+    return tuple(f.name for f in published())
 
 
 def check_channel(channel: str) -> str:
@@ -72,109 +87,13 @@ def check_channel(channel: str) -> str:
     return channel
 
 
-def apt_suite_dir(channel: str) -> str:
-    return f"apt/dists/{channel}"
-
-
-def deb_pool_path(file: str) -> str:
-    name = file.split("_", 1)[0]
-    return f"apt/pool/{APT_COMPONENT}/{name[0]}/{name}/{file}"
-
-
-def rpm_dir(channel: str, package_arch: str) -> str:
-    return f"rpm/{channel}/{package_arch}"
-
-
-def pacman_dir(channel: str, package_arch: str) -> str:
-    return f"arch/{channel}/{package_arch}"
-
-
-def tarball_dir(channel: str) -> str:
-    return f"tarball/{channel}"
-
-
-def detached_signature(artifact: dict) -> str | None:
-    sig = artifact.get("signature", "")
-    return sig.split(":", 1)[1] if sig.startswith("detached:") else None
-
-
 def artifact_paths(channel: str, artifact: dict) -> list[str]:
     """Relative paths (in a generation) of an artifact and of its detached signature, if any."""
-    family, file = artifact["family"], artifact["file"]
-    if family == "deb":
-        paths = [deb_pool_path(file)]
-    elif family == "rpm":
-        paths = [f"{rpm_dir(channel, artifact['package_arch'])}/packages/{file}"]
-    elif family == "arch":
-        paths = [f"{pacman_dir(channel, artifact['package_arch'])}/{file}"]
-    elif family == "tgz":
-        paths = [f"{tarball_dir(channel)}/{file}"]
-    else:
-        raise EnduraError(f"artifact {file} has family {family!r}, which is not published yet; "
-                          f"publish only {', '.join(PUBLISHED_FAMILIES)} (the apk index is still to do)")
-    sig = detached_signature(artifact)
-    if sig:
-        paths.append(paths[0].rsplit("/", 1)[0] + "/" + sig)
-    return paths
-
-
-# --- client configuration files ----------------------------------------------------------------
-
-
-def apt_sources(channel: str, base_url: str) -> str:
-    """deb822 source for /etc/apt/sources.list.d/endura-<channel>.sources (apt >= 1.1)."""
-    return (
-        f"Types: deb\n"
-        f"URIs: {base_url.rstrip('/')}/apt\n"
-        f"Suites: {channel}\n"
-        f"Components: {APT_COMPONENT}\n"
-        f"Signed-By: {APT_KEYRING}\n"
-    )
-
-
-def dnf_repo(channel: str, base_url: str) -> str:
-    """/etc/yum.repos.d/endura-<channel>.repo for dnf and yum: package and metadata signatures checked."""
-    url = base_url.rstrip("/")
-    return (
-        f"[endura-{channel}]\n"
-        f"name={LABEL} ({channel})\n"
-        f"baseurl={url}/rpm/{channel}/$basearch\n"
-        "enabled=1\n"
-        "gpgcheck=1\n"
-        "repo_gpgcheck=1\n"
-        f"gpgkey=file://{RPM_KEYRING}\n"
-        "metadata_expire=6h\n"
-    )
-
-
-def zypper_repo(channel: str, base_url: str) -> str:
-    """/etc/zypp/repos.d/endura-<channel>.repo for zypper (SLES, openSUSE Leap)."""
-    url = base_url.rstrip("/")
-    return (
-        f"[endura-{channel}]\n"
-        f"name={LABEL} ({channel})\n"
-        f"baseurl={url}/rpm/{channel}/$basearch\n"
-        "type=rpm-md\n"
-        "enabled=1\n"
-        "autorefresh=1\n"
-        "gpgcheck=1\n"
-        "repo_gpgcheck=1\n"
-        "pkg_gpgcheck=1\n"
-        f"gpgkey=file://{RPM_KEYRING}\n"
-    )
-
-
-# --- apt Release fields -------------------------------------------------------------------------
-
-
-def rfc2822(epoch: int) -> str:
-    """The date format of Release files: `Sat, 28 Nov 2026 22:00:00 UTC`."""
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%a, %d %b %Y %H:%M:%S UTC")
-
-
-def parse_rfc2822(text: str) -> int:
-    parsed = email.utils.parsedate_to_datetime(text.replace("UTC", "+0000"))
-    return int(parsed.timestamp())
+    family = FAMILIES.get(artifact["family"])
+    if family is None or not family.published:
+        raise EnduraError(f"artifact {artifact['file']} has family {artifact['family']!r}, which is not published; "
+                          f"publish only {', '.join(published_families())}")
+    return family.artifact_paths(channel, artifact)
 
 
 def next_date(now: float, previous: int | None) -> int:
@@ -183,81 +102,6 @@ def next_date(now: float, previous: int | None) -> int:
     if previous is not None and date <= previous:
         date = previous + 1
     return date
-
-
-def release_fields(text: str) -> dict[str, str]:
-    """The single-line fields of a Release/InRelease file (checksum lists are skipped)."""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("-----BEGIN PGP SIGNED"):
-            continue
-        if line.startswith("-----BEGIN PGP SIGNATURE"):
-            break
-        m = re.match(r"^([A-Za-z0-9-]+):\s*(.*)$", line)
-        if m and m.group(2):
-            fields[m.group(1)] = m.group(2)
-    return fields
-
-
-def release_checksums(text: str, hash_name: str) -> list[tuple[str, int, str]]:
-    """`(digest, size, path)` entries of one checksum list (e.g. `SHA256`) of a Release file."""
-    out: list[tuple[str, int, str]] = []
-    inside = False
-    for line in text.splitlines():
-        if not line.startswith(" "):
-            inside = line.rstrip() == f"{hash_name}:"
-            continue
-        if inside:
-            digest, size, path = line.split()
-            out.append((digest, int(size), path))
-    return out
-
-
-def apt_ftparchive_options(channel: str, *, date: int, valid_until: int, arches: Iterable[str]) -> list[str]:
-    """`-o` options for `apt-ftparchive release`: our fields, SHA256+SHA512 only, by-hash announced."""
-    opts = {
-        "APT::FTPArchive::MD5": "false",
-        "APT::FTPArchive::SHA1": "false",
-        "APT::FTPArchive::SHA256": "true",
-        "APT::FTPArchive::SHA512": "true",
-        "APT::FTPArchive::Release::Origin": ORIGIN,
-        "APT::FTPArchive::Release::Label": LABEL,
-        "APT::FTPArchive::Release::Suite": channel,
-        "APT::FTPArchive::Release::Codename": channel,
-        "APT::FTPArchive::Release::Architectures": " ".join(sorted(arches)),
-        "APT::FTPArchive::Release::Components": APT_COMPONENT,
-        "APT::FTPArchive::Release::Description": f"{LABEL} packages, channel {channel}",
-        "APT::FTPArchive::Release::Acquire-By-Hash": "yes",
-        "APT::FTPArchive::Release::Date": rfc2822(date),
-        # apt-ftparchive writes Valid-Until only when ValidTime is set; the exact value is ours
-        "APT::FTPArchive::Release::ValidTime": str(max(1, valid_until - date)),
-        "APT::FTPArchive::Release::Valid-Until": rfc2822(valid_until),
-    }
-    args: list[str] = []
-    for key, value in opts.items():
-        args += ["-o", f"{key}={value}"]
-    return args
-
-
-def packages_argv(arch: str) -> list[str]:
-    """`apt-ftparchive packages` for one architecture, run from the `apt/` directory."""
-    return ["apt-ftparchive", "-o", "APT::FTPArchive::MD5=false", "-o", "APT::FTPArchive::SHA1=false",
-            "--arch", arch, "packages", f"pool/{APT_COMPONENT}"]
-
-
-def release_argv(channel: str, *, date: int, valid_until: int, arches: Iterable[str]) -> list[str]:
-    """`apt-ftparchive release` for one suite, run from the `apt/` directory."""
-    return ["apt-ftparchive", *apt_ftparchive_options(channel, date=date, valid_until=valid_until, arches=arches),
-            "release", apt_suite_dir(channel).removeprefix("apt/")]
-
-
-def createrepo_argv(directory: str, *, revision: int) -> list[str]:
-    """createrepo_c for one channel and arch; timestamps from the publish date (reproducible)."""
-    return ["createrepo_c", "--quiet", "--no-database", "--revision", str(revision), "--set-timestamp-to-revision",
-            directory]
-
-
-# --- generations ----------------------------------------------------------------------------------
 
 
 def generation_name(number: int) -> str:
@@ -277,27 +121,17 @@ def generations_to_keep(numbers: Iterable[int], current: int | None, keep: int) 
     return kept
 
 
-# --- channel contents -------------------------------------------------------------------------------
-
 #: the manifest fields a generation records for each published artifact
-ARTIFACT_FIELDS = ("file", "family", "arch", "package_arch", "package_version", "version", "sha256", "size", "signature")
-
-
-def channel_entry(artifact: dict) -> dict:
-    return {k: artifact[k] for k in ARTIFACT_FIELDS if k in artifact}
-
-
-def merge_build(existing: list[dict], manifest: dict) -> tuple[list[dict], list[dict]]:
-    """Add a build's publishable artifacts to a channel's list: returns (merged list, newly added).
+def merge_build(existing: list[dict], build: Any) -> tuple[list[dict], list[dict]]:
+    """Add a build's artifacts (`release.manifest.Build`, already narrowed to the published families) to a
+    channel's list: returns (merged list, newly added).
 
     Publishing the same build twice adds nothing; a file name that is already published with other
     bytes is refused (a published version is immutable)."""
     by_file = {a["file"]: a for a in existing}
     added: list[dict] = []
-    for artifact in manifest["artifacts"]:
-        if artifact["family"] not in PUBLISHED_FAMILIES:
-            continue
-        entry = channel_entry(artifact)
+    for artifact in build.artifacts:
+        entry = artifact.entry()
         old = by_file.get(entry["file"])
         if old is None:
             by_file[entry["file"]] = entry

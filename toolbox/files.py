@@ -1,9 +1,20 @@
-"""Small file helpers shared by the tooling: content digests and atomic writes."""
+"""Small file helpers shared by the tooling: where the repository and the cache are, content digests, atomic writes."""
 from __future__ import annotations
 
 import hashlib
 import os
 from pathlib import Path
+
+#: the top of the source tree (the one definition: every module asks this one)
+REPO_TOP = Path(__file__).resolve().parents[1]
+
+
+def cache_dir() -> Path:
+    """$ENDURA_CACHE_DIR, else $XDG_CACHE_HOME/endura (~/.cache/endura): development keys, tools built once, roots."""
+    base = os.environ.get("ENDURA_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "endura"
+    )
+    return Path(base)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from release.signing import cache_dir
 from tests.integration.guidetools import extract_root, stop_gpg_agents_in, without_network_sources
 from tests.integration.pkgtools import build_dist
+from toolbox.files import cache_dir
 from toolbox.run import run
 from toolbox.tools import require
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from channels import evidence, records
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
 from release.version import Version, format_version
 from repo import layout, verify
 from repo.generations import RepoRoot
@@ -184,13 +186,13 @@ def test_apt_and_dnf_clients_see_each_channels_version(flow, channel, versions, 
     deb = [format_version(Version.parse(v), "deb") + "-1" for v in versions]
     rpm = format_version(Version.parse(versions[-1]), "rpm")
     with verify.serve(cur) as url:
-        verify.configure_apt(debian_root, (cur / "apt" / f"endura-{channel}.sources").read_text(), cur / layout.KEY_FILE, url)
-        verify.apt_get(debian_root, "update")
+        debrepo.configure_apt(debian_root, (cur / "apt" / f"endura-{channel}.sources").read_text(), cur / layout.KEY_FILE, url)
+        debrepo.apt_get(debian_root, "update")
         assert madison(debian_root) == sorted(deb)
-        verify.apt_get(debian_root, "install", "--no-install-recommends", "endura-sensor")
-        assert verify.chroot(debian_root, "endura-sensor", "--version").stdout.strip() == f"endura-sensor {versions[-1]}"
-        conf = verify.dnf_config(tmp_path / "dnf", (cur / "rpm" / f"endura-{channel}.repo").read_text(), url)
-        out = run(verify.dnf_argv(conf, tmp_path / "rpmroot", "repoquery", "--qf", "%{version}",
+        debrepo.apt_get(debian_root, "install", "--no-install-recommends", "endura-sensor")
+        assert debrepo.chroot(debian_root, "endura-sensor", "--version").stdout.strip() == f"endura-sensor {versions[-1]}"
+        conf = rpmrepo.dnf_config(tmp_path / "dnf", (cur / "rpm" / f"endura-{channel}.repo").read_text(), url)
+        out = run(rpmrepo.dnf_argv(conf, tmp_path / "rpmroot", "repoquery", "--qf", "%{version}",
                                          "endura-sensor"), timeout=600).stdout
     assert out.split()[-1] == rpm and sorted(set(out.split())) == sorted({format_version(Version.parse(v), "rpm")
                                                                           for v in versions})

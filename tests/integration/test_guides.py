@@ -9,7 +9,7 @@ The dnf guide (RHEL 9) runs in the same kind of root: dnf and rpm there are Debi
 the same as the host's `dnf --installroot` uses, run with the root as their system instead of through
 --installroot, so the guide's commands need no rewriting (`/etc/yum.repos.d`, `rpm --import`, `dnf install`
 all act on the root). The one adaptation: RHEL's own python3 and libbpf packages are stood in for by a
-file-less rpm that provides them (`repo.verify.dependency_shim()`), installed into the root's rpm database
+file-less rpm that provides them (`repo.rpmrepo.dependency_shim()`), installed into the root's rpm database
 before the guide runs.
 """
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Iterator
 
 import pytest
 
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
 from repo import layout, verify
 from repo.guides import sh_blocks
 from tests.integration.guidetools import follow
@@ -76,22 +78,22 @@ def test_debian_12_guide_followed_verbatim(served, host):
     check = next(r for r in ran if r.block.strip() == "endura-sensor check")
     assert "tier" in check.output, check.output
     # the uninstall block ran last: the package is removed (its configuration kept: "rc"), source and key are gone
-    status = verify.chroot(host, "dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "endura-sensor").stdout
+    status = debrepo.chroot(host, "dpkg-query", "-W", "-f", "${db:Status-Abbrev}", "endura-sensor").stdout
     assert status.startswith("rc"), status
     assert not (host / "usr/bin/endura-sensor").exists()
     assert not (host / "etc/apt/sources.list.d/endura-latest.sources").exists()
-    assert not (host / layout.APT_KEYRING.lstrip("/")).exists()
+    assert not (host / debrepo.APT_KEYRING.lstrip("/")).exists()
 
 
 def test_rhel_9_dnf_guide_followed_verbatim(served, host):
     guide = (served[0] / "current/install/latest/rhel-9.md").read_text()
     assert "repo_gpgcheck=1" in guide and "gpgcheck=1" in guide
-    run(["cp", str(verify.dependency_shim()), str(host / "tmp/shim.rpm")])
-    verify.chroot(host, "rpm", "--nodeps", "--noscripts", "-i", "/tmp/shim.rpm")
+    run(["cp", str(rpmrepo.dependency_shim()), str(host / "tmp/shim.rpm")])
+    debrepo.chroot(host, "rpm", "--nodeps", "--noscripts", "-i", "/tmp/shim.rpm")
     ran = follow(host, guide)
     outputs = "\n".join(r.output for r in ran)
     assert "endura-sensor 1.0.1" in outputs, outputs[-3000:]
     # the uninstall block ran last: package, .repo file and imported key are gone
-    assert verify.chroot(host, "rpm", "-q", "endura-sensor", check=False).returncode != 0
-    assert verify.chroot(host, "rpm", "-q", "gpg-pubkey", check=False).returncode != 0
+    assert debrepo.chroot(host, "rpm", "-q", "endura-sensor", check=False).returncode != 0
+    assert debrepo.chroot(host, "rpm", "-q", "gpg-pubkey", check=False).returncode != 0
     assert not (host / "etc/yum.repos.d/endura-latest.repo").exists()

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
 from repo import keyring, layout, verify
 from tests.integration.pkgtools import build_dist, new_secret_key
 from tests.integration.test_publish import BASE_URL, REPO, _stop_gpg_agents  # noqa: F401 (autouse fixture)
@@ -71,18 +73,18 @@ class AptClient:
     def __init__(self, root: Path, tar: Path, gen: Path, url: str) -> None:
         root.mkdir()
         run(["tar", "-C", str(root), "-xf", str(tar)])
-        verify.configure_apt(root, (gen / "apt/endura-latest.sources").read_text(), gen / layout.KEY_FILE, url)
+        debrepo.configure_apt(root, (gen / "apt/endura-latest.sources").read_text(), gen / layout.KEY_FILE, url)
         self.root = root
 
     def apt(self, *args: str, check: bool = True):
-        return verify.apt_get(self.root, *args, check=check)
+        return debrepo.apt_get(self.root, *args, check=check)
 
     def version(self, package: str) -> str:
-        return verify.chroot(self.root, "dpkg-query", "-W", "-f", "${Version}", package).stdout.strip()
+        return debrepo.chroot(self.root, "dpkg-query", "-W", "-f", "${Version}", package).stdout.strip()
 
     @property
     def key_file(self) -> Path:
-        return self.root / layout.APT_KEYRING.lstrip("/")
+        return self.root / debrepo.APT_KEYRING.lstrip("/")
 
 
 class DnfClient:
@@ -90,14 +92,14 @@ class DnfClient:
 
     def __init__(self, work: Path, gen: Path, url: str) -> None:
         self.root = work / "root"
-        verify.prepare_rpm_root(self.root)
+        rpmrepo.prepare_rpm_root(self.root)
         self.key_file.parent.mkdir(parents=True)
         shutil.copyfile(gen / layout.KEY_FILE, self.key_file)  # the install guide's bootstrap
-        self.conf = verify.dnf_config(work / "dnf", (gen / "rpm/endura-latest.repo").read_text(), url, root=self.root)
+        self.conf = rpmrepo.dnf_config(work / "dnf", (gen / "rpm/endura-latest.repo").read_text(), url, root=self.root)
 
     def dnf(self, *args: str, check: bool = True):
         # --refresh: the .repo's metadata_expire (6h) would otherwise keep the cached repomd.xml
-        return run(verify.dnf_argv(self.conf, self.root, "--refresh", "--setopt=tsflags=noscripts", *args),
+        return run(rpmrepo.dnf_argv(self.conf, self.root, "--refresh", "--setopt=tsflags=noscripts", *args),
                    check=check, timeout=600)
 
     def version(self, package: str) -> str:
@@ -105,7 +107,7 @@ class DnfClient:
 
     @property
     def key_file(self) -> Path:
-        return self.root / layout.RPM_KEYRING.lstrip("/")
+        return self.root / rpmrepo.RPM_KEYRING.lstrip("/")
 
 
 def test_rotation_reaches_clients_as_a_keyring_upgrade(tmp_path, two_keys, debian_rootfs_tar):
@@ -130,12 +132,12 @@ def test_rotation_reaches_clients_as_a_keyring_upgrade(tmp_path, two_keys, debia
             client.apt("install", "--no-install-recommends", "endura-archive-keyring", "endura-sensor")
             assert client.version("endura-archive-keyring") == f"{v1['version']}-1"
             # the package took over the hand-placed key file the .sources Signed-By names
-            owner = verify.chroot(client.root, "dpkg", "-S", layout.APT_KEYRING).stdout
+            owner = debrepo.chroot(client.root, "dpkg", "-S", debrepo.APT_KEYRING).stdout
             assert owner.startswith("endura-archive-keyring:"), owner
         for client in (dnf_up, dnf_stale):
             client.dnf("install", "endura-archive-keyring", "endura-sensor")
             assert client.version("endura-archive-keyring") == f"{v1['version']}-1"
-            owner = run(["rpm", "--root", str(client.root), "-qf", layout.RPM_KEYRING]).stdout
+            owner = run(["rpm", "--root", str(client.root), "-qf", rpmrepo.RPM_KEYRING]).stdout
             assert owner.startswith("endura-archive-keyring-"), owner
 
         # 2. rotation starts: co-signed by the new key; keyring v2 (both keys, still signed by the old key)

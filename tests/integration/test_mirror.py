@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from channels import mirror
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
 from release.signing import resolve_key, verify_detached
-from repo import layout, mirror, verify
+from repo import layout, verify
 from tests.integration.guidetools import follow
 from tests.integration.test_publish import apt_client
+from toolbox import dates
 from toolbox.errors import EnduraError
 from toolbox.run import run
 
@@ -90,11 +94,11 @@ def test_bundle_holds_one_channel_signed_and_re_dated(bundle, tmp_path):
     on_disk = {str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file()} - {"SHA256SUMS", "SHA256SUMS.asc"}
     assert listed == on_disk
     # the published suite has expired; the bundle's copy is re-signed with a year's window, same indexes
-    published = layout.release_fields((bundle["repo"] / "current/apt/dists/latest/InRelease").read_text())
-    offline = layout.release_fields((tree / "apt/dists/latest/InRelease").read_text())
-    assert layout.parse_rfc2822(published["Valid-Until"]) < time.time()
-    date, until = layout.parse_rfc2822(offline["Date"]), layout.parse_rfc2822(offline["Valid-Until"])
-    assert until - date == mirror.DEFAULT_VALID_DAYS * 86400 and date > layout.parse_rfc2822(published["Date"])
+    published = debrepo.release_fields((bundle["repo"] / "current/apt/dists/latest/InRelease").read_text())
+    offline = debrepo.release_fields((tree / "apt/dists/latest/InRelease").read_text())
+    assert dates.parse_rfc2822(published["Valid-Until"]) < time.time()
+    date, until = dates.parse_rfc2822(offline["Date"]), dates.parse_rfc2822(offline["Valid-Until"])
+    assert until - date == mirror.DEFAULT_VALID_DAYS * 86400 and date > dates.parse_rfc2822(published["Date"])
     assert (tree / "apt/dists/latest/main/binary-amd64/Packages").read_bytes() == \
         (bundle["repo"] / "current/apt/dists/latest/main/binary-amd64/Packages").read_bytes()
     assert "URIs: file:///srv/endura/apt" in (tree / "apt/endura-latest.sources").read_text()
@@ -108,7 +112,7 @@ def test_published_suite_is_expired_for_apt(bundle, debian_root):
     """Why the bundle re-signs: apt refuses the published suite once its Valid-Until has passed."""
     with verify.serve(bundle["repo"] / "current") as url:
         client = apt_client(debian_root, bundle["repo"] / "current", url)
-        proc = verify.apt_get(client, "update", check=False)
+        proc = debrepo.apt_get(client, "update", check=False)
     assert proc.returncode != 0 and "expired" in (proc.stdout + proc.stderr), proc.stdout + proc.stderr
 
 
@@ -120,8 +124,8 @@ def test_offline_install_with_apt_and_dnf_from_file_urls(bundle, host):
     assert "endura-sensor 1.0.1" in outputs and "file:/srv/endura/apt latest InRelease" in outputs, outputs[-3000:]
     assert "curl" not in "\n".join(r.block for r in ran), "the offline guide needs no network tool"
 
-    run(["cp", str(verify.dependency_shim()), str(host / "tmp/shim.rpm")])
-    verify.chroot(host, "rpm", "--nodeps", "--noscripts", "-i", "/tmp/shim.rpm")
+    run(["cp", str(rpmrepo.dependency_shim()), str(host / "tmp/shim.rpm")])
+    debrepo.chroot(host, "rpm", "--nodeps", "--noscripts", "-i", "/tmp/shim.rpm")
     ran = follow(host, (host / "srv/endura/install/latest/rhel-9.md").read_text())
     outputs = "\n".join(r.output for r in ran)
     assert "endura-sensor 1.0.1" in outputs and "Importing GPG key" in outputs, outputs[-3000:]
@@ -140,11 +144,11 @@ def test_tampered_deb_in_the_bundle_makes_apt_fail(bundle, host):
 def test_tampered_rpm_or_repomd_in_the_bundle_makes_dnf_fail(bundle, host, pattern, error):
     unpack_into(host, Path(bundle["path"]))
     flip_byte(next((host / "srv/endura/rpm/latest/x86_64").rglob(pattern)))
-    run(["cp", str(verify.dependency_shim()), str(host / "tmp/shim.rpm")])
-    verify.chroot(host, "rpm", "--nodeps", "--noscripts", "-i", "/tmp/shim.rpm")
+    run(["cp", str(rpmrepo.dependency_shim()), str(host / "tmp/shim.rpm")])
+    debrepo.chroot(host, "rpm", "--nodeps", "--noscripts", "-i", "/tmp/shim.rpm")
     with pytest.raises(AssertionError, match=error):
         follow(host, (host / "srv/endura/install/latest/rhel-9.md").read_text())
-    assert verify.chroot(host, "rpm", "-q", "endura-sensor", check=False).returncode != 0
+    assert debrepo.chroot(host, "rpm", "-q", "endura-sensor", check=False).returncode != 0
 
 
 def test_tampered_tar_fails_the_install_md_checks(bundle, host, tmp_path):

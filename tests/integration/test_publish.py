@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from families import clients
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
 from repo import layout, verify
+from toolbox import dates
 from toolbox.files import sha256_file
 from toolbox.run import run
 from toolbox.tools import require
@@ -40,12 +44,12 @@ def publish(root: Path, *args: str, check: bool = True) -> tuple[dict | None, su
 
 def apt_client(debian_root: Path, gen: Path, url: str, channel: str = "latest") -> Path:
     """A Debian root whose only source is the generated .sources file, pointed at `url`."""
-    verify.configure_apt(debian_root, (gen / "apt" / f"endura-{channel}.sources").read_text(), gen / layout.KEY_FILE, url)
+    debrepo.configure_apt(debian_root, (gen / "apt" / f"endura-{channel}.sources").read_text(), gen / layout.KEY_FILE, url)
     return debian_root
 
 
 def madison(root: Path) -> list[str]:
-    out = verify.chroot(root, "apt-cache", "madison", "endura-sensor").stdout
+    out = debrepo.chroot(root, "apt-cache", "madison", "endura-sensor").stdout
     return sorted(line.split("|")[1].strip() for line in out.splitlines() if "|" in line)
 
 
@@ -57,7 +61,7 @@ def snapshot(tree: Path) -> dict[str, str]:
 def _stop_gpg_agents(tmp_path):
     """dnf (librepo) and pacman-key start gpg-agents for their keyrings: stop the ones below this test's tmp_path."""
     yield
-    verify.stop_gpg_agents(tmp_path)
+    clients.stop_gpg_agents(tmp_path)
 
 
 _PUBLISHED: dict[str, Path] = {}
@@ -93,20 +97,20 @@ def test_tree_layout_and_release_fields(published):
     for name in ("InRelease", "Release", "Release.gpg", "main/binary-amd64/Packages.xz", "main/binary-arm64/Packages.gz"):
         assert (suite / name).is_file(), name
     release = (suite / "Release").read_text()
-    fields = layout.release_fields(release)
+    fields = debrepo.release_fields(release)
     assert fields["Suite"] == "latest" and fields["Acquire-By-Hash"] == "yes"
     assert fields["Architectures"] == "amd64 arm64"
     assert "MD5Sum:" not in release and "SHA1:" not in release and "SHA256:" in release and "SHA512:" in release
     assert "MD5sum:" not in (suite / "main/binary-amd64/Packages").read_text()
-    date, until = layout.parse_rfc2822(fields["Date"]), layout.parse_rfc2822(fields["Valid-Until"])
+    date, until = dates.parse_rfc2822(fields["Date"]), dates.parse_rfc2822(fields["Valid-Until"])
     assert until - date == layout.DEFAULT_VALID_DAYS * 86400
-    old = layout.release_fields((published / "generations/000001/apt/dists/latest/Release").read_text())
-    assert layout.parse_rfc2822(old["Date"]) < date, "Date moves forward"
+    old = debrepo.release_fields((published / "generations/000001/apt/dists/latest/Release").read_text())
+    assert dates.parse_rfc2822(old["Date"]) < date, "Date moves forward"
     # every index has its by-hash copies, and generation 1's indexes are still there by hash
-    for digest, _size, rel in layout.release_checksums(release, "SHA512"):
+    for digest, _size, rel in debrepo.release_checksums(release, "SHA512"):
         assert (suite / os.path.dirname(rel) / "by-hash/SHA512" / digest).is_file()
     old_release = (published / "generations/000001/apt/dists/latest/Release").read_text()
-    for digest, _size, rel in layout.release_checksums(old_release, "SHA256"):
+    for digest, _size, rel in debrepo.release_checksums(old_release, "SHA256"):
         assert (suite / os.path.dirname(rel) / "by-hash/SHA256" / digest).is_file()
     sources = (cur / "apt/endura-latest.sources").read_text()
     assert f"URIs: {BASE_URL}/apt" in sources and "Signed-By: /etc/apt/keyrings/endura-archive-keyring.asc" in sources
@@ -133,20 +137,20 @@ def test_tree_layout_and_release_fields(published):
 def test_apt_get_installs_from_the_published_repo(published, debian_root):
     with verify.serve(published / "current") as url:
         root = apt_client(debian_root, published / "current", url)
-        verify.apt_get(root, "update")
+        debrepo.apt_get(root, "update")
         assert madison(root) == ["1.0.0-1", "1.0.1-1"]
-        verify.apt_get(root, "install", "--no-install-recommends", "endura-sensor")
-    assert verify.chroot(root, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
+        debrepo.apt_get(root, "install", "--no-install-recommends", "endura-sensor")
+    assert debrepo.chroot(root, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
 
 
 def test_dnf_installs_with_repo_gpgcheck(published, debian_root, tmp_path):
     """dnf into the Debian root (a real python3 for the launcher) through the generated .repo file."""
-    verify.prepare_rpm_root(debian_root)
+    rpmrepo.prepare_rpm_root(debian_root)
     with verify.serve(published / "current") as url:
-        conf = verify.dnf_config(tmp_path / "dnf", (published / "current/rpm/endura-latest.repo").read_text(), url)
+        conf = rpmrepo.dnf_config(tmp_path / "dnf", (published / "current/rpm/endura-latest.repo").read_text(), url)
         assert "repo_gpgcheck=1" in (tmp_path / "dnf/repos.d/endura.repo").read_text()
-        run(verify.dnf_argv(conf, debian_root, "install", "endura-sensor"), timeout=600)
-    assert verify.chroot(debian_root, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
+        run(rpmrepo.dnf_argv(conf, debian_root, "install", "endura-sensor"), timeout=600)
+    assert debrepo.chroot(debian_root, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
 
 
 def test_publishing_the_same_build_again_changes_nothing(published, dist_v2):
@@ -197,7 +201,7 @@ def test_verification_fails_on_a_bad_generation_before_any_switch(published, tmp
     data[-100] ^= 1
     deb.write_bytes(bytes(data))
     with verify.serve(gen) as url, pytest.raises(EnduraError, match="apt-get"):
-        verify.verify_apt(gen, "latest", url, tmp_path / "work", None)
+        debrepo.verify_apt(gen, "latest", url, tmp_path / "work", None)
 
 
 # --- rollback and the Date that only moves forward -------------------------------------------------------
@@ -209,14 +213,14 @@ def test_rollback_republishes_the_previous_content_and_reaches_apt_clients(tmp_p
     publish(root, "--dist", str(dist_v2), "--no-verify")
     with verify.serve(root / "current") as url:
         client = apt_client(debian_root, root / "current", url)
-        verify.apt_get(client, "update")
+        debrepo.apt_get(client, "update")
         assert madison(client) == ["1.0.0-1", "1.0.1-1"]
 
         result, proc = publish(root, "--rollback", "--no-verify")
         assert result["generation"] == 3 and result["action"] == "rollback"
         state = json.loads((root / "current/generation.json").read_text())
         assert state["restores"] == 1 and state["channels"] == json.loads((root / "generations/000001/generation.json").read_text())["channels"]
-        verify.apt_get(client, "update")
+        debrepo.apt_get(client, "update")
         assert madison(client) == ["1.0.0-1"], "the rolled-back index reached the client"
         # generation 1 had no previous content: a second rollback has nowhere to go
         _, proc = publish(root, "--rollback", "--no-verify", check=False)
@@ -227,12 +231,12 @@ def test_rollback_republishes_the_previous_content_and_reaches_apt_clients(tmp_p
 def test_refresh_renews_valid_until_and_moves_date_forward(tmp_path, dist_v1):
     root = tmp_path / "repo"
     publish(root, "--dist", str(dist_v1), "--no-verify", "--date", str(int(time.time()) + 3600))
-    first = layout.release_fields((root / "current/apt/dists/latest/InRelease").read_text())
+    first = debrepo.release_fields((root / "current/apt/dists/latest/InRelease").read_text())
     result, _ = publish(root, "--refresh", "--no-verify")  # now < the previous Date: Date still moves forward
-    second = layout.release_fields((root / "current/apt/dists/latest/InRelease").read_text())
+    second = debrepo.release_fields((root / "current/apt/dists/latest/InRelease").read_text())
     assert result["action"] == "refresh"
-    assert layout.parse_rfc2822(second["Date"]) == layout.parse_rfc2822(first["Date"]) + 1
-    assert layout.parse_rfc2822(second["Valid-Until"]) > layout.parse_rfc2822(first["Valid-Until"])
+    assert dates.parse_rfc2822(second["Date"]) == dates.parse_rfc2822(first["Date"]) + 1
+    assert dates.parse_rfc2822(second["Valid-Until"]) > dates.parse_rfc2822(first["Valid-Until"])
 
 
 def test_pruning_keeps_the_newest_generations(tmp_path, dist_v1):
@@ -271,7 +275,7 @@ def test_killed_publisher_leaves_the_previous_generation_served_intact(tmp_path,
     assert snapshot(root / "current") == before, "the served generation was not touched"
     with verify.serve(root / "current") as url:
         client = apt_client(debian_root, root / "current", url)
-        verify.apt_get(client, "update")
+        debrepo.apt_get(client, "update")
         assert madison(client) == ["1.0.0-1"]
     # the next publish cleans up what the killed one left and completes
     leftovers = [p.name for p in (root / "generations").iterdir() if p.name.startswith(".")] + \

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from repo import indexcache, layout, verify
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
+from repo import indexcache, verify
 from tests.integration.test_publish import _stop_gpg_agents, apt_client, madison, publish  # noqa: F401 (autouse fixture)
 from toolbox.files import sha256_file
 from toolbox.run import run
@@ -52,13 +54,13 @@ def test_a_stale_apt_cache_is_caught_and_the_index_rebuilt(tmp_path, dist_v1, di
     assert "apt-ftparchive's cache" in proc.stderr and "disagrees with the manifests" in proc.stderr, proc.stderr
     packages = (root / "current/apt/dists/latest/main/binary-amd64/Packages").read_text()
     listed = indexcache.packages_listed(packages)
-    assert listed[layout.deb_pool_path(deb.name).removeprefix("apt/")] == (sha256_file(deb), deb.stat().st_size)
+    assert listed[debrepo.deb_pool_path(deb.name).removeprefix("apt/")] == (sha256_file(deb), deb.stat().st_size)
     with verify.serve(root / "current") as url:
         client = apt_client(debian_root, root / "current", url)
-        verify.apt_get(client, "update")
+        debrepo.apt_get(client, "update")
         assert madison(client) == ["1.0.0-1", "1.0.1-1"]
-        verify.apt_get(client, "install", "--no-install-recommends", "endura-sensor")  # apt checks the .deb's hash
-    assert verify.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
+        debrepo.apt_get(client, "install", "--no-install-recommends", "endura-sensor")  # apt checks the .deb's hash
+    assert debrepo.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
 
 
 def test_createrepo_metadata_that_disagrees_is_not_reused(tmp_path, dist_v1, dist_v2, debian_root):
@@ -77,11 +79,11 @@ def test_createrepo_metadata_that_disagrees_is_not_reused(tmp_path, dist_v1, dis
     assert "createrepo_c --update reused metadata" in proc.stderr and "disagrees with the manifests" in proc.stderr, proc.stderr
     listed = indexcache.repodata_listed(root / "current/rpm/latest/x86_64")
     assert good in {digest for digest, _size in listed.values()} and "0" * 64 not in {d for d, _ in listed.values()}
-    verify.prepare_rpm_root(debian_root)
+    rpmrepo.prepare_rpm_root(debian_root)
     with verify.serve(root / "current") as url:
-        conf = verify.dnf_config(tmp_path / "dnf", (root / "current/rpm/endura-latest.repo").read_text(), url)
+        conf = rpmrepo.dnf_config(tmp_path / "dnf", (root / "current/rpm/endura-latest.repo").read_text(), url)
         # dnf checks each package against the checksum in primary
-        run(verify.dnf_argv(conf, debian_root, "--setopt=tsflags=noscripts", "install", "endura-sensor-1.0.0"), timeout=600)
+        run(rpmrepo.dnf_argv(conf, debian_root, "--setopt=tsflags=noscripts", "install", "endura-sensor-1.0.0"), timeout=600)
     assert run(["rpm", "--root", str(debian_root), "-q", "endura-sensor"]).stdout.startswith("endura-sensor-1.0.0-1")
 
 

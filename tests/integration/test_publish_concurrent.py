@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
 from repo import verify
 from tests.integration.test_publish import _stop_gpg_agents, apt_client, publish  # noqa: F401 (autouse fixture)
 from toolbox.run import run
@@ -21,7 +23,7 @@ def test_clients_polling_during_publishes_see_no_errors(tmp_path, dist_v1, dist_
     root = tmp_path / "repo"
     publish(root, "--dist", str(dist_v1), "--no-verify")
     rpm_root = tmp_path / "rpm-root"
-    verify.prepare_rpm_root(rpm_root)
+    rpmrepo.prepare_rpm_root(rpm_root)
     stop = threading.Event()
     errors: list[str] = []
     cycles = {"apt": 0, "dnf": 0}
@@ -36,10 +38,10 @@ def test_clients_polling_during_publishes_see_no_errors(tmp_path, dist_v1, dist_
 
     with verify.serve(root / "current") as url:
         client = apt_client(debian_root, root / "current", url)
-        conf = verify.dnf_config(tmp_path / "dnf", (root / "current/rpm/endura-latest.repo").read_text(), url)
-        apt_steps = [lambda: verify.apt_get(client, "update", check=False),
-                     lambda: verify.chroot(client, "sh", "-c", "cd /tmp && apt-get -q -y download endura-sensor", check=False)]
-        dnf_steps = [lambda: run(verify.dnf_argv(conf, rpm_root, "--refresh", "--downloadonly", "install", "endura-sensor"),
+        conf = rpmrepo.dnf_config(tmp_path / "dnf", (root / "current/rpm/endura-latest.repo").read_text(), url)
+        apt_steps = [lambda: debrepo.apt_get(client, "update", check=False),
+                     lambda: debrepo.chroot(client, "sh", "-c", "cd /tmp && apt-get -q -y download endura-sensor", check=False)]
+        dnf_steps = [lambda: run(rpmrepo.dnf_argv(conf, rpm_root, "--refresh", "--downloadonly", "install", "endura-sensor"),
                                  check=False, timeout=300)]
         threads = [threading.Thread(target=loop, args=("apt", apt_steps)), threading.Thread(target=loop, args=("dnf", dnf_steps))]
         for t in threads:
@@ -69,28 +71,27 @@ def test_clients_holding_the_previous_index_still_download_after_a_switch(tmp_pa
     import re
     import urllib.request
 
-    from repo import layout
 
     root = tmp_path / "repo"
     publish(root, "--dist", str(dist_v1), "--no-verify")
     publish(root, "--dist", str(dist_v2), "--no-verify")
     rpm_root = tmp_path / "rpm-root"
-    verify.prepare_rpm_root(rpm_root)
+    rpmrepo.prepare_rpm_root(rpm_root)
     with verify.serve(root / "current") as url:
         client = apt_client(debian_root, root / "current", url)
-        verify.apt_get(client, "update")
-        conf = verify.dnf_config(tmp_path / "dnf", (root / "current/rpm/endura-latest.repo").read_text(), url)
-        run(verify.dnf_argv(conf, rpm_root, "makecache"), timeout=300)
+        debrepo.apt_get(client, "update")
+        conf = rpmrepo.dnf_config(tmp_path / "dnf", (root / "current/rpm/endura-latest.repo").read_text(), url)
+        run(rpmrepo.dnf_argv(conf, rpm_root, "makecache"), timeout=300)
         held = (root / "current/apt/dists/latest/InRelease").read_text()
 
         publish(root, "--rollback", "--no-verify")
         assert "1.0.1" not in (root / "current/apt/dists/latest/main/binary-amd64/Packages").read_text()
 
-        verify.apt_get(client, "install", "--no-install-recommends", "endura-sensor")
-        assert verify.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
-        run(verify.dnf_argv(conf, rpm_root, "--setopt=tsflags=noscripts", "install", "endura-sensor"), timeout=300)
+        debrepo.apt_get(client, "install", "--no-install-recommends", "endura-sensor")
+        assert debrepo.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
+        run(rpmrepo.dnf_argv(conf, rpm_root, "--setopt=tsflags=noscripts", "install", "endura-sensor"), timeout=300)
         assert run(["rpm", "--root", str(rpm_root), "-q", "endura-sensor"]).stdout.startswith("endura-sensor-1.0.1-1")
-        for digest, _size, rel in layout.release_checksums(held, "SHA256"):
+        for digest, _size, rel in debrepo.release_checksums(held, "SHA256"):
             by_hash = f"{url}/apt/dists/latest/{rel.rsplit('/', 1)[0]}/by-hash/SHA256/{digest}"
             with urllib.request.urlopen(by_hash) as resp:
                 assert resp.status == 200

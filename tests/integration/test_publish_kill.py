@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from families.deb import repository as debrepo
 from repo import verify
 from tests.integration.test_publish import BASE_URL, REPO, _stop_gpg_agents, apt_client, madison, publish, snapshot  # noqa: F401
 from toolbox.tools import require
@@ -113,10 +114,10 @@ def test_kill_9_at_each_step_leaves_the_previous_generation_served(step, tmp_pat
         expected = ["1.0.0-1"]
     with verify.serve(root / "current") as url:
         client = apt_client(debian_root, root / "current", url)
-        verify.apt_get(client, "update")
+        debrepo.apt_get(client, "update")
         assert madison(client) == expected
-        verify.apt_get(client, "install", "--no-install-recommends", "endura-sensor")
-    installed = verify.chroot(client, "endura-sensor", "--version").stdout.strip()
+        debrepo.apt_get(client, "install", "--no-install-recommends", "endura-sensor")
+    installed = debrepo.chroot(client, "endura-sensor", "--version").stdout.strip()
     assert installed == f"endura-sensor {expected[-1].removesuffix('-1')}"
 
     # the next publish removes what the killed one left and completes
@@ -127,5 +128,5 @@ def test_kill_9_at_each_step_leaves_the_previous_generation_served(step, tmp_pat
     assert os.readlink(root / "current") == f"generations/{result['generation']:06d}"
     assert _leftovers(root) == [], _leftovers(root)
     with verify.serve(root / "current") as url:
-        verify.apt_get(apt_client(debian_root, root / "current", url), "update")
+        debrepo.apt_get(apt_client(debian_root, root / "current", url), "update")
         assert madison(client) == ["1.0.0-1", "1.0.1-1"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from families.deb import repository as debrepo
 from repo import verify
 from tests.integration.pkgtools import build_dist, new_secret_key, run_module
 from tests.integration.test_publish import BASE_URL, REPO, _stop_gpg_agents, apt_client, madison, snapshot  # noqa: F401
@@ -91,10 +92,10 @@ def test_publish_to_a_remote_host_over_rsync_and_ssh(tmp_path, sshd, release_env
     assert snapshot(host_root / "current") == snapshot(mirror / "current")
     with verify.serve(host_root / "current") as url:
         client = apt_client(debian_root, host_root / "current", url)
-        verify.apt_get(client, "update")
+        debrepo.apt_get(client, "update")
         assert madison(client) == ["2.0.0-1"]
-        verify.apt_get(client, "install", "--no-install-recommends", "endura-sensor")
-    assert verify.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 2.0.0"
+        debrepo.apt_get(client, "install", "--no-install-recommends", "endura-sensor")
+    assert debrepo.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 2.0.0"
 
     _publish(mirror, env, "--refresh", "--target", target)
     assert os.readlink(host_root / "current") == "generations/000002"

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
 from repo import layout, verify
 from tests.integration.pkgtools import build_dist, new_secret_key
 from tests.integration.test_publish import BASE_URL, REPO, _stop_gpg_agents, apt_client  # noqa: F401 (autouse fixture)
@@ -60,15 +62,15 @@ def test_rotation_cosigns_metadata_for_clients_of_either_key(tmp_path, two_keys,
         _export(home, fpr, gen / layout.KEY_FILE)  # a client that trusts only this key
         client_root = debian_root if who == "old" else _fresh_root(tmp_path / "root-new")
         rpm_root = tmp_path / f"rpm-{who}"
-        verify.prepare_rpm_root(rpm_root)
+        rpmrepo.prepare_rpm_root(rpm_root)
         with verify.serve(gen) as url:
             client = apt_client(client_root, gen, url)
-            verify.apt_get(client, "update")
-            verify.apt_get(client, "install", "--no-install-recommends", "endura-sensor")
-            assert verify.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 3.0.0"
-            conf = verify.dnf_config(tmp_path / f"dnf-{who}", (gen / "rpm/endura-latest.repo").read_text(), url)
-            run(verify.dnf_argv(conf, rpm_root, "makecache"), timeout=300)  # repomd.xml.asc checked with this key
-            install = run(verify.dnf_argv(conf, rpm_root, "--setopt=tsflags=noscripts", "install", "endura-sensor"),
+            debrepo.apt_get(client, "update")
+            debrepo.apt_get(client, "install", "--no-install-recommends", "endura-sensor")
+            assert debrepo.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 3.0.0"
+            conf = rpmrepo.dnf_config(tmp_path / f"dnf-{who}", (gen / "rpm/endura-latest.repo").read_text(), url)
+            run(rpmrepo.dnf_argv(conf, rpm_root, "makecache"), timeout=300)  # repomd.xml.asc checked with this key
+            install = run(rpmrepo.dnf_argv(conf, rpm_root, "--setopt=tsflags=noscripts", "install", "endura-sensor"),
                           check=False, timeout=300)
         if who == "old":
             assert install.returncode == 0, install.stderr
@@ -78,4 +80,4 @@ def test_rotation_cosigns_metadata_for_clients_of_either_key(tmp_path, two_keys,
 
 
 def _fresh_root(path: Path) -> Path:
-    return verify.extract_debian_root(path)
+    return debrepo.extract_debian_root(path)

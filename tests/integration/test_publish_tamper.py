@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from families.arch import repository as pacrepo
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
 from repo import layout, verify
 from tests.integration.pkgtools import new_secret_key
 from tests.integration.test_publish import _stop_gpg_agents, apt_client, madison, publish, published  # noqa: F401 (fixtures)
+from toolbox import dates
 from toolbox.run import run
 
 pytestmark = pytest.mark.slow
@@ -76,20 +80,20 @@ def test_apt_refuses_tampered_repository(published, debian_root, tmp_path, case,
     _tamper_apt(gen, case, tmp_path)
     with verify.serve(gen) as url:
         client = apt_client(debian_root, gen, url)
-        update = verify.apt_get(client, "update", check=False)
+        update = debrepo.apt_get(client, "update", check=False)
         if fails_at == "update":
             assert update.returncode != 0, update.stdout
             assert re.search(message, update.stdout + update.stderr, re.S), update.stdout + update.stderr
             return
         assert update.returncode == 0, update.stdout + update.stderr
-        install = verify.apt_get(client, "install", "--no-install-recommends", "endura-sensor", check=False)
+        install = debrepo.apt_get(client, "install", "--no-install-recommends", "endura-sensor", check=False)
     if fails_at == "install":
         assert install.returncode != 0
         assert message in install.stdout + install.stderr, install.stdout + install.stderr
         assert not (client / "usr/bin/endura-sensor").exists()
     else:
         assert install.returncode == 0, install.stderr
-        assert verify.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
+        assert debrepo.chroot(client, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
 
 
 def test_apt_refuses_an_expired_valid_until(tmp_path, dist_v1, debian_root):
@@ -97,7 +101,7 @@ def test_apt_refuses_an_expired_valid_until(tmp_path, dist_v1, debian_root):
     publish(root, "--dist", str(dist_v1), "--no-verify", "--date", str(int(time.time()) - 8 * 86400))
     with verify.serve(root / "current") as url:
         client = apt_client(debian_root, root / "current", url)
-        update = verify.apt_get(client, "update", check=False)
+        update = debrepo.apt_get(client, "update", check=False)
     assert update.returncode != 0
     assert "is expired" in update.stdout + update.stderr, update.stdout + update.stderr
 
@@ -108,7 +112,7 @@ def test_apt_refuses_a_date_in_the_future(tmp_path, dist_v1, debian_root):
     publish(root, "--dist", str(dist_v1), "--no-verify", "--date", str(int(time.time()) + 3600))
     with verify.serve(root / "current") as url:
         client = apt_client(debian_root, root / "current", url)
-        update = verify.apt_get(client, "update", check=False)
+        update = debrepo.apt_get(client, "update", check=False)
     assert update.returncode != 0
     assert "not valid yet" in update.stdout + update.stderr, update.stdout + update.stderr
 
@@ -120,11 +124,11 @@ def test_apt_keeps_the_newer_inrelease_when_an_older_one_is_served_back(publishe
     served.symlink_to(published / "generations/000002")
     with verify.serve(served) as url:
         client = apt_client(debian_root, published / "generations/000002", url)
-        verify.apt_get(client, "update")
+        debrepo.apt_get(client, "update")
         assert madison(client) == ["1.0.0-1", "1.0.1-1"]
         served.unlink()
         served.symlink_to(published / "generations/000001")
-        replay = verify.apt_get(client, "update")
+        replay = debrepo.apt_get(client, "update")
         assert "Hit:" in replay.stdout
         assert madison(client) == ["1.0.0-1", "1.0.1-1"], "the older index did not replace the newer one"
 
@@ -138,10 +142,10 @@ def test_apt_ignores_a_replayed_older_inrelease_even_when_it_expired(tmp_path, d
     served.symlink_to(root / "generations/000002")
     with verify.serve(served) as url:
         client = apt_client(debian_root, root / "current", url)
-        verify.apt_get(client, "update")
+        debrepo.apt_get(client, "update")
         served.unlink()
         served.symlink_to(root / "generations/000001")
-        replay = verify.apt_get(client, "update")
+        replay = debrepo.apt_get(client, "update")
     assert "Hit:" in replay.stdout
     assert madison(client) == ["1.0.0-1", "1.0.1-1"]
 
@@ -154,10 +158,10 @@ def test_apt_fails_when_the_repository_is_frozen_past_valid_until(tmp_path, dist
     publish(root, "--dist", str(dist_v1), "--no-verify", "--valid-days", str(window / 86400))
     with verify.serve(root / "current") as url:
         client = apt_client(debian_root, root / "current", url)
-        verify.apt_get(client, "update")
-        until = layout.parse_rfc2822(layout.release_fields((root / "current/apt/dists/latest/InRelease").read_text())["Valid-Until"])
+        debrepo.apt_get(client, "update")
+        until = dates.parse_rfc2822(debrepo.release_fields((root / "current/apt/dists/latest/InRelease").read_text())["Valid-Until"])
         time.sleep(max(0, until - time.time()) + 1.5)
-        frozen = verify.apt_get(client, "update", check=False)
+        frozen = debrepo.apt_get(client, "update", check=False)
     assert frozen.returncode != 0
     assert "is expired" in frozen.stdout + frozen.stderr, frozen.stdout + frozen.stderr
 
@@ -197,10 +201,10 @@ def test_dnf_refuses_tampered_repository(published, tmp_path, case, message):  #
     gen = _copy(published, tmp_path)
     _tamper_rpm(gen, case, tmp_path)
     root = tmp_path / "installroot"
-    verify.prepare_rpm_root(root)
+    rpmrepo.prepare_rpm_root(root)
     with verify.serve(gen) as url:
-        conf = verify.dnf_config(tmp_path / "dnf", (gen / "rpm/endura-latest.repo").read_text(), url)
-        proc = run(verify.dnf_argv(conf, root, "--setopt=tsflags=noscripts", "install", "endura-sensor"),
+        conf = rpmrepo.dnf_config(tmp_path / "dnf", (gen / "rpm/endura-latest.repo").read_text(), url)
+        proc = run(rpmrepo.dnf_argv(conf, root, "--setopt=tsflags=noscripts", "install", "endura-sensor"),
                    check=False, timeout=600)
     installed = run(["rpm", "--root", str(root), "-q", "endura-sensor"], check=False)
     if case == "none":
@@ -216,14 +220,14 @@ def test_rpm_k_fails_on_a_flipped_byte(published, tmp_path):  # noqa: F811
     from toolbox.errors import EnduraError
 
     rpms = sorted((published / "current/rpm/latest").glob("*/packages/*.rpm"))
-    verify.rpm_check_signatures(rpms, published / "current" / layout.KEY_FILE)
+    rpmrepo.rpm_check_signatures(rpms, published / "current" / layout.KEY_FILE)
     bad = tmp_path / rpms[0].name
     shutil.copyfile(rpms[0], bad)
     _flip(bad, -100)
     with pytest.raises(EnduraError, match="rpm -K failed"):
-        verify.rpm_check_signatures([bad], published / "current" / layout.KEY_FILE)
+        rpmrepo.rpm_check_signatures([bad], published / "current" / layout.KEY_FILE)
     with pytest.raises(EnduraError, match="rpm -K failed"):
-        verify.rpm_check_signatures(rpms[:1], _other_key(tmp_path))
+        rpmrepo.rpm_check_signatures(rpms[:1], _other_key(tmp_path))
 
 
 # --- pacman -------------------------------------------------------------------------------------------------
@@ -248,7 +252,7 @@ def test_pacman_refuses_tampered_repository(published, tmp_path, case, step, mes
     elif case == "wrong-key":
         key = _other_key(tmp_path)
     with verify.serve(gen) as url:
-        pacman = verify.pacman_client(tmp_path / "pacman", (gen / "arch/endura-latest.pacman.conf").read_text(), url, key)
+        pacman = pacrepo.pacman_client(tmp_path / "pacman", (gen / "arch/endura-latest.pacman.conf").read_text(), url, key)
         sync = run([*pacman, "-Sy"], check=False, timeout=300)
         fetch = run([*pacman, "-Swdd", "endura-sensor"], check=False, timeout=300) if sync.returncode == 0 else None
     if case == "none":

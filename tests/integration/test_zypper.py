@@ -10,7 +10,7 @@ for a SUSE host in two ways, neither of them touching the guide's commands:
   writes a database zypper never reads, so zypper trusts nothing (and sees no installed package). On SLES and
   openSUSE both use the one system database; `/etc/rpm/macros` sets `%_dbpath /var/lib/rpm` here to match.
 - SUSE's python3 and libbpf1 are stood in for by the file-less rpm that provides them
-  (`repo.verify.dependency_shim()`), installed before the guide runs.
+  (`repo.rpmrepo.dependency_shim()`), installed before the guide runs.
 
 zypper trusts the keys in the rpm database (libzypp copies them into its trusted keyring), so the guide's
 `rpm --import` is all the trust there is: no `--gpg-auto-import-keys`, and a root without that import is
@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 
 from distros import load_catalog
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
 from repo import layout, verify
 from tests.integration.guidetools import CHROOT_ENV, follow
 from tests.integration.test_guides import served  # noqa: F401 (the published repository, a fixture)
@@ -43,9 +45,9 @@ def as_suse_host(root: Path) -> Path:
     """One rpm database for rpm and zypper, and the dependency shim in it (see the module's docstring)."""
     (root / "etc/rpm").mkdir(parents=True, exist_ok=True)
     (root / "etc/rpm/macros").write_text("%_dbpath /var/lib/rpm\n")
-    assert verify.chroot(root, "rpm", "--eval", "%_dbpath").stdout.strip() == "/var/lib/rpm"
-    shutil.copyfile(verify.dependency_shim(), root / "tmp/shim.rpm")
-    verify.chroot(root, "rpm", "--nodeps", "--noscripts", "-i", "/tmp/shim.rpm")
+    assert debrepo.chroot(root, "rpm", "--eval", "%_dbpath").stdout.strip() == "/var/lib/rpm"
+    shutil.copyfile(rpmrepo.dependency_shim(), root / "tmp/shim.rpm")
+    debrepo.chroot(root, "rpm", "--nodeps", "--noscripts", "-i", "/tmp/shim.rpm")
     return root
 
 
@@ -60,17 +62,17 @@ def zypper(root: Path, *args: str):
 
 
 def installed(root: Path, name: str) -> bool:
-    return verify.chroot(root, "rpm", "-q", name, check=False).returncode == 0
+    return debrepo.chroot(root, "rpm", "-q", name, check=False).returncode == 0
 
 
 def add_repository(root: Path, gen: Path, published_url: str, url: str, *, trust: bool = True) -> None:
     """The guide's first block, pointed at `url`: the key at the `.repo` file's `gpgkey=` path, `rpm --import`
     (unless `trust` is False), the generated `.zypper.repo`."""
-    key = root / layout.RPM_KEYRING.lstrip("/")
+    key = root / rpmrepo.RPM_KEYRING.lstrip("/")
     key.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(gen / layout.KEY_FILE, key)
     if trust:
-        verify.chroot(root, "rpm", "--import", layout.RPM_KEYRING)
+        debrepo.chroot(root, "rpm", "--import", rpmrepo.RPM_KEYRING)
     text = (gen / "rpm/endura-latest.zypper.repo").read_text()
     assert f"baseurl={published_url}/rpm/latest/$basearch" in text, text
     (root / REPO_FILE).parent.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from channels.command import check_target
 from channels.publish import parser
-from repo import apt, layout, verify
-from repo.publish import check_target
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
+from repo import layout, verify
+from toolbox import dates
 from toolbox.errors import EnduraError
 
 RELEASE = """Acquire-By-Hash: yes
@@ -31,8 +34,8 @@ def _artifact(family="deb", arch="amd64", file="endura-sensor_1.0.0_amd64.deb", 
 
 
 def test_rfc2822_round_trip_and_format():
-    assert layout.rfc2822(1795903200) == "Sat, 28 Nov 2026 22:00:00 UTC"
-    assert layout.parse_rfc2822("Sat, 28 Nov 2026 22:00:00 UTC") == 1795903200
+    assert dates.rfc2822(1795903200) == "Sat, 28 Nov 2026 22:00:00 UTC"
+    assert dates.parse_rfc2822("Sat, 28 Nov 2026 22:00:00 UTC") == 1795903200
 
 
 @pytest.mark.parametrize("now,previous,expected", [(100.7, None, 100), (100, 99, 100), (100, 100, 101), (100, 500, 501)])
@@ -41,19 +44,19 @@ def test_date_only_moves_forward(now, previous, expected):
 
 
 def test_release_fields_and_checksums():
-    fields = layout.release_fields("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n" + RELEASE +
+    fields = debrepo.release_fields("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n" + RELEASE +
                                    "-----BEGIN PGP SIGNATURE-----\nX: y\n")
     assert fields["Suite"] == "latest" and fields["Valid-Until"].startswith("Sat, 05 Dec")
     assert "X" not in fields and "SHA256" not in fields
-    assert layout.release_checksums(RELEASE, "SHA256") == [("aaaa", 767, "main/binary-amd64/Packages"),
+    assert debrepo.release_checksums(RELEASE, "SHA256") == [("aaaa", 767, "main/binary-amd64/Packages"),
                                                           ("bbbb", 521, "main/binary-amd64/Packages.gz")]
-    assert layout.release_checksums(RELEASE, "SHA512") == [("cccc", 767, "main/binary-amd64/Packages")]
-    assert apt.link_targets(RELEASE) == ["main/binary-amd64/by-hash/SHA256/aaaa", "main/binary-amd64/by-hash/SHA256/bbbb",
+    assert debrepo.release_checksums(RELEASE, "SHA512") == [("cccc", 767, "main/binary-amd64/Packages")]
+    assert debrepo.link_targets(RELEASE) == ["main/binary-amd64/by-hash/SHA256/aaaa", "main/binary-amd64/by-hash/SHA256/bbbb",
                                          "main/binary-amd64/by-hash/SHA512/cccc"]
 
 
 def test_release_argv_sets_hashes_window_and_by_hash():
-    argv = layout.release_argv("latest", date=1795903200, valid_until=1795903200 + 7 * 86400, arches=["arm64", "amd64"])
+    argv = debrepo.release_argv("latest", date=1795903200, valid_until=1795903200 + 7 * 86400, arches=["arm64", "amd64"])
     assert argv[0] == "apt-ftparchive" and argv[-2:] == ["release", "dists/latest"]
     opts = dict(a.split("=", 1) for a in argv[1:-2] if a != "-o")
     assert opts["APT::FTPArchive::MD5"] == "false" and opts["APT::FTPArchive::SHA1"] == "false"
@@ -62,11 +65,11 @@ def test_release_argv_sets_hashes_window_and_by_hash():
     assert opts["APT::FTPArchive::Release::Date"] == "Sat, 28 Nov 2026 22:00:00 UTC"
     assert opts["APT::FTPArchive::Release::Valid-Until"] == "Sat, 05 Dec 2026 22:00:00 UTC"
     assert opts["APT::FTPArchive::Release::Architectures"] == "amd64 arm64"
-    assert layout.packages_argv("arm64")[-4:] == ["--arch", "arm64", "packages", "pool/main"]
+    assert debrepo.packages_argv("arm64")[-4:] == ["--arch", "arm64", "packages", "pool/main"]
 
 
 def test_createrepo_argv_is_reproducible():
-    assert layout.createrepo_argv("/r/rpm/latest/x86_64", revision=42) == [
+    assert rpmrepo.createrepo_argv("/r/rpm/latest/x86_64", revision=42) == [
         "createrepo_c", "--quiet", "--no-database", "--revision", "42", "--set-timestamp-to-revision", "/r/rpm/latest/x86_64"]
 
 
@@ -76,33 +79,33 @@ def test_artifact_paths_per_family():
     assert layout.artifact_paths("testing", rpm) == ["rpm/testing/x86_64/packages/endura-sensor-1.0.0-1.x86_64.rpm"]
     tgz = _artifact("tgz", file="e-1.0.0-amd64.tar.gz", signature="detached:e-1.0.0-amd64.tar.gz.sig")
     assert layout.artifact_paths("latest", tgz) == ["tarball/latest/e-1.0.0-amd64.tar.gz", "tarball/latest/e-1.0.0-amd64.tar.gz.sig"]
-    with pytest.raises(EnduraError, match="family 'apk', which is not published yet"):
-        layout.artifact_paths("latest", _artifact("apk"))
+    with pytest.raises(EnduraError, match="family 'msi', which is not published"):
+        layout.artifact_paths("latest", _artifact("msi"))
 
 
 def test_client_files():
-    sources = layout.apt_sources("latest", "https://repo.example.test/")
+    sources = debrepo.apt_sources("latest", "https://repo.example.test/")
     assert sources == ("Types: deb\nURIs: https://repo.example.test/apt\nSuites: latest\nComponents: main\n"
                        "Signed-By: /etc/apt/keyrings/endura-archive-keyring.asc\n")
-    for text in (layout.dnf_repo("stable", "https://r.test"), layout.zypper_repo("stable", "https://r.test")):
+    for text in (rpmrepo.dnf_repo("stable", "https://r.test"), rpmrepo.zypper_repo("stable", "https://r.test")):
         assert "[endura-stable]" in text and "baseurl=https://r.test/rpm/stable/$basearch" in text
         assert "gpgcheck=1" in text and "repo_gpgcheck=1" in text
         # the keys endura-archive-keyring installs (bootstrapped by hand from keys/), never fetched from the server
         assert "gpgkey=file:///etc/pki/rpm-gpg/RPM-GPG-KEY-endura\n" in text and "/keys/" not in text
-    assert "type=rpm-md" in layout.zypper_repo("stable", "https://r.test")
+    assert "type=rpm-md" in rpmrepo.zypper_repo("stable", "https://r.test")
 
 
 def test_point_at_rewrites_only_the_base_url():
-    assert "URIs: http://127.0.0.1:8/apt\n" in verify.point_at(layout.apt_sources("latest", "https://r.test"), "http://127.0.0.1:8")
-    repo = verify.point_at(layout.dnf_repo("latest", "https://r.test"), "http://127.0.0.1:8")
+    assert "URIs: http://127.0.0.1:8/apt\n" in debrepo.point_at(debrepo.apt_sources("latest", "https://r.test"), "http://127.0.0.1:8")
+    repo = rpmrepo.point_at(rpmrepo.dnf_repo("latest", "https://r.test"), "http://127.0.0.1:8")
     assert "baseurl=http://127.0.0.1:8/rpm/latest/$basearch" in repo
     assert "gpgkey=http://127.0.0.1:8/keys/endura-archive-keyring.asc" in repo and "r.test" not in repo
-    in_root = verify.point_at(layout.dnf_repo("latest", "https://r.test"), "http://127.0.0.1:8", root=Path("/tmp/c"))
+    in_root = rpmrepo.point_at(rpmrepo.dnf_repo("latest", "https://r.test"), "http://127.0.0.1:8", root=Path("/tmp/c"))
     assert "gpgkey=file:///tmp/c/etc/pki/rpm-gpg/RPM-GPG-KEY-endura\n" in in_root
 
 
 def test_pacman_paths_and_conf():
-    from repo import pacman
+    from families.arch import repository as pacman
 
     pkg = _artifact("arch", file="e-1.0.0-1-x86_64.pkg.tar.zst", package_arch="x86_64",
                     signature="detached:e-1.0.0-1-x86_64.pkg.tar.zst.sig")
@@ -110,26 +113,33 @@ def test_pacman_paths_and_conf():
                                                     "arch/latest/x86_64/e-1.0.0-1-x86_64.pkg.tar.zst.sig"]
     snippet = pacman.pacman_conf_snippet("latest", "https://r.test/")
     assert snippet == "[endura]\nServer = https://r.test/arch/latest/$arch\nSigLevel = Required\n"
-    assert "Server = http://127.0.0.1:8/arch/latest/$arch" in verify.point_at(snippet, "http://127.0.0.1:8")
+    assert "Server = http://127.0.0.1:8/arch/latest/$arch" in pacman.point_at(snippet, "http://127.0.0.1:8")
+
+
+def _build(*artifacts: dict):
+    from pathlib import Path
+
+    from release.manifest import Build, BuiltArtifact
+
+    return Build(Path("dist"), "1.0.0", "FPR", "00", tuple(BuiltArtifact.from_manifest(a) for a in artifacts))
 
 
 def test_merge_build_adds_publishable_artifacts_once():
-    manifest = {"artifacts": [_artifact(), _artifact("apk", file="e.apk"),
-                              _artifact("rpm", file="e-1.0.0-1.x86_64.rpm", package_arch="x86_64")]}
+    manifest = _build(_artifact(), _artifact("rpm", file="e-1.0.0-1.x86_64.rpm", package_arch="x86_64"))
     merged, added = layout.merge_build([], manifest)
     assert [a["file"] for a in added] == ["endura-sensor_1.0.0_amd64.deb", "e-1.0.0-1.x86_64.rpm"]
     assert "targets" not in merged[0] and "sbom" not in merged[0]
     again, added_again = layout.merge_build(merged, manifest)
     assert again == merged and added_again == []
-    newer = {"artifacts": [_artifact(file="endura-sensor_1.0.1_amd64.deb", sha="22")]}
+    newer = _build(_artifact(file="endura-sensor_1.0.1_amd64.deb", sha="22"))
     merged2, added2 = layout.merge_build(merged, newer)
     assert len(merged2) == 3 and [a["file"] for a in added2] == ["endura-sensor_1.0.1_amd64.deb"]
 
 
 def test_merge_build_refuses_changed_bytes_for_a_published_file():
-    merged, _ = layout.merge_build([], {"artifacts": [_artifact()]})
+    merged, _ = layout.merge_build([], _build(_artifact()))
     with pytest.raises(EnduraError, match="already published with sha256 11.*immutable"):
-        layout.merge_build(merged, {"artifacts": [_artifact(sha="99")]})
+        layout.merge_build(merged, _build(_artifact(sha="99")))
 
 
 @pytest.mark.parametrize("numbers,current,keep,expected", [
@@ -158,15 +168,15 @@ def test_filter_packages_keeps_the_channel_stanzas_sorted():
     listing = ("Package: e\nVersion: 2\nFilename: pool/main/e/e/e_2_amd64.deb\n\n"
                "Package: e\nVersion: 1\nFilename: pool/main/e/e/e_1_amd64.deb\n\n"
                "Package: e\nVersion: 3\nFilename: pool/main/e/e/e_3_amd64.deb\n")
-    out = apt.filter_packages(listing, {"pool/main/e/e/e_2_amd64.deb", "pool/main/e/e/e_1_amd64.deb"})
+    out = debrepo.filter_packages(listing, {"pool/main/e/e/e_2_amd64.deb", "pool/main/e/e/e_1_amd64.deb"})
     assert out == ("Package: e\nVersion: 1\nFilename: pool/main/e/e/e_1_amd64.deb\n\n"
                    "Package: e\nVersion: 2\nFilename: pool/main/e/e/e_2_amd64.deb\n")
-    assert apt.filter_packages("", set()) == ""
+    assert debrepo.filter_packages("", set()) == ""
 
 
 def test_gzip_is_deterministic():
-    assert apt.gzip_bytes(b"abc") == apt.gzip_bytes(b"abc")
-    assert gzip.decompress(apt.gzip_bytes(b"abc")) == b"abc"
+    assert debrepo.gzip_bytes(b"abc") == debrepo.gzip_bytes(b"abc")
+    assert gzip.decompress(debrepo.gzip_bytes(b"abc")) == b"abc"
 
 
 def test_remote_target_with_development_key_is_refused():
@@ -183,7 +193,7 @@ def test_remote_target_with_development_key_is_refused():
 def test_parser_defaults():
     args = parser().parse_args([])
     assert args.channel == "latest" and args.verify and args.keep == layout.DEFAULT_KEEP
-    assert args.repo_root.endswith("build/repo") and args.base_url == layout.DEFAULT_BASE_URL
+    assert str(args.repo_root).endswith("build/repo") and args.base_url == layout.DEFAULT_BASE_URL
     with pytest.raises(SystemExit):
         parser().parse_args(["--rollback", "--refresh"])
 
@@ -191,8 +201,8 @@ def test_parser_defaults():
 def test_signing_argv_single_and_rotation():
     from pathlib import Path
 
-    from release.signing import SigningKey
-    from repo.sign import RepoKeys, signing_argv
+    from toolbox.gpg import Keys as RepoKeys
+    from toolbox.gpg import SigningKey, signing_argv
 
     old = SigningKey("OLD", Path("/g"), "o", "RSA", 4096, 0, None, False)
     new = SigningKey("NEW", Path("/g"), "n", "Ed25519", 0, 0, None, False)

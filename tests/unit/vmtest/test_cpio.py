@@ -176,7 +176,7 @@ def test_the_guest_keeps_every_stdlib_module_the_sensor_imports():
     import sys
     from pathlib import Path
 
-    sensor = Path(__file__).resolve().parents[2] / "sensor"
+    sensor = Path(__file__).resolve().parents[3] / "sensor"
     code = ("import pkgutil, importlib, sys, endura_sensor\n"
             "for m in pkgutil.iter_modules(endura_sensor.__path__):\n"
             "    if m.name != '__main__':\n"

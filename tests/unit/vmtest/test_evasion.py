@@ -7,7 +7,7 @@ from pathlib import Path
 from vmtest import evasion, evasion_doc
 from vmtest.evasion_expected import EXPECTED, judge
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ATTACK = evasion.Case("x", "exec", attack=None)
 HARMLESS = evasion.Case("y", "false-positive", attack=None, fp=True)
 

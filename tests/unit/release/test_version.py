@@ -153,13 +153,13 @@ def test_unknown_format_names_it_and_the_choices():
 @pytest.mark.parametrize("v", VERSIONS, ids=str)
 def test_strings_respect_each_format_grammar(v):
     # Debian policy upstream_version without '-' (the revision is added by the packager)
-    assert re.fullmatch(r"[0-9][A-Za-z0-9.+~]*", rv.deb_version(v))
+    assert re.fullmatch(r"[0-9][A-Za-z0-9.+~]*", rv.FORMATTERS["deb"](v))
     # rpm Version: no '-' (separates Release), no '^' (needs rpm >= 4.15)
-    assert re.fullmatch(r"[0-9][A-Za-z0-9._+~]*", rv.rpm_version(v))
+    assert re.fullmatch(r"[0-9][A-Za-z0-9._+~]*", rv.FORMATTERS["rpm"](v))
     # apk: digits, dots, then _suffixN groups
-    assert re.fullmatch(r"[0-9]+(\.[0-9]+)*(_(alpha|beta|rc|git)[0-9]+)*", rv.apk_version(v))
+    assert re.fullmatch(r"[0-9]+(\.[0-9]+)*(_(alpha|beta|rc|git)[0-9]+)*", rv.FORMATTERS["apk"](v))
     # makepkg: pkgver may not contain colons, slashes, hyphens or whitespace
-    assert re.fullmatch(r"[0-9][A-Za-z0-9._+]*", rv.arch_version(v))
+    assert re.fullmatch(r"[0-9][A-Za-z0-9._+]*", rv.FORMATTERS["arch"](v))
 
 
 # apk-tools is not packaged for Debian 12, so apk ordering is checked against this model of apk's
@@ -206,7 +206,7 @@ def test_apk_model_matches_known_apk_results():
 def test_apk_versions_order_like_semver_under_apk_rules():
     bad = []
     for low, high in itertools.combinations(VERSIONS, 2):
-        a, b = rv.apk_version(low), rv.apk_version(high)
+        a, b = rv.FORMATTERS["apk"](low), rv.FORMATTERS["apk"](high)
         if _apk_compare(a, b) != -1 or _apk_compare(b, a) != 1:
             bad.append(f"{low} -> {a} should sort before {high} -> {b}")
     assert bad == []

@@ -10,7 +10,7 @@ generation are hardlinks of the previous one's (same path, same inode, same mtim
   (without AlwaysStat, apt-ftparchive trusts an entry by path alone, forever). The db lives beside
   `generations/` (never served). A publish works on a copy (`*.tmp-<pid>`) and renames it over the
   db once the suites are built, so a killed publisher or apt-ftparchive never leaves a half-written
-  db; the next publish removes the copy (`RepoRoot.remove_abandoned`).
+  db; the next publish removes the copy (`RepoRoot.remove_abandoned`, through `abandoned`).
 - rpm: `createrepo_c --update --update-md-path <previous generation>/rpm/<channel>/<arch>`: the
   previous generation's metadata is only read.
 
@@ -34,19 +34,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
 
-from repo import layout
 from toolbox.errors import EnduraError
 
 CACHE_DIR = "cache"
 APT_DB = "apt-ftparchive.db"
 #: a cache file being written by a publish (removed by the next publish if that one was killed)
 TMP_MARK = ".tmp-"
-
-
-def cache_dir(gen: Path) -> Path | None:
-    """`<repo-root>/cache` for a generation being built in `<repo-root>/generations/`, else None (no cache)."""
-    gen = Path(gen)
-    return gen.parent.parent / CACHE_DIR if gen.parent.name == layout.GENERATIONS_DIR else None
 
 
 def abandoned(root: Path) -> list[Path]:
@@ -56,9 +49,9 @@ def abandoned(root: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def apt_db(gen: Path) -> Iterator[Path | None]:
-    """A private copy of the apt-ftparchive db for this build, renamed over the db when the block succeeds."""
-    directory = cache_dir(gen)
+def apt_db(directory: Path | None) -> Iterator[Path | None]:
+    """A private copy of the apt-ftparchive db in `directory` (the repository root's cache, handed in by the
+    engine; None: no cache) for this build, renamed over the db when the block succeeds."""
     if directory is None:
         yield None
         return

@@ -1,6 +1,8 @@
 """repo.keyring's pure parts: the version from a key set, its order, the nfpm configs, the channel entries."""
 from __future__ import annotations
 
+from families.deb import repository as debrepo
+from families.rpm import repository as rpmrepo
 from repo import keyring, layout
 
 DAY = 86400
@@ -43,8 +45,8 @@ def test_nfpm_configs_install_the_files_the_client_configs_name(tmp_path):
     rpm = keyring.nfpm_config("rpm", "1.2.3", key, OLD)
     assert deb["arch"] == "all" and rpm["arch"] == "noarch" and deb["release"] == rpm["release"] == "1"
     [d], [r] = deb["contents"], rpm["contents"]
-    assert d["dst"] == layout.APT_KEYRING and f"Signed-By: {d['dst']}" in layout.apt_sources("latest", "https://r.test")
-    assert r["dst"] == layout.RPM_KEYRING and f"gpgkey=file://{r['dst']}" in layout.dnf_repo("latest", "https://r.test")
+    assert d["dst"] == debrepo.APT_KEYRING and f"Signed-By: {d['dst']}" in debrepo.apt_sources("latest", "https://r.test")
+    assert r["dst"] == rpmrepo.RPM_KEYRING and f"gpgkey=file://{r['dst']}" in rpmrepo.dnf_repo("latest", "https://r.test")
     # plain files, not conffiles: an upgrade replaces them (a dropped key stops being trusted)
     assert d["type"] == r["type"] == "file" and d["file_info"]["mode"] == 0o644
     assert keyring.file_names("1.2.3") == {"deb": "endura-archive-keyring_1.2.3-1_all.deb",

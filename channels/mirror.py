@@ -31,17 +31,19 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from families import IndexContext, copy_metadata, published
+from release.signing import resolve_repo_keys
 from release.version import Version
-from repo import apt, guides, keyring, layout, pacman, sign
+from repo import guides, keyring, layout
+from repo.engine import check_key_outlives
 from repo.generations import RepoRoot, place
-from repo.publish import check_key_outlives
-from toolbox import log
+from toolbox import gpg, log
+from toolbox.dates import rfc2822
 from toolbox.errors import EnduraError, cli_main
-from toolbox.files import sha256_file
+from toolbox.files import REPO_TOP, sha256_file
 from toolbox.run import run
 from toolbox.tools import require
 
-REPO_TOP = Path(__file__).resolve().parents[1]
 DEFAULT_BASE_URL = "file:///srv/endura"
 DEFAULT_VALID_DAYS = 365
 BUNDLE_FILE = "bundle.json"
@@ -60,12 +62,6 @@ def newest_version(entries: list[dict]) -> str:
 # --- copying one channel out of a generation -----------------------------------------------------------------
 
 
-def copy_file(src: Path, dst: Path) -> None:
-    """A metadata file the bundle may re-sign or re-date: a real copy, never a hardlink into the generation."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dst)
-
-
 def copy_artifacts(gen: Path, out: Path, channel: str, entries: list[dict]) -> int:
     """The channel's packages and their detached signatures, each checked against its sha256 in generation.json."""
     count = 0
@@ -79,52 +75,6 @@ def copy_artifacts(gen: Path, out: Path, channel: str, entries: list[dict]) -> i
                 place(gen / rel, out / rel)  # never modified here: a hardlink is fine
                 count += 1
     return count
-
-
-def resign_apt_suite(gen: Path, out: Path, channel: str, keys: sign.RepoKeys, *, date: int, valid_until: int) -> None:
-    """The suite's indexes as published, with a new Release (Date, Valid-Until) signed by the repository key."""
-    suite = layout.apt_suite_dir(channel)
-    published = (gen / suite / "Release").read_text()
-    for _digest, _size, rel in layout.release_checksums(published, "SHA256"):
-        if (gen / suite / rel).exists():
-            copy_file(gen / suite / rel, out / suite / rel)
-    arches = layout.release_fields(published)["Architectures"].split()
-    apt.release_suite(out / "apt", channel, keys, date=date, valid_until=valid_until, arches=arches)
-
-
-def copy_rpm_metadata(gen: Path, out: Path, channel: str) -> None:
-    for repomd in sorted((gen / "rpm" / channel).glob("*/repodata/repomd.xml")):
-        base = repomd.parent.parent
-        names = ["repodata/repomd.xml", "repodata/repomd.xml.asc",
-                 *re.findall(r'<location href="([^"]+)"', repomd.read_text())]
-        for name in names:
-            copy_file(base / name, out / base.relative_to(gen) / name)
-        (out / base.relative_to(gen) / "packages").mkdir(parents=True, exist_ok=True)
-
-
-def copy_pacman_metadata(gen: Path, out: Path, channel: str) -> None:
-    db = pacman.DB_NAME
-    for arch in sorted(layout.RPM_ARCH.values()):
-        rel = layout.pacman_dir(channel, arch)
-        for name in (f"{db}.db", f"{db}.db.tar.gz", f"{db}.db.sig", f"{db}.db.tar.gz.sig", f"{db}.files",
-                     f"{db}.files.tar.gz"):
-            if (gen / rel / name).exists():
-                copy_file(gen / rel / name, out / rel / name)
-
-
-def copy_tarball_metadata(gen: Path, out: Path, channel: str) -> None:
-    rel = layout.tarball_dir(channel)
-    for name in ("index.json", "SHA256SUMS", "SHA256SUMS.asc"):
-        copy_file(gen / rel / name, out / rel / name)
-
-
-def write_client_files(out: Path, channel: str, base_url: str) -> None:
-    (out / "apt" / f"endura-{channel}.sources").write_text(layout.apt_sources(channel, base_url))
-    (out / "rpm").mkdir(parents=True, exist_ok=True)
-    (out / "rpm" / f"endura-{channel}.repo").write_text(layout.dnf_repo(channel, base_url))
-    (out / "rpm" / f"endura-{channel}.zypper.repo").write_text(layout.zypper_repo(channel, base_url))
-    (out / "arch").mkdir(parents=True, exist_ok=True)
-    (out / "arch" / f"endura-{channel}.pacman.conf").write_text(pacman.pacman_conf_snippet(channel, base_url))
 
 
 # --- the bundle's own texts -----------------------------------------------------------------------------------
@@ -184,11 +134,11 @@ Unpack and check the newer bundle as in step 1, then replace the old copy (`rm -
 """
 
 
-def write_sums(out: Path, keys: sign.RepoKeys, date: int) -> int:
+def write_sums(out: Path, keys: gpg.Keys, date: int) -> int:
     """SHA256SUMS over every file of the bundle (sha256sum -c format, sorted) and its detached signature."""
     files = sorted(rel for p in out.rglob("*") if p.is_file() and (rel := str(p.relative_to(out))) not in (SUMS, SUMS_SIG))
     (out / SUMS).write_text("".join(f"{sha256_file(out / f)}  {f}\n" for f in files))
-    sign.detached(keys, out / SUMS, out / SUMS_SIG, epoch=date)
+    gpg.detached(keys, out / SUMS, out / SUMS_SIG, epoch=date)
     return len(files)
 
 
@@ -231,7 +181,7 @@ def make_bundle(repo_root: Path, channel: str, out_dir: Path, *, base_url: str =
     if not entries:
         raise EnduraError(f"channel {channel!r} is empty in generation {number} of {repo_root}; "
                           f"promote a build into it first ('nox -s promote {channel}') or mirror another channel")
-    keys = sign.resolve_repo_keys()
+    keys = resolve_repo_keys()
     if state["key"]["fingerprint"].upper() not in [f.upper() for f in keys.fingerprints]:
         raise EnduraError(f"generation {number} was signed with key {state['key']['fingerprint']} but the repository key "
                           f"here is {' + '.join(keys.fingerprints)}; the bundle's suite is re-signed with the key its "
@@ -252,24 +202,22 @@ def make_bundle(repo_root: Path, channel: str, out_dir: Path, *, base_url: str =
     try:
         with log.step(f"bundling channel {channel} ({version}) of generation {number} into {dest}"):
             tree.mkdir(parents=True)
-            copy_file(gen / layout.KEY_FILE, tree / layout.KEY_FILE)
-            run(["gpg", "--batch", "--yes", "--dearmor", "-o", str(tree / BINARY_KEYRING), str(tree / layout.KEY_FILE)])
+            copy_metadata(gen / layout.KEY_FILE, tree / layout.KEY_FILE)
+            run(gpg.dearmor_argv(tree / layout.KEY_FILE, tree / BINARY_KEYRING))
             # the keyring packages the channel's indexes list too (see repo.keyring), checked the same way
             record = keyring.read_record(gen)
             listed = entries + (keyring.channel_entries(record, entries) if record else [])
             artifacts = copy_artifacts(gen, tree, channel, listed)
-            resign_apt_suite(gen, tree, channel, keys, date=date, valid_until=valid_until)
-            copy_rpm_metadata(gen, tree, channel)
-            copy_pacman_metadata(gen, tree, channel)
-            copy_tarball_metadata(gen, tree, channel)
-            write_client_files(tree, channel, base_url)
-            fingerprints = sign.key_file_fingerprints(tree / layout.KEY_FILE)
+            ctx = IndexContext(keys=keys, date=date, valid_until=valid_until, base_url=base_url)
+            for family in published():
+                family.mirror_channel(gen, tree, channel, ctx)
+            fingerprints = gpg.key_file_fingerprints(tree / layout.KEY_FILE)
             src = guides.Source(base_url, channel, fingerprints, guides.newest_tarball_version(entries))
             guides.write(tree / guides.GUIDES_DIR, [src])
             info = {"schema": 1, "channel": channel, "version": version,
                     "versions": sorted({e["version"] for e in entries}, key=Version.parse),
                     "generation": number, "source_base_url": state.get("base_url"), "base_url": base_url,
-                    "date": layout.rfc2822(date), "valid_until": layout.rfc2822(valid_until), "valid_days": valid_days,
+                    "date": rfc2822(date), "valid_until": rfc2822(valid_until), "valid_days": valid_days,
                     "key_fingerprints": list(fingerprints), "artifacts": sorted(e["file"] for e in entries)}
             (tree / BUNDLE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
             (tree / "INSTALL.md").write_text(install_text(name, info))
@@ -279,14 +227,14 @@ def make_bundle(repo_root: Path, channel: str, out_dir: Path, *, base_url: str =
         shutil.rmtree(building, ignore_errors=True)
     seconds = round(time.monotonic() - started, 2)
     size = dest.stat().st_size
-    log.info(f"==> {dest} ({size / 1e6:.1f} MB, {files} files, apt Valid-Until {layout.rfc2822(valid_until)}, {seconds}s)")
+    log.info(f"==> {dest} ({size / 1e6:.1f} MB, {files} files, apt Valid-Until {rfc2822(valid_until)}, {seconds}s)")
     return {"path": str(dest), "channel": channel, "version": version, "generation": number, "files": files,
-            "artifacts": artifacts, "size": size, "base_url": base_url, "date": layout.rfc2822(date),
-            "valid_until": layout.rfc2822(valid_until), "seconds": seconds}
+            "artifacts": artifacts, "size": size, "base_url": base_url, "date": rfc2822(date),
+            "valid_until": rfc2822(valid_until), "seconds": seconds}
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python3 -m repo.mirror", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python3 -m channels.mirror", description=__doc__.split("\n")[0])
     p.add_argument("channel", help=f"one of {', '.join(layout.CHANNELS)}")
     p.add_argument("--repo-root", default=str(REPO_TOP / "build" / "repo"), help="repository root (default build/repo)")
     p.add_argument("--out", default=str(REPO_TOP / "build" / "offline"), help="where the tar goes (default build/offline)")

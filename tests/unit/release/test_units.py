@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from release import nfpm, signing, stage
-from release.package import _split, file_name
+from families import FAMILIES
+from release import nfpm, stage
+from release.package import _split
+from toolbox import gpg as signing
 from release.sbom import dependency_names
+from release.signing import ApkKey
 from toolbox.errors import EnduraError
 
 COLONS = """sec:u:4096:1:C5ECB44FCD095B88:1577836800:1830000000::u:::scESC:::+:::23::0:
@@ -63,9 +66,9 @@ def _entries(tmp_path):
 
 @pytest.mark.parametrize("family", ["deb", "rpm", "apk", "arch"])
 def test_nfpm_config_per_family(tmp_path, family):
-    cfg = nfpm.config(family=family, arch_name="x86_64", version="1.2.3", release="1", depends=["a | b"],
-                      entries=_entries(tmp_path), scripts_dir=tmp_path, epoch=0,
-                      apk_key=(tmp_path / "k.rsa", "k.rsa.pub"))
+    apk_key = ApkKey(tmp_path / "k.rsa", tmp_path / "k.rsa.pub", "k.rsa.pub", True)
+    cfg = nfpm.config(family=FAMILIES[family], arch_name="x86_64", version="1.2.3", depends=["a | b"],
+                      entries=_entries(tmp_path), scripts_dir=tmp_path, epoch=0, apk_key=apk_key)
     dsts = {c["dst"]: c for c in cfg["contents"]}
     assert dsts["/etc/endura/sensor.conf"]["type"] == "config|noreplace"
     assert dsts["/var/lib/endura"]["type"] == "dir" and dsts["/var/lib/endura"]["file_info"]["mode"] == 0o750
@@ -77,14 +80,16 @@ def test_nfpm_config_per_family(tmp_path, family):
     assert cfg["version_schema"] == "none" and cfg["mtime"] == "1970-01-01T00:00:00Z"
     script = (tmp_path / f"{family}-postinstall.sh").read_text()
     assert script.startswith("#!/bin/sh\n") and script.rstrip().endswith(f'endura_hook {family} postinstall "$@"')
-    assert nfpm.package_argv(tmp_path / "c.json", family, tmp_path / "o")[:4] == ["nfpm", "package", "--config", str(tmp_path / "c.json")]
+    assert nfpm.package_argv(tmp_path / "c.json", FAMILIES[family], tmp_path / "o")[:4] == ["nfpm", "package", "--config", str(tmp_path / "c.json")]
 
 
 def test_file_names_follow_each_format():
-    assert file_name("deb", "1.0.0~rc.1", "arm64", "1.0.0-rc.1") == "endura-sensor_1.0.0~rc.1_arm64.deb"
-    assert file_name("rpm", "1.0.0", "aarch64", "1.0.0") == "endura-sensor-1.0.0-1.aarch64.rpm"
-    assert file_name("arch", "1.0.0rc1", "x86_64", "") == "endura-sensor-1.0.0rc1-1-x86_64.pkg.tar.zst"
-    assert file_name("tgz", "", "amd64", "1.0.0") == "endura-sensor-1.0.0-amd64.tar.gz"
+    names = {f: FAMILIES[f].file_name for f in FAMILIES}
+    assert names["deb"]("endura-sensor", "1.0.0~rc.1", "arm64") == "endura-sensor_1.0.0~rc.1_arm64.deb"
+    assert names["rpm"]("endura-sensor", "1.0.0", "aarch64") == "endura-sensor-1.0.0-1.aarch64.rpm"
+    assert names["apk"]("endura-sensor", "1.0.0_rc1", "aarch64") == "endura-sensor-1.0.0_rc1-r0.aarch64.apk"
+    assert names["arch"]("endura-sensor", "1.0.0rc1", "x86_64") == "endura-sensor-1.0.0rc1-1-x86_64.pkg.tar.zst"
+    assert names["tgz"]("endura-sensor", "1.0.0", "amd64") == "endura-sensor-1.0.0-amd64.tar.gz"
 
 
 def test_split_rejects_unknown_values():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gzip
 
-from repo import indexcache
+from families import indexcache
 from repo.generations import RepoRoot
 
 PACKAGES = """Package: endura-sensor
@@ -65,15 +65,13 @@ def test_repodata_primary_is_read(tmp_path):
     assert indexcache.expected(ENTRIES, "rpm", "packages/", package_arch="aarch64") == {}
 
 
-def test_the_cache_lives_beside_the_generations_only(tmp_path):
-    assert indexcache.cache_dir(tmp_path / "generations" / ".building-000002") == tmp_path / "cache"
-    assert indexcache.cache_dir(tmp_path / "somewhere") is None
-    with indexcache.apt_db(tmp_path / "somewhere") as db:
+def test_without_a_cache_directory_there_is_no_db():
+    with indexcache.apt_db(None) as db:
         assert db is None
 
 
 def test_the_apt_db_is_replaced_only_when_the_build_succeeds(tmp_path):
-    gen = tmp_path / "generations" / ".building-000002"
+    gen = tmp_path / "cache"  # the engine hands in <repo-root>/cache
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / indexcache.APT_DB).write_text("old")
     try:

@@ -5,8 +5,9 @@ import tarfile
 
 import pytest
 
+from channels import mirror
 from distros import load_catalog
-from repo import guides, mirror
+from repo import guides
 
 FPR = "0E49BDF1B83E3FF26EA26108C5ECB44FCD095B88"
 ONLINE = guides.Source("https://repo.example.test/", "stable", (FPR,), "1.2.3")

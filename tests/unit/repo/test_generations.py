@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from repo import layout, publish
+from release.manifest import find_build
+from repo import engine, layout
 from repo.generations import RepoRoot
 from toolbox.errors import EnduraError
 
@@ -100,9 +101,9 @@ def test_lock_refuses_a_second_publisher(tmp_path):
 
 def test_find_build_errors_name_the_fix(tmp_path):
     with pytest.raises(EnduraError, match="has no manifest.json; pass a build directory made by 'nox -s package'"):
-        publish.find_build(str(tmp_path))
+        find_build(str(tmp_path))
     (tmp_path / "manifest.json").write_text("{}")
-    assert publish.find_build(str(tmp_path / "manifest.json")) == tmp_path
+    assert find_build(str(tmp_path / "manifest.json")) == tmp_path
 
 
 def test_cli_rejects_bad_options():
@@ -124,10 +125,10 @@ def test_verification_needs_root_and_says_so_before_any_work(tmp_path, monkeypat
 
 
 def test_key_must_outlive_valid_until():
-    from release.signing import SigningKey
+    from toolbox.gpg import SigningKey
 
     key = SigningKey("ABCD", None, "k", "RSA", 4096, 0, 2_000_000, False)
-    publish.check_key_outlives(key, 1_999_999)
+    engine.check_key_outlives(key, 1_999_999)
     with pytest.raises(EnduraError, match="signing key ABCD expires on .* before this publish's Valid-Until"):
-        publish.check_key_outlives(key, 2_000_001)
-    publish.check_key_outlives(SigningKey("ABCD", None, "k", "RSA", 4096, 0, None, False), 2_000_001)
+        engine.check_key_outlives(key, 2_000_001)
+    engine.check_key_outlives(SigningKey("ABCD", None, "k", "RSA", 4096, 0, None, False), 2_000_001)

@@ -1,0 +1,206 @@
+"""The rpm repositories of a generation, and their check with dnf and rpm -K: per channel and arch, `repodata/` by createrepo_c and a signed `repomd.xml.asc`.
+
+dnf/yum (`repo_gpgcheck=1`) and zypper check `repomd.xml` against `repomd.xml.asc`; repomd.xml in
+turn carries the checksums of primary/filelists/other, and those of each package (whose own rpm
+header signature `gpgcheck=1` checks). Metadata file names carry their checksum (createrepo_c's
+default), so a client that fetched an older repomd.xml never mixes files of two generations.
+
+Verification (`verify_channel`): `rpm -K` of every published rpm against only the published key; then
+the generated `.repo` file (baseurl pointed at loopback) with `repo_gpgcheck=1` and `gpgcheck=1`:
+`dnf --installroot` into an empty root installs endura-sensor and endura-archive-keyring for x86_64
+(scriptlets off: the empty root has no shell) with a dependency shim providing python3 and libbpf
+(the target distros' own repositories are not reachable here); `dnf makecache` checks aarch64's
+metadata.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from families import KEY_FILE, KEYRING_PACKAGE, LABEL, PACKAGE, indexcache, machine_arches
+from toolbox import gpg, log
+from toolbox.errors import EnduraError
+from toolbox.files import cache_dir
+from toolbox.run import output, run
+from toolbox.tools import require
+
+#: the repository keys for dnf/yum/zypper (`gpgkey=`): installed by the endura-archive-keyring rpm (see `repo.keyring`)
+RPM_KEYRING = "/etc/pki/rpm-gpg/RPM-GPG-KEY-endura"
+
+
+# --- paths and client configuration files ---------------------------------------------------------
+
+
+def rpm_dir(channel: str, package_arch: str) -> str:
+    return f"rpm/{channel}/{package_arch}"
+
+
+def dnf_repo(channel: str, base_url: str) -> str:
+    """/etc/yum.repos.d/endura-<channel>.repo for dnf and yum: package and metadata signatures checked."""
+    url = base_url.rstrip("/")
+    return (
+        f"[endura-{channel}]\n"
+        f"name={LABEL} ({channel})\n"
+        f"baseurl={url}/rpm/{channel}/$basearch\n"
+        "enabled=1\n"
+        "gpgcheck=1\n"
+        "repo_gpgcheck=1\n"
+        f"gpgkey=file://{RPM_KEYRING}\n"
+        "metadata_expire=6h\n"
+    )
+
+
+def zypper_repo(channel: str, base_url: str) -> str:
+    """/etc/zypp/repos.d/endura-<channel>.repo for zypper (SLES, openSUSE Leap)."""
+    url = base_url.rstrip("/")
+    return (
+        f"[endura-{channel}]\n"
+        f"name={LABEL} ({channel})\n"
+        f"baseurl={url}/rpm/{channel}/$basearch\n"
+        "type=rpm-md\n"
+        "enabled=1\n"
+        "autorefresh=1\n"
+        "gpgcheck=1\n"
+        "repo_gpgcheck=1\n"
+        "pkg_gpgcheck=1\n"
+        f"gpgkey=file://{RPM_KEYRING}\n"
+    )
+
+
+def createrepo_argv(directory: str, *, revision: int) -> list[str]:
+    """createrepo_c for one channel and arch; timestamps from the publish date (reproducible)."""
+    return ["createrepo_c", "--quiet", "--no-database", "--revision", str(revision), "--set-timestamp-to-revision",
+            directory]
+
+
+def point_at(text: str, base_url: str, *, root: Path | None = None) -> str:
+    """A generated .repo file pointed at `base_url`: its baseurl, and its `gpgkey=file:///etc/pki/rpm-gpg/...`
+    (installed by endura-archive-keyring) as that file inside `root` (dnf reads file:// keys from the host, even
+    with --installroot), or without `root` the served key file: what the install guide's bootstrap puts there."""
+    local = f"file://{root}{RPM_KEYRING}" if root is not None else f"{base_url}/{KEY_FILE}"
+    text = text.replace(f"gpgkey=file://{RPM_KEYRING}", f"gpgkey={local}")
+    text = re.sub(r"^(baseurl=)\S+?(/rpm/)", lambda m: f"{m.group(1)}{base_url}{m.group(2)}", text, flags=re.M)
+    return re.sub(r"^(gpgkey=)\S+?(/keys/)", lambda m: f"{m.group(1)}{base_url}{m.group(2)}", text, flags=re.M)
+
+
+# --- building the repodata -------------------------------------------------------------------------
+
+
+def createrepo(directory: Path, wanted: dict[str, tuple[str, int]], *, date: int, previous: Path | None) -> None:
+    """createrepo_c over `directory`, reusing `previous` (an older generation's same directory) for unchanged
+    rpms; the metadata is checked against `wanted` (`{packages/<file>: (sha256, size)}`, see `repo.indexcache`)."""
+    argv = createrepo_argv(str(directory), revision=date)
+    if previous is not None and (previous / "repodata" / "repomd.xml").is_file():
+        argv = [argv[0], "--update", "--update-md-path", str(previous), *argv[1:]]
+    for attempt in (1, 2):
+        run(argv, timeout=600)
+        problems = indexcache.differences(indexcache.repodata_listed(directory), wanted)
+        if not problems:
+            return
+        if "--update" not in argv or attempt == 2:
+            break
+        log.warn(f"createrepo_c --update reused metadata of {previous} that disagrees with the manifests "
+                 f"({problems[0]}); indexing again without it")
+        shutil.rmtree(directory / "repodata")
+        argv = createrepo_argv(str(directory), revision=date)
+    raise indexcache.mismatch_error(directory / "repodata", problems)
+
+
+def build_channel(gen: Path, channel: str, entries: list[dict], keys: gpg.Keys, *, date: int, base_url: str,
+                  previous: Path | None = None) -> list[Path]:
+    """createrepo_c + signature for every arch of the channel (the .rpms are already in place).
+
+    `previous`: an older generation whose metadata createrepo_c may reuse for the rpms it already indexed."""
+    dirs = []
+    for arch in machine_arches():
+        directory = gen / rpm_dir(channel, arch)
+        (directory / "packages").mkdir(parents=True, exist_ok=True)
+        createrepo(directory, indexcache.expected(entries, "rpm", "packages/", package_arch=arch), date=date,
+                   previous=previous / rpm_dir(channel, arch) if previous is not None else None)
+        repomd = directory / "repodata" / "repomd.xml"
+        gpg.detached(keys, repomd, repomd.with_name("repomd.xml.asc"), epoch=date)
+        for path in (directory / "repodata").iterdir():  # If-Modified-Since/ETag see every publish (see apt.set_mtime)
+            os.utime(path, (date, date))
+        dirs.append(directory)
+    rpm_root = gen / "rpm"
+    (rpm_root / f"endura-{channel}.repo").write_text(dnf_repo(channel, base_url))
+    (rpm_root / f"endura-{channel}.zypper.repo").write_text(zypper_repo(channel, base_url))
+    return dirs
+
+
+# --- the checks: rpm -K and dnf ---------------------------------------------------------------------
+
+
+def rpm_check_signatures(rpms: list[Path], key_file: Path) -> None:
+    """`rpm -K` against a private rpmdb holding only our public key: digests AND signatures OK."""
+    require("rpmkeys")
+    with tempfile.TemporaryDirectory(prefix="endura-rpmk-") as db:
+        run(["rpmkeys", "--dbpath", db, "--import", str(key_file)])
+        for rpm in rpms:
+            out = run(["rpmkeys", "--dbpath", db, "-K", str(rpm)], check=False)
+            if out.returncode != 0 or "signatures OK" not in out.stdout:
+                raise EnduraError(f"rpm -K failed for {rpm}: {out.stdout.strip() or out.stderr.strip()}; "
+                                  "the package is not signed by the repository key: rebuild it with this key")
+
+
+def dnf_config(workdir: Path, repo_text: str, base_url: str, *, root: Path | None = None) -> Path:
+    """A private dnf.conf whose only repository is our generated .repo file pointed at `base_url`
+    (its local key file inside `root`, else the served one: see `point_at`)."""
+    repos = workdir / "repos.d"
+    repos.mkdir(parents=True, exist_ok=True)
+    (repos / "endura.repo").write_text(point_at(repo_text, base_url, root=root))
+    conf = workdir / "dnf.conf"
+    conf.write_text(f"[main]\nreposdir={repos}\ncachedir={workdir / 'cache'}\ngpgcheck=1\n"
+                    "install_weak_deps=False\nkeepcache=False\nskip_if_unavailable=False\n")
+    return conf
+
+
+def dnf_argv(conf: Path, installroot: Path, *args: str) -> list[str]:
+    return ["dnf", "-c", str(conf), "--installroot", str(installroot), "--assumeyes", "--releasever=9",
+            "--setopt=reposdir=" + str(conf.parent / "repos.d"), "--nodocs", *args]
+
+
+def dependency_shim() -> Path:
+    """A file-less noarch rpm that *provides* python3 and libbpf (built once with rpmbuild)."""
+    out_dir = cache_dir() / "repo-verify"
+    rpm = out_dir / "endura-verify-deps-shim-1-1.noarch.rpm"
+    if rpm.exists():
+        return rpm
+    require("rpmbuild")
+    with tempfile.TemporaryDirectory(prefix="endura-shim-") as tmp:
+        spec = Path(tmp) / "shim.spec"
+        spec.write_text("Name: endura-verify-deps-shim\nVersion: 1\nRelease: 1\nSummary: verification-only provider\n"
+                        "License: Apache-2.0\nBuildArch: noarch\nProvides: python3 = 3.11\nProvides: libbpf = 1.1\n"
+                        "%description\nProvides python3 and libbpf for repository verification only.\n%files\n")
+        run(["rpmbuild", "-bb", "--define", f"_topdir {tmp}/top", "--define", "_build_id_links none", str(spec)], timeout=300)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(tmp) / "top" / "RPMS" / "noarch" / rpm.name, rpm)
+    return rpm
+
+
+def prepare_rpm_root(installroot: Path) -> None:
+    installroot.mkdir(parents=True, exist_ok=True)
+    run(["rpm", "--root", str(installroot), "--initdb"])
+    run(["rpm", "--root", str(installroot), "--nodeps", "--noscripts", "-i", str(dependency_shim())])
+
+
+def verify_dnf(gen: Path, channel: str, url: str, workdir: Path, wanted: str | None = None) -> str:
+    """dnf installs from the channel (`wanted`: the rpm Version it must install, None: any)."""
+    require("dnf", "rpm")
+    conf = dnf_config(workdir / "dnf", (gen / "rpm" / f"endura-{channel}.repo").read_text(), url)
+    root = workdir / "rpm-root"
+    prepare_rpm_root(root)
+    run(dnf_argv(conf, root, "--setopt=tsflags=noscripts", "install", PACKAGE, KEYRING_PACKAGE), timeout=600)
+    installed = output(["rpm", "--root", str(root), "-q", "--qf", "%{VERSION}-%{RELEASE}.%{ARCH}", PACKAGE])
+    if wanted:
+        if installed.split("-", 1)[0] != wanted:
+            raise EnduraError(f"dnf installed endura-sensor {installed} from channel {channel}, expected version {wanted}")
+    aroot = workdir / "rpm-root-aarch64"
+    aroot.mkdir()
+    run(dnf_argv(conf, aroot, "--forcearch=aarch64", "makecache"), timeout=600)
+    return installed
+
+
