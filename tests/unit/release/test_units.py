@@ -6,9 +6,9 @@ import pytest
 from families import FAMILIES
 from release import nfpm, stage
 from release.package import _split
-from toolbox import gpg as signing
 from release.sbom import dependency_names
 from release.signing import ApkKey
+from toolbox import gpg as signing
 from toolbox.errors import EnduraError
 
 COLONS = """sec:u:4096:1:C5ECB44FCD095B88:1577836800:1830000000::u:::scESC:::+:::23::0:

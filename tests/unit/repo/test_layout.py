@@ -10,7 +10,7 @@ from channels.command import check_target
 from channels.publish import parser
 from families.deb import repository as debrepo
 from families.rpm import repository as rpmrepo
-from repo import layout, verify
+from repo import layout
 from toolbox import dates
 from toolbox.errors import EnduraError
 
