@@ -129,7 +129,7 @@ def build(arches: Sequence[str] = ("amd64", "arm64"), out_dir: Path = Path("buil
         with log.step(f"compiling {len(srcs)} eBPF objects for {arch}"):
             with ThreadPoolExecutor(max_workers=min(len(srcs), os.cpu_count() or 1)) as pool:
                 futures = [pool.submit(_compile_one, s, o, arch) for s, o in zip(srcs, outputs)]
-                errors = [f.exception() for f in futures if f.exception()]
+                errors = [e for e in (f.exception() for f in futures) if e is not None]
             if errors:
                 raise errors[0]
         atomic_write(stamp_path, json.dumps(stamp, indent=1, sort_keys=True) + "\n")

@@ -93,12 +93,13 @@ def choose_version(channel: str, *, channels, recs, policy, now, lookup) -> rule
     if not candidates:
         raise EnduraError(f"nothing to promote to {channel}: {source} holds nothing newer than {channel}'s "
                           f"{current or 'nothing'}; see 'nox -s channels'")
-    first = None
+    first: rules.Decision | None = None
     for version in candidates:
         decision = rules.evaluate(channel, version, channels=channels, records=recs, policy=policy, now=now, lookup=lookup)
         if decision.allowed:
             return decision
         first = first or decision
+    assert first is not None  # candidates is not empty
     return first
 
 

@@ -104,7 +104,7 @@ def publish(args: argparse.Namespace) -> dict:
             merged, added = layout.merge_build(base_channels.get(channel, []), loaded)
             if not added:
                 log.info(f"    {loaded.version} is already published in {channel} (generation {current}); nothing to do")
-                return {"generation": current, "path": str(root.dir(current)), "action": "none"}
+                return {"generation": current, "path": str(root.dir(current)) if current is not None else None, "action": "none"}
             channels = {**base_channels, channel: merged}
             for a in added:
                 sources[a["file"]] = build / a["file"]

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
+from typing import Sequence
 
 from repo import layout
 from toolbox import gpg
@@ -109,7 +110,7 @@ def append(records: Records, entry: dict) -> Records:
     return Records(state, log)
 
 
-def write(gen: Path, records: Records, keys: gpg.Keys, *, date: int, evidence: list[Path] = ()) -> None:
+def write(gen: Path, records: Records, keys: gpg.Keys, *, date: int, evidence: Sequence[Path] = ()) -> None:
     """Write and sign the records into a generation being built (and copy the evidence they cite)."""
     (gen / DIR).mkdir(parents=True, exist_ok=True)
     state_path, log_path = gen / STATE, gen / LOG

@@ -32,7 +32,7 @@ import re
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from toolbox.errors import EnduraError
 
@@ -85,7 +85,7 @@ def packages_listed(packages_text: str) -> dict[str, tuple[str, int]]:
     """`{Filename: (SHA256, Size)}` of the stanzas of an apt `Packages` file."""
     found: dict[str, tuple[str, int]] = {}
     for stanza in packages_text.split("\n\n"):
-        fields = dict(m.groups() for m in re.finditer(r"^(Filename|SHA256|Size):\s*(\S+)", stanza, re.M))
+        fields: dict[str, str] = {m.group(1): m.group(2) for m in re.finditer(r"^(Filename|SHA256|Size):\s*(\S+)", stanza, re.M)}
         if "Filename" in fields:
             found[fields["Filename"]] = (fields.get("SHA256", ""), int(fields.get("Size", -1)))
     return found
@@ -99,7 +99,7 @@ def repodata_listed(repo_dir: Path) -> dict[str, tuple[str, int]]:
         raise EnduraError(f"{repo_dir / 'repodata/repomd.xml'} names no primary metadata; createrepo_c wrote an "
                           "unexpected repomd.xml: check its version (createrepo_c --version)")
     path = repo_dir / primary.group(1)
-    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix)
+    opener: Any = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix)
     if opener is None:
         raise EnduraError(f"{path} is compressed in a way this check does not read; createrepo_c must write "
                           "gzip or xz primary metadata (its default is gzip)")

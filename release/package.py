@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from distros import load_catalog
 from families import ARCHES, FAMILIES
@@ -99,7 +99,7 @@ def build_release(*, formats: Sequence[str], arches: Sequence[str], out: Path, t
             work = Path(tmp)
             secret_dir = work / "secret"
             secret_dir.mkdir(mode=0o700)
-            jobs = []
+            jobs: list[tuple[Callable[..., manifest.Artifact], tuple]] = []
             for arch in arches:
                 with log.step(f"staging the {arch} tree"):
                     entries = stage.stage(arch, semver, bpf_objects[arch], work / f"stage-{arch}", epoch)

@@ -34,7 +34,7 @@ def build(entries: list[Entry], version: str, arch: str, out: Path, epoch: int) 
         for i in range(1, len(parts) + (e.kind == "dir")):
             dirs.add(f"{top}/files/" + "/".join(parts[:i]))
         if e.kind != "dir":
-            data = Path(e.src).read_bytes()
+            data = Path(str(e.src)).read_bytes()
             members.append((_info(f"{top}/files{e.dst}", e.mode, epoch, size=len(data)), data))
     for script in ("install.sh", "uninstall.sh"):
         data = (PACKAGING / "tarball" / script).read_bytes()

@@ -171,8 +171,8 @@ def commit(root: RepoRoot, keys: gpg.Keys, change: Change, opts: Options, *, tar
         log.warn(f"the Release Date {rfc2822(date)} is {ahead:.0f}s ahead of this clock (it follows the previous "
                  "generation's); apt refuses files dated more than 10s ahead ('not valid yet'): check the clock")
     if opts.dry_run:
-        published = change.published
-        what = change.describe or (f"{published['version']} from {published['build']}" if published
+        pub = change.published
+        what = change.describe or (f"{pub['version']} from {pub['build']}" if pub
                                    else f"the content of generation {current}")
         log.info(f"    would {change.action} {what} as generation {number} in {root.path} (Date {rfc2822(date)})")
         return {"generation": number, "action": change.action, "dry_run": True}

@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import AbstractSet, Iterator
 
 from families import indexcache
 from repo import layout
@@ -156,7 +156,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(root: Path, durable: set[tuple[int, int]] = frozenset()) -> None:
+def _fsync_tree(root: Path, durable: AbstractSet[tuple[int, int]] = frozenset()) -> None:
     """Flush a finished generation to disk before it becomes reachable (files, then directories).
 
     Files in `durable` ((device, inode): hardlinks of files an older generation already flushed) are

@@ -174,10 +174,10 @@ def nfpm_config(family: str, version: str, key_file: Path, epoch: int) -> dict:
     return cfg
 
 
-def build_packages(key_set: KeySet, key: gpg.SigningKey, out: Path) -> dict[str, Path]:
-    """Build and sign the .deb and the .rpm into `out`; returns {family: path}."""
+def build_packages(key_set: KeySet, key: gpg.SigningKey, out: Path) -> dict[str, tuple[Path, str]]:
+    """Build and sign the .deb and the .rpm into `out`; returns {family: (path, how it is signed)}."""
     names = file_names(key_set.version)
-    built: dict[str, Path] = {}
+    built: dict[str, tuple[Path, str]] = {}
     with tempfile.TemporaryDirectory(prefix="endura-keyring-build-") as tmp:
         work = Path(tmp)
         key_file = work / "endura-archive-keyring.asc"
@@ -187,9 +187,9 @@ def build_packages(key_set: KeySet, key: gpg.SigningKey, out: Path) -> dict[str,
             target = out / names[family]
             cfg = nfpm_config(family, key_set.version, key_file, key_set.epoch)
             nfpm.build(cfg, FAMILIES[family], work, target, epoch=key_set.epoch, passphrase_env={})
-            FAMILIES[family].sign(key, target, epoch=key_set.epoch)
+            how = FAMILIES[family].sign(key, target, epoch=key_set.epoch)
             os.utime(target, (key_set.epoch, key_set.epoch))
-            built[family] = target
+            built[family] = (target, how)
     return built
 
 
@@ -240,8 +240,10 @@ def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path]
             "is re-signed: re-sign the changed key ('gpg --quick-set-expire FPR 2y') and publish again")
     names = file_names(key_set.version)
     files: dict[str, dict] = {}
+    old = None
     if reuse is not None:
         old = read_record(reuse)
+        assert old is not None  # _reusable checked it
         for family, f in old["files"].items():
             place(reuse / f["path"], gen / f["path"])
             files[family] = f
@@ -250,15 +252,15 @@ def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path]
         with log.step(f"building {PACKAGE} {key_set.version} ({' + '.join(key_set.fingerprints)})"):
             with tempfile.TemporaryDirectory(prefix="endura-keyring-out-") as tmp:
                 built = build_packages(key_set, keys.primary, Path(tmp))
-                for family, path in built.items():
+                for family, (path, how) in built.items():
                     rel = f"keys/packages/{names[family]}"
                     place(path, gen / rel)
                     files[family] = {"file": names[family], "path": rel, "sha256": sha256_file(path),
                                      "size": path.stat().st_size,
-                                     "signature": "debsig-origin" if family == "deb" else "rpm-header"}
+                                     "signature": how}
     record = {"schema": RECORD_SCHEMA, "package": PACKAGE, "version": key_set.version, "digest": key_set.digest,
-              "fingerprints": list(key_set.fingerprints), "signed_by": keys.primary.fingerprint if reuse is None
-              else read_record(reuse)["signed_by"], "files": files}
+              "fingerprints": list(key_set.fingerprints), "signed_by": keys.primary.fingerprint if old is None
+              else old["signed_by"], "files": files}
     (gen / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     new_sources = {**sources, **{f["file"]: gen / f["path"] for f in files.values()}}
     with_keyring = {channel: [*entries, *channel_entries(record, entries)] for channel, entries in channels.items()}

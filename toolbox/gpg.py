@@ -181,8 +181,13 @@ def passphrase_file_args() -> list[str]:
     with os.fdopen(fd, "w") as fh:
         fh.write(phrase)
     import atexit
+    import contextlib
 
-    atexit.register(lambda: os.path.exists(name) and os.unlink(name))
+    def remove() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+    atexit.register(remove)
     return ["--pinentry-mode", "loopback", "--passphrase-file", name]
 
 

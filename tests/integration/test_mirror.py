@@ -21,12 +21,13 @@ import pytest
 from channels import mirror
 from families.deb import repository as debrepo
 from families.rpm import repository as rpmrepo
-from release.signing import resolve_key, verify_detached
+from release.signing import resolve_key
 from repo import layout, verify
 from tests.integration.guidetools import follow
 from tests.integration.test_publish import apt_client
 from toolbox import dates
 from toolbox.errors import EnduraError
+from toolbox.gpg import verify_detached
 from toolbox.run import run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -180,7 +180,7 @@ def test_gzip_is_deterministic():
 
 
 def test_remote_target_with_development_key_is_refused():
-    from release.signing import SigningKey
+    from toolbox.gpg import SigningKey
 
     dev = SigningKey("ABCD", None, "dev", "RSA", 4096, 0, None, True)
     with pytest.raises(EnduraError, match="refusing to publish to u@h:/srv with the DEVELOPMENT key ABCD"):
