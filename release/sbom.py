@@ -20,11 +20,10 @@ from cyclonedx.model.license import LicenseExpression
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
+from families import FAMILIES
 from release.stage import Entry
 from toolbox.files import sha256_file
 
-#: our family -> purl type (https://github.com/package-url/purl-spec)
-PURL_TYPE = {"deb": "deb", "rpm": "rpm", "apk": "apk", "arch": "alpm", "tgz": "generic"}
 LICENSE_EXPRESSION = "Apache-2.0 AND (GPL-2.0-only OR BSD-2-Clause)"
 #: cyclonedx-python-lib is not thread-safe (seen: a concurrent build turned the licence expression
 #: into a plain name in one SBOM); the package build makes SBOMs from several threads
@@ -66,7 +65,7 @@ def _build(*, artifact, family, arch, version, package_version, depends, entries
     bom = Bom()
     bom.serial_number = uuid.uuid5(uuid.NAMESPACE_URL, f"endura-sensor/{artifact.name}/{artifact_sha}")
     bom.metadata.timestamp = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
-    purl = PackageURL(PURL_TYPE[family], "endura", "endura-sensor", package_version, {"arch": arch})
+    purl = PackageURL(FAMILIES[family].purl_type, "endura", "endura-sensor", package_version, {"arch": arch})
     main = Component(name="endura-sensor", version=version, type=ComponentType.APPLICATION, purl=purl,
                      bom_ref=str(purl), description=f"{artifact.name}", supplier=None)
     main.hashes.add(HashType(alg=HashAlgorithm.SHA_256, content=artifact_sha))
@@ -84,7 +83,7 @@ def _build(*, artifact, family, arch, version, package_version, depends, entries
         bom.components.add(f)
         parts.append(f)
     for name in dependency_names(depends):
-        dep_purl = PackageURL(PURL_TYPE[family] if family != "tgz" else "generic", None, name)
+        dep_purl = PackageURL(FAMILIES[family].purl_type, None, name)
         dep = Component(name=name, type=ComponentType.LIBRARY if "bpf" in name else ComponentType.APPLICATION,
                         purl=dep_purl, bom_ref=f"dep:{name}", scope=ComponentScope.REQUIRED)
         bom.components.add(dep)

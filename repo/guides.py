@@ -59,10 +59,7 @@ def lsm_section(target: Target) -> str:
     extra = _APT_INSTALL.search(target.bpf_lsm_fix)
     if extra:
         lines.append(f"apt-get install -y {extra.group(1)}")
-    if target.family == "rpm":
-        lines.append(f'grubby --update-kernel=ALL --args="lsm={lsm.group(1)}"')
-    else:
-        lines += [f"sed -i 's/^GRUB_CMDLINE_LINUX=\"/&lsm={lsm.group(1)} /' /etc/default/grub", "update-grub"]
+    lines += FAMILIES[target.family].kernel_args_commands(f"lsm={lsm.group(1)}")
     lines.append("reboot")
     return (text + "\n`lsm=` replaces the kernel's whole list, so it repeats the default one and adds `bpf` "
             "(if your kernel command line already has an `lsm=`, edit that one instead):\n\n" + sh(*lines)

@@ -154,7 +154,7 @@ def export_key_set(keys: Keys) -> KeySet:
 def nfpm_config(family: str, version: str, key_file: Path, epoch: int) -> dict:
     """nfpm config of the keyring package for `family` (deb or rpm); pure."""
     dst = {"deb": APT_KEYRING, "rpm": RPM_KEYRING}[family]
-    arch = {"deb": "all", "rpm": "noarch"}[family]
+    arch = FAMILIES[family].noarch_name
     mtime = nfpm.rfc3339(epoch)
     cfg: dict = {
         "name": PACKAGE, "arch": arch, "platform": "linux", "version": version, "version_schema": "none",
@@ -166,11 +166,9 @@ def nfpm_config(family: str, version: str, key_file: Path, epoch: int) -> dict:
         "contents": [{"src": str(key_file), "dst": dst, "type": "file",
                       "file_info": {"mode": 0o644, "owner": "root", "group": "root", "mtime": mtime}}],
     }
-    if family == "deb":
-        cfg["deb"] = {"arch": arch, "compression": "xz"}
-    else:
-        cfg["rpm"] = {"arch": arch, "summary": SUMMARY, "group": "System Environment/Base", "compression": "xz",
-                      "buildhost": "endura-build", "packager": nfpm.MAINTAINER}
+    fam = FAMILIES[family]
+    cfg[str(fam.nfpm_packager)] = fam.nfpm_section(arch, {}, {"summary": SUMMARY, "maintainer": nfpm.MAINTAINER,
+                                                               "group": "System Environment/Base"})
     return cfg
 
 
@@ -210,7 +208,8 @@ def channel_entries(record: dict, channel_entries_: list[dict]) -> list[dict]:
     for family, arches in (("deb", deb_arches), ("rpm", sorted(ARCHES))):
         f = record["files"][family]
         for arch in arches:
-            package_arch = "all" if family == "deb" else FAMILIES["rpm"].arch_name(arch)
+            fam = FAMILIES[family]  # apt's pool is shared by every arch; the rpm repositories are per arch
+            package_arch = fam.noarch_name if fam.arch_scheme == "debian" else fam.arch_name(arch)
             out.append({"file": f["file"], "family": family, "arch": arch, "package_arch": package_arch,
                         "package_version": f"{record['version']}-{RELEASE}", "version": record["version"],
                         "sha256": f["sha256"], "size": f["size"], "signature": f["signature"]})

@@ -6,6 +6,15 @@ import os
 
 import pytest
 
+_INTEGRATION = os.path.join("tests", "integration") + os.sep
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ drives real tools: marked `integration` (`-m "not integration"`: fast loop)."""
+    for item in items:
+        if _INTEGRATION in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("CI", "").lower() not in ("1", "true", "yes"):

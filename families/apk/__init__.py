@@ -17,6 +17,7 @@ class Apk(PlainNames):
     nfpm_packager = "apk"
     init = "openrc"
     release = "0"
+    purl_type = "apk"
     published = False
 
     def package_version(self, version: Any) -> str:

@@ -17,6 +17,8 @@ class Arch(PlainNames):
     arch_scheme = "machine"
     package_managers = ("pacman",)
     nfpm_packager = "archlinux"
+    purl_type = "alpm"
+    noarch_name = "any"
 
     def package_version(self, version: Any) -> str:
         """pacman pkgver: `1.2.3`, `1.2.3rc1`, dev after 1.2.3 → `1.2.3.r5.gabc1234`, after rc.2 → `1.2.3rc2.r5.g...`."""

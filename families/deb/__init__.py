@@ -21,6 +21,8 @@ class Deb(Family):
     package_managers = ("apt",)
     nfpm_packager = "deb"
     linter = "lintian"
+    purl_type = "deb"
+    noarch_name = "all"
 
     def package_version(self, version: Any) -> str:
         """Debian upstream_version: `1.2.3`, `1.2.3~rc.1`, `1.2.4~~dev.5.gabc1234`, `1.2.3~rc.2.dev.5.g...`."""

@@ -24,6 +24,7 @@ class Rpm(Family):
     package_managers = ("dnf", "yum", "zypper")
     nfpm_packager = "rpm"
     linter = "rpmlint"
+    purl_type = "rpm"
 
     def package_version(self, version: Any) -> str:
         """RPM Version tag: same `~` scheme as deb; it never contains `-` (forbidden) or `^` (rpm >= 4.15)."""
@@ -38,7 +39,7 @@ class Rpm(Family):
         return parts[0] if len(parts) == 1 else f"({' or '.join(parts)})"
 
     def nfpm_section(self, package_arch: str, scripts: dict[str, str], meta: dict) -> dict:
-        return {"arch": package_arch, "summary": meta["summary"], "group": MAINTAINER_GROUP, "compression": "xz",
+        return {"arch": package_arch, "summary": meta["summary"], "group": meta.get("group", MAINTAINER_GROUP), "compression": "xz",
                 "buildhost": "endura-build", "packager": meta["maintainer"]}
 
     def sign(self, key: gpg.SigningKey, path: Path, *, epoch: int) -> str:
@@ -91,6 +92,9 @@ class Rpm(Family):
         (out / "rpm").mkdir(parents=True, exist_ok=True)
         (out / "rpm" / f"endura-{channel}.repo").write_text(rpmrepo.dnf_repo(channel, ctx.base_url))
         (out / "rpm" / f"endura-{channel}.zypper.repo").write_text(rpmrepo.zypper_repo(channel, ctx.base_url))
+
+    def kernel_args_commands(self, args: str) -> list[str]:
+        return [f'grubby --update-kernel=ALL --args="{args}"']
 
     def guide_steps(self, target: Any, src: Source) -> Steps:
         return zypper_steps(target, src) if target.package_manager == "zypper" else dnf_steps(target, src)

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from families import indexcache
 from families.deb import repository as debrepo
 from families.rpm import repository as rpmrepo
-from repo import indexcache, verify
+from repo import verify
 from tests.integration.test_publish import _stop_gpg_agents, apt_client, madison, publish  # noqa: F401 (autouse fixture)
 from toolbox.files import sha256_file
 from toolbox.run import run
