@@ -154,9 +154,12 @@ def sign(keys: Keys | SigningKey, source: Path, out: Path, *, epoch: int, mode: 
     """Sign `source` into `out` with every key of `keys` at `epoch` (`when` names that time in errors)."""
     keys = as_keys(keys)
     for k in keys.all:
-        if epoch < k.created:
-            raise EnduraError(f"{when} {epoch} is before signing key {k.fingerprint} was created ({k.created}); "
-                              "use a later time (a newer commit for SOURCE_DATE_EPOCH) or check the clock")
+        if epoch >= k.created:
+            continue
+        if when == "SOURCE_DATE_EPOCH":
+            raise EnduraError(f"SOURCE_DATE_EPOCH={epoch} is older than signing key {k.fingerprint} (created {k.created}); "
+                              "build a newer commit or set SOURCE_DATE_EPOCH to a time after the key's creation")
+        raise EnduraError(f"{when} {epoch} is before signing key {k.fingerprint} was created ({k.created}); check the clock")
     run(signing_argv(keys, source, out, epoch=epoch, mode=mode), input=os.environ.get(PASSPHRASE_ENV),
         hint=f"check {PASSPHRASE_ENV}")
     return out
