@@ -34,7 +34,7 @@ def approve(repo_root: Path, version: str, reason: str) -> Path:
     held = recs.channel("testing")
     if held is None or version not in rules.versions_in(channels.get("testing", [])):
         raise EnduraError(f"{version} is not in testing ({'it holds ' + held['version'] if held else 'testing is empty'}); "
-                          f"approve a version after promoting it there ('nox -s promote testing -- {version}')")
+                          f"approve a version after promoting it there ('nox -s promote -- testing {version}')")
     entries = [e for e in channels["testing"] if e["version"] == version]
     manifest = {"version": version, "artifacts": entries, "source": {}}
     record = evidence.make_record("approval", manifest, now=int(time.time()), who=evidence.actor(), reason=reason.strip(),

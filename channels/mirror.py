@@ -1,6 +1,6 @@
-"""`python3 -m repo.mirror <channel>`: a self-contained offline bundle of one channel, for air-gapped hosts.
+"""`python3 -m channels.mirror <channel>`: a self-contained offline bundle of one channel, for air-gapped hosts.
 
-    python3 -m repo.mirror stable [--repo-root build/repo] [--out build/offline] [--base-url file:///srv/endura]
+    python3 -m channels.mirror stable [--repo-root build/repo] [--out build/offline] [--base-url file:///srv/endura]
                                   [--valid-days 365]
 
 From the current generation of a repository root it takes only that channel: the apt suite and the

@@ -3,7 +3,7 @@
     python3 -m repo.guides --base-url https://repo.endurasecurity.com --channel latest --out DIR [--from GENERATION]
 
 Every publish writes them into the generation (`install/<channel>/<target-id>.md`, an index per
-channel and `install/index.md`); `repo.mirror` writes them again for an offline bundle, with a
+channel and `install/index.md`); `channels.mirror` writes them again for an offline bundle, with a
 `file://` base URL. What a user runs for one package manager is the family's (`Family.guide_steps`, built from
 `families.guidetext`); this module adds what every guide shares. The commands a user runs are in fenced ```sh blocks, nothing else is: the
 integration tests extract those blocks and run them, verbatim, against a published repository

@@ -20,7 +20,7 @@ bytes (built at the newest signature's time), and every step of a rotation moves
 a newer key raises the first part, dropping the oldest raises the second, re-signing a key (a new
 expiry, a revocation) raises the third. A key set change that would not move it forward is refused.
 
-**In a publish** (`include()`, called by `repo.publish.build_generation`): when a previous
+**In a publish** (`include()`, called by `repo.engine.build_generation`): when a previous
 generation holds a keyring with the same keys, its files are reused (hardlinks: the bytes never
 change); otherwise the packages are built with nfpm and signed with the primary key (`sign_deb`,
 `sign_rpm`, at that fixed time). Either way they are listed in every channel: the .deb in each

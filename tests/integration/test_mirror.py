@@ -1,4 +1,4 @@
-"""`python3 -m repo.mirror`: the offline bundle of a channel, installed from on a host with no network source.
+"""`python3 -m channels.mirror`: the offline bundle of a channel, installed from on a host with no network source.
 
 The repository is published with a Valid-Until that has already passed (apt refuses it: shown), then
 bundled. In a Debian 12 root without any apt source, the bundle's INSTALL.md, its Debian 12 guide (apt
@@ -53,7 +53,7 @@ def bundle(tmp_path_factory, dist_v2) -> dict:
     while time.time() < date + 3:
         time.sleep(0.5)
     started = time.monotonic()
-    result = _run("repo.mirror", "latest", "--repo-root", str(top / "repo"), "--out", str(top / "out"))
+    result = _run("channels.mirror", "latest", "--repo-root", str(top / "repo"), "--out", str(top / "out"))
     result["wall_seconds"] = round(time.monotonic() - started, 2)
     result["repo"] = top / "repo"
     return result
@@ -176,7 +176,7 @@ def test_bundle_of_testing_holds_only_that_channel(tmp_path, dist_v1, dist_v2):
     policy.write_text("[testing]\nevidence = []\n")
     _run("channels.promote", "testing", "1.0.0", "--repo-root", str(root), "--policy", str(policy), "--no-verify")
     assert (root / "current/install/testing/debian-12.md").is_file() and (root / "current/install/latest/index.md").is_file()
-    result = _run("repo.mirror", "testing", "--repo-root", str(root), "--out", str(tmp_path / "out"))
+    result = _run("channels.mirror", "testing", "--repo-root", str(root), "--out", str(tmp_path / "out"))
     assert Path(result["path"]).name == "endura-testing-1.0.0-offline.tar"
     with tarfile.open(result["path"]) as t:
         names = [n.split("/", 1)[1] for n in t.getnames() if "/" in n]

@@ -1,4 +1,4 @@
-"""The index caches (`repo.indexcache`: apt-ftparchive --db, createrepo_c --update) make a publish
+"""The index caches (`families.indexcache`: apt-ftparchive --db, createrepo_c --update) make a publish
 faster, never wrong: when what they remember disagrees with the manifests the index is rebuilt
 without them, and real apt and dnf clients install from the result. A published file modified in
 the tree is refused."""

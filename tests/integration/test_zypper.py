@@ -10,7 +10,7 @@ for a SUSE host in two ways, neither of them touching the guide's commands:
   writes a database zypper never reads, so zypper trusts nothing (and sees no installed package). On SLES and
   openSUSE both use the one system database; `/etc/rpm/macros` sets `%_dbpath /var/lib/rpm` here to match.
 - SUSE's python3 and libbpf1 are stood in for by the file-less rpm that provides them
-  (`repo.rpmrepo.dependency_shim()`), installed before the guide runs.
+  (`families.rpm.repository.dependency_shim()`), installed before the guide runs.
 
 zypper trusts the keys in the rpm database (libzypp copies them into its trusted keyring), so the guide's
 `rpm --import` is all the trust there is: no `--gpg-auto-import-keys`, and a root without that import is
