@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from families import FAMILIES
+from families import FAMILIES, published
 from release import signing
 from repo import layout
 from repo.engine import Options
@@ -29,8 +29,11 @@ from toolbox.tools import require
 
 #: the default repository root (a local tree; with --target, the staging mirror of the web host)
 DEFAULT_REPO_ROOT = REPO_TOP / "build" / "repo"
-#: the tools every generation needs (the published families' index tools, gpg)
-GENERATION_TOOLS = ("apt-ftparchive", "createrepo_c", "repo-add", "pacman-key-libs", "bsdtar", "gpg", "gpgv")
+
+
+def generation_tools() -> tuple[str, ...]:
+    """The tools every generation needs: gpg, and every published family's index tools."""
+    return ("gpg", "gpgv", *(t for f in published() for t in f.index_tools))
 
 
 def add_repo_root_option(p: argparse.ArgumentParser) -> None:
@@ -101,7 +104,7 @@ def open_repository(args: argparse.Namespace, *, wait: float = 0.0) -> Iterator[
     target = check_target(args.target, keys.primary)
     if target:
         require("rsync", "ssh")
-    require(*GENERATION_TOOLS)
+    require(*generation_tools())
     apk_key = signing.resolve_apk_key(keys.primary) if FAMILIES["apk"].published else None
     root = RepoRoot(Path(args.repo_root))
     with root.lock(wait=wait):

@@ -108,6 +108,8 @@ class Family:
     release: ClassVar[str] = "1"
     #: the command that lints a package of the family (None: no linter for the format)
     linter: ClassVar[str | None] = None
+    #: the tools (`toolbox.tools` names) building the family's index in a generation needs
+    index_tools: ClassVar[tuple[str, ...]] = ()
     #: the package-url type of the format (https://github.com/package-url/purl-spec), for the SBOMs
     purl_type: ClassVar[str] = "generic"
     #: the format's name for an architecture-independent package (the keyring packages)

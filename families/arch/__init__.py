@@ -17,6 +17,7 @@ class Arch(PlainNames):
     arch_scheme = "machine"
     package_managers = ("pacman",)
     nfpm_packager = "archlinux"
+    index_tools = ("repo-add", "pacman-key-libs", "bsdtar")
     purl_type = "alpm"
     noarch_name = "any"
 

@@ -21,6 +21,7 @@ class Deb(Family):
     package_managers = ("apt",)
     nfpm_packager = "deb"
     linter = "lintian"
+    index_tools = ("apt-ftparchive",)
     purl_type = "deb"
     noarch_name = "all"
 

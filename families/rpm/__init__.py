@@ -24,6 +24,7 @@ class Rpm(Family):
     package_managers = ("dnf", "yum", "zypper")
     nfpm_packager = "rpm"
     linter = "rpmlint"
+    index_tools = ("createrepo_c",)
     purl_type = "rpm"
 
     def package_version(self, version: Any) -> str:
