@@ -21,11 +21,11 @@ from typing import Iterable, Sequence
 
 from toolbox import log, tools
 from toolbox.errors import EnduraError, cli_main
-from toolbox.files import atomic_write
+from toolbox.files import REPO_TOP, atomic_write
 from toolbox.run import CommandFailed, output, run
 
-BPF_DIR = Path(__file__).resolve().parent
-REPO = BPF_DIR.parent
+REPO = REPO_TOP
+BPF_DIR = REPO / "bpf"
 DEFAULT_OUT = REPO / "build" / "bpf"
 #: our arch name (Debian's, used in package names and build/bpf/<arch>) -> (include dir, __TARGET_ARCH_ value)
 ARCHES: dict[str, tuple[str, str]] = {"amd64": ("x86", "x86"), "arm64": ("arm64", "arm64")}

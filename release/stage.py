@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 
 from toolbox.errors import EnduraError
+from toolbox.files import REPO_TOP as REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SENSOR_SRC = REPO / "sensor" / "endura_sensor"
 PACKAGING = REPO / "sensor" / "packaging"
 LIBDIR = "/usr/lib/endura-sensor"

@@ -24,10 +24,9 @@ from typing import Sequence
 from distros import load_catalog
 from toolbox import log
 from toolbox.errors import EnduraError, cli_main
+from toolbox.files import REPO_TOP as REPO
 from toolbox.files import atomic_write
 from vmtest import kernels, plan, results, runner
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def parser() -> argparse.ArgumentParser:

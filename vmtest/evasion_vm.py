@@ -23,13 +23,13 @@ from typing import List, Sequence
 from distros import load_catalog
 from toolbox import log
 from toolbox.errors import EnduraError
+from toolbox.files import REPO_TOP as REPO
 from toolbox.run import run
 from toolbox.tools import require
 from vmtest import cpio, evasion_run, kernels, plan, results, rootfs, runner
 from vmtest.evasion_expected import judge
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 TARGET = "debian-12"
 BOOTS = ("lsm-on", "lsm-off")
 #: guest_init.sh runs the vmtest driver; this overlay's /init runs the evasion suite instead

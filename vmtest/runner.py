@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from distros import Catalog, Target
 from toolbox import log
 from toolbox.errors import EnduraError
-from toolbox.files import atomic_write, sha256_file
+from toolbox.files import REPO_TOP, atomic_write, sha256_file
 from toolbox.run import CommandFailed, run
 from toolbox.tools import require
 from vmtest import kernels, plan, results, rootfs
@@ -67,7 +67,7 @@ def build_package(out: Path, fmt: str = "deb", arch: str = ARCH, dry_run: bool =
     import sys
 
     argv = [sys.executable, "-m", "release.package", "--format", fmt, "--arch", arch, "--out", os.fspath(out)]
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO_TOP
     with log.step(f"building the {fmt} package{'s' if ',' in fmt else ''} {version or ''} for {arch}"):
         proc = run(argv, cwd=repo, timeout=900, dry_run=dry_run,
                    extra_env={"ENDURA_VERSION": version} if version else None)

@@ -27,12 +27,12 @@ from typing import Dict, List, Sequence
 from distros import load_catalog
 from toolbox import log
 from toolbox.errors import EnduraError
+from toolbox.files import REPO_TOP as REPO
 from toolbox.run import run
 from toolbox.tools import require
 from vmtest import cpio, kernels, plan, results, rootfs, runner
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 #: apk is not here: the .apk ships the OpenRC service (Alpine), and this guest runs systemd
 FORMATS = ("deb", "rpm", "arch", "tgz")
 VERSIONS = ("1.0.0", "1.0.1")
