@@ -212,7 +212,8 @@ def make_bundle(repo_root: Path, channel: str, out_dir: Path, *, base_url: str =
             for family in published():
                 family.mirror_channel(gen, tree, channel, ctx)
             fingerprints = gpg.key_file_fingerprints(tree / layout.KEY_FILE)
-            src = guides.Source(base_url, channel, fingerprints, guides.newest_tarball_version(entries))
+            src = guides.Source(base_url, channel, fingerprints, guides.newest_tarball_version(entries),
+                                guides.published_key_files(gen))
             guides.write(tree / guides.GUIDES_DIR, [src])
             info = {"schema": 1, "channel": channel, "version": version,
                     "versions": sorted({e["version"] for e in entries}, key=Version.parse),

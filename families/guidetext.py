@@ -27,6 +27,8 @@ class Source:
     fingerprints: tuple[str, ...]
     #: the newest tarball version in the channel (the tarball steps name it); None: the channel has none
     tarball_version: str | None = None
+    #: the other key files the generation publishes in keys/ (e.g. apk's `<name>.rsa.pub`), by file name
+    key_files: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:

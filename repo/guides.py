@@ -181,10 +181,17 @@ def write(out: Path, sources: Sequence[Source], catalog: Catalog | None = None) 
     return written
 
 
+def published_key_files(gen: Path) -> tuple[str, ...]:
+    """The key files of a generation's keys/ besides the OpenPGP one (the guides name them)."""
+    directory = gen / "keys"
+    return tuple(sorted(p.name for p in directory.glob("*.pub"))) if directory.is_dir() else ()
+
+
 def write_generation_guides(gen: Path, channels: dict[str, list[dict]], fingerprints: Sequence[str],
                             base_url: str) -> list[Path]:
     """The guides of every channel of a generation being built (`install/`): the publish hook."""
-    sources = [Source(base_url, ch, tuple(fingerprints), newest_tarball_version(channels[ch])) for ch in sorted(channels)]
+    keys = published_key_files(gen)
+    sources = [Source(base_url, ch, tuple(fingerprints), newest_tarball_version(channels[ch]), keys) for ch in sorted(channels)]
     return write(gen / GUIDES_DIR, sources)
 
 
@@ -210,7 +217,8 @@ def run_cli(argv: Sequence[str]) -> int:
     entries = json.loads(state_file.read_text())["channels"].get(channel)
     if entries is None:
         raise EnduraError(f"channel {channel!r} is not in {gen}; promote a build into it first or pick another --channel")
-    src = Source(args.base_url, channel, gpg.key_file_fingerprints(gen / layout.KEY_FILE), newest_tarball_version(entries))
+    src = Source(args.base_url, channel, gpg.key_file_fingerprints(gen / layout.KEY_FILE), newest_tarball_version(entries),
+                 published_key_files(gen))
     out = Path(args.out)
     for path in write(out, [src]):
         print(path)
