@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from families import KEY_FILE, PACKAGE, machine_arches
+from families.clients import client_env
 from toolbox import gpg
 from toolbox.run import run
 from toolbox.tools import require
@@ -101,8 +102,8 @@ def verify_pacman(gen: Path, channel: str, url: str, workdir: Path) -> list[str]
             continue
         # one client per arch: pacman's sync db is per name, not per $arch
         pacman = pacman_client(workdir / f"pacman-{arch}", snippet, url, gen / KEY_FILE)
-        run([*pacman, "--arch", arch, "-Sy"], timeout=300)
-        run([*pacman, "--arch", arch, "-Swdd", PACKAGE], timeout=300)
+        run([*pacman, "--arch", arch, "-Sy"], env=client_env(), timeout=300)
+        run([*pacman, "--arch", arch, "-Swdd", PACKAGE], env=client_env(), timeout=300)
         fetched.append(arch)
     return fetched
 

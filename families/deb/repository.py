@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from families import KEY_FILE, LABEL, PACKAGE, copy_metadata, indexcache
-from families.clients import CHROOT_PATH
+from families.clients import CHROOT_PATH, client_env
 from toolbox import gpg, log
 from toolbox.dates import rfc2822
 from toolbox.errors import EnduraError
@@ -323,7 +323,7 @@ def extract_debian_root(dest: Path) -> Path:
 
 
 def chroot(root: Path, *argv: str, check: bool = True, timeout: float = 600):
-    return run(["chroot", str(root), *argv], extra_env=CHROOT_PATH, check=check, timeout=timeout)
+    return run(["chroot", str(root), *argv], env=client_env(CHROOT_PATH), check=check, timeout=timeout)
 
 
 def configure_apt(root: Path, sources_text: str, key_file: Path, base_url: str, *, name: str = "endura") -> None:

@@ -21,10 +21,11 @@ import tempfile
 from pathlib import Path
 
 from families import KEY_FILE, KEYRING_PACKAGE, LABEL, PACKAGE, indexcache, machine_arches
+from families.clients import client_env
 from toolbox import gpg, log
 from toolbox.errors import EnduraError
 from toolbox.files import cache_dir
-from toolbox.run import output, run
+from toolbox.run import CommandFailed, format_argv, output, run
 from toolbox.tools import require
 
 #: the repository keys for dnf/yum/zypper (`gpgkey=`): installed by the endura-archive-keyring rpm (see `repo.keyring`)
@@ -148,19 +149,58 @@ def rpm_check_signatures(rpms: list[Path], key_file: Path) -> None:
 
 def dnf_config(workdir: Path, repo_text: str, base_url: str, *, root: Path | None = None) -> Path:
     """A private dnf.conf whose only repository is our generated .repo file pointed at `base_url`
-    (its local key file inside `root`, else the served one: see `point_at`)."""
-    repos = workdir / "repos.d"
-    repos.mkdir(parents=True, exist_ok=True)
+    (its local key file inside `root`, else the served one: see `point_at`).
+
+    Nothing of the host's dnf configuration is read: no plugins (`plugins=0`; dnf loads them from the
+    host's pluginpath even with --installroot, and e.g. Debian's dnf-plugins-core `local` plugin adds a
+    repository `_dnf_local` with gpgcheck=1 and no key, which fails every install), no /etc/yum.repos.d
+    (`reposdir`), no /etc/dnf/vars (`varsdir`, an empty directory of ours)."""
+    repos, dnf_vars = workdir / "repos.d", workdir / "vars"
+    for d in (repos, dnf_vars):
+        d.mkdir(parents=True, exist_ok=True)
     (repos / "endura.repo").write_text(point_at(repo_text, base_url, root=root))
     conf = workdir / "dnf.conf"
-    conf.write_text(f"[main]\nreposdir={repos}\ncachedir={workdir / 'cache'}\ngpgcheck=1\n"
-                    "install_weak_deps=False\nkeepcache=False\nskip_if_unavailable=False\n")
+    conf.write_text(f"[main]\nreposdir={repos}\nvarsdir={dnf_vars}\ncachedir={workdir / 'cache'}\nplugins=0\n"
+                    "gpgcheck=1\ninstall_weak_deps=False\nkeepcache=False\nskip_if_unavailable=False\n")
     return conf
 
 
 def dnf_argv(conf: Path, installroot: Path, *args: str) -> list[str]:
-    return ["dnf", "-c", str(conf), "--installroot", str(installroot), "--assumeyes", "--releasever=9",
-            "--setopt=reposdir=" + str(conf.parent / "repos.d"), "--nodocs", *args]
+    """dnf with only `conf` (see `dnf_config`): the command line repeats what --installroot would otherwise
+    look up elsewhere (reposdir and varsdir given here are host paths, dnf(8) "--installroot")."""
+    return ["dnf", "-c", str(conf), "--installroot", str(installroot), "--assumeyes", "--releasever=9", "--noplugins",
+            "--setopt=reposdir=" + str(conf.parent / "repos.d"), "--setopt=varsdir=" + str(conf.parent / "vars"),
+            "--nodocs", *args]
+
+
+#: the lines of dnf's output that say what went wrong (the rest: progress, key import notes, and the
+#: option dump of a "Problem repository" that can fill the whole tail)
+DNF_ERROR_LINE = re.compile(r"^\s*(Error:|Problem( \d+)?:|Problem repository:|- (Curl error|Status code|nothing provides|"
+                            r"conflicting requests|package |cannot install)|Errors during downloading|"
+                            r"You have enabled checking of packages via GPG keys|.*GPG (signature|check) .*(error|FAILED)|"
+                            r"No match for argument|Failed to download|Public key for .* is not installed)")
+
+
+def dnf_error_lines(output_text: str, limit: int = 6) -> list[str]:
+    """dnf's own error lines from its output (stderr, then stdout), in order, without repeats."""
+    found: list[str] = []
+    for line in output_text.splitlines():
+        line = line.rstrip()
+        if DNF_ERROR_LINE.match(line) and line.strip() not in found and line.strip() != "Error:":
+            found.append(line.strip())
+    return found[:limit]
+
+
+def run_dnf(argv: list[str], *, timeout: float = 600):
+    """`run` for dnf: a failure names dnf's error lines in the message (`dnf_error_lines`), not only the tail."""
+    try:
+        return run(argv, env=client_env(), timeout=timeout)
+    except CommandFailed as exc:
+        lines = dnf_error_lines(exc.stderr)
+        said = " ".join(line if line.endswith(":") else line + ";" for line in lines).rstrip(";") if lines \
+            else (exc.detail.strip().splitlines() or ["(no output)"])[-1]
+        raise EnduraError(f"dnf failed (exit code {exc.returncode}): {said} [command: {format_argv(exc.argv)}]",
+                          detail=exc.detail) from None
 
 
 def dependency_shim() -> Path:
@@ -193,14 +233,14 @@ def verify_dnf(gen: Path, channel: str, url: str, workdir: Path, wanted: str | N
     conf = dnf_config(workdir / "dnf", (gen / "rpm" / f"endura-{channel}.repo").read_text(), url)
     root = workdir / "rpm-root"
     prepare_rpm_root(root)
-    run(dnf_argv(conf, root, "--setopt=tsflags=noscripts", "install", PACKAGE, KEYRING_PACKAGE), timeout=600)
+    run_dnf(dnf_argv(conf, root, "--setopt=tsflags=noscripts", "install", PACKAGE, KEYRING_PACKAGE))
     installed = output(["rpm", "--root", str(root), "-q", "--qf", "%{VERSION}-%{RELEASE}.%{ARCH}", PACKAGE])
     if wanted:
         if installed.split("-", 1)[0] != wanted:
             raise EnduraError(f"dnf installed endura-sensor {installed} from channel {channel}, expected version {wanted}")
     aroot = workdir / "rpm-root-aarch64"
     aroot.mkdir()
-    run(dnf_argv(conf, aroot, "--forcearch=aarch64", "makecache"), timeout=600)
+    run_dnf(dnf_argv(conf, aroot, "--forcearch=aarch64", "makecache"))
     return installed
 
 

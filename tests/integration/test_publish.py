@@ -20,6 +20,7 @@ from families.deb import repository as debrepo
 from families.rpm import repository as rpmrepo
 from repo import layout, verify
 from toolbox import dates
+from toolbox.errors import EnduraError
 from toolbox.files import sha256_file
 from toolbox.run import run
 from toolbox.tools import require
@@ -151,6 +152,38 @@ def test_dnf_installs_with_repo_gpgcheck(published, debian_root, tmp_path):
         assert "repo_gpgcheck=1" in (tmp_path / "dnf/repos.d/endura.repo").read_text()
         run(rpmrepo.dnf_argv(conf, debian_root, "install", "endura-sensor"), timeout=600)
     assert debrepo.chroot(debian_root, "endura-sensor", "--version").stdout.strip() == "endura-sensor 1.0.1"
+
+
+#: Debian's dnf-plugins-core (installed by .ci/run): its `local` plugin, enabled by default, adds a repository
+#: `_dnf_local` with gpgcheck=1 and no key to every dnf run that loads the host's plugins
+DNF_LOCAL_PLUGIN = Path("/usr/lib/python3/dist-packages/dnf-plugins/local.py")
+
+
+def test_dnf_verification_ignores_the_hosts_dnf_plugins(published, tmp_path):
+    """With dnf-plugins-core installed, the publisher's dnf check passes (and `published` verified with it);
+    control: the same dnf command loading the host's plugins fails on the plugin's repository."""
+    if not DNF_LOCAL_PLUGIN.exists() or "enabled = true" not in Path("/etc/dnf/plugins/local.conf").read_text():
+        pytest.skip("dnf-plugins-core (its enabled `local` plugin) is not installed; .ci/run installs it: "
+                    "apt-get install dnf-plugins-core")
+    gen = published / "current"
+    with verify.serve(gen) as url:
+        conf = rpmrepo.dnf_config(tmp_path / "control", (gen / "rpm/endura-latest.repo").read_text(), url)
+        conf.write_text(conf.read_text().replace("plugins=0\n", ""))
+        rpmrepo.prepare_rpm_root(tmp_path / "control-root")
+        argv = [a for a in rpmrepo.dnf_argv(conf, tmp_path / "control-root", "--setopt=tsflags=noscripts", "install",
+                                            "endura-sensor", "endura-archive-keyring") if a != "--noplugins"]
+        control = run(argv, check=False, timeout=600)
+        assert control.returncode != 0 and "Problem repository: [_dnf_local]" in control.stderr
+        assert rpmrepo.verify_dnf(gen, "latest", url, tmp_path / "work", "1.0.1").startswith("1.0.1-1.")
+
+
+def test_dnf_failure_names_dnfs_error_line(published, tmp_path):
+    """A failing dnf check says dnf's own error (here: nothing listens on the port), not an option dump."""
+    with pytest.raises(EnduraError) as info:
+        rpmrepo.verify_dnf(published / "current", "latest", "http://127.0.0.1:9", tmp_path / "work")
+    assert info.value.message.startswith("dnf failed (exit code 1): Errors during downloading metadata for repository "
+                                         "'endura-latest': - Curl error (7): Couldn't connect to server")
+    assert "Error: Failed to download metadata for repo 'endura-latest'" in info.value.message
 
 
 def test_publishing_the_same_build_again_changes_nothing(published, dist_v2):
