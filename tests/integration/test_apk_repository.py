@@ -286,5 +286,89 @@ def test_the_aarch64_index_is_checked_too(apk_generation, apk_clients, tmp_path)
     shutil.copytree(apk_generation, gen)
     signature_removed(gen / apkrepo.channel_dir(CHANNEL, "aarch64"), None)
     refused = refusals(gen, apk_clients, tmp_path / "w")
-    for label, message in refused.items():
+    assert len(refused) == 2
+    for message in refused.values():
         assert "UNTRUSTED signature" in message and "(aarch64)" in message, message
+
+
+# --- the Alpine install guide, followed in an apk root --------------------------------------------------------
+
+STANDIN = "alpine-standin"
+#: what the sensor's apk depends on (release.package's depends for Alpine), provided with versions: apk does not
+#: pick an unversioned (virtual) provider on its own
+STANDIN_PROVIDES = ("python3=3.12.12-r0", "libbpf=1.5.0-r0")
+
+
+def standin_repository(directory: Path, key: ApkKey, apk: Path) -> str:
+    """A second, local repository standing in for Alpine's own `main`: one file-less package, signed by its own
+    key, that only *provides* python3 and libbpf (Alpine's packages cannot be fetched here). Returns the
+    repository line for /etc/apk/repositories."""
+    work = directory / "build"
+    work.mkdir(parents=True)
+    name = f"{STANDIN}-1.0.0-r0.x86_64.apk"
+    config = {"name": STANDIN, "arch": "x86_64", "platform": "linux", "version": "1.0.0", "release": "0",
+              "version_schema": "none", "maintainer": "Endura tests <tests@localhost>",
+              "description": "test stand-in for Alpine's python3 and libbpf", "license": "Apache-2.0",
+              "provides": list(STANDIN_PROVIDES), "contents": [],
+              "apk": {"signature": {"key_file": str(key.private), "key_name": key.name}}}
+    (work / "nfpm.json").write_text(json.dumps(config))
+    run(["nfpm", "package", "--config", str(work / "nfpm.json"), "--packager", "apk", "--target", str(work / name)],
+        cwd=work, extra_env={"SOURCE_DATE_EPOCH": str(DATE)})
+    entry = {"family": "apk", "file": name, "package_arch": "x86_64"}
+    repo = directory / "repo"
+    dest = repo / apkrepo.artifact_path("main", entry)
+    dest.parent.mkdir(parents=True)
+    shutil.copyfile(work / name, dest)
+    apkrepo.build_channel(repo, "main", [entry], key, date=DATE, apk=apk)
+    return str(repo / apkrepo.repository_path("main"))
+
+
+def apk_wrapper(bin_dir: Path, apk: Path, root: Path) -> None:
+    """`apk` on PATH for the guide's commands: the built client working on `root`. `apk add` gets --no-scripts:
+    the package's scripts (OpenRC service registration) run with the root's /bin/sh, and an apk root made here
+    has no shell (Alpine's busybox cannot be fetched)."""
+    bin_dir.mkdir(parents=True)
+    script = bin_dir / "apk"
+    script.write_text("#!/bin/sh\n"
+                      f'if [ "$1" = add ]; then shift; exec {apk} --root {root} --no-progress add --no-scripts "$@"; fi\n'
+                      f'exec {apk} --root {root} --no-progress "$@"\n')
+    script.chmod(0o755)
+
+
+def in_root(command: str, root: Path) -> str:
+    """The guide's command with its absolute /etc/apk paths moved under `root`."""
+    return command.replace(f" {apkrepo.APK_KEYS}/", f" {root}{apkrepo.APK_KEYS}/").replace(
+        f" {apkrepo.APK_REPOSITORIES}", f" {root}{apkrepo.APK_REPOSITORIES}")
+
+
+@pytest.mark.parametrize("major", ["2", "3"])
+def test_alpine_guide_steps_install_the_sensor(major, apk_generation, apk_clients, apk_key, tmp_path):
+    """The Alpine steps of `guide_steps`, each run with `sh -e` as written, on a host stood in for by an
+    `apk --root ... --initdb` root: /etc/apk paths are prefixed with the root and `apk` is the built client with
+    `--root` (and `--no-scripts` for `apk add`: see apk_wrapper). Alpine's own repository, which the guide
+    expects on the host for python3 and libbpf, is a local stand-in repository (see standin_repository) whose
+    key is already trusted, as alpine-keys' are on Alpine."""
+    apk = apk_clients.by_major()[major]
+    root = tmp_path / "root"
+    standin_key = new_rsa_key(tmp_path / "standin-key", "alpine-standin.rsa.pub")
+    line = standin_repository(tmp_path / "standin", standin_key, apk_clients.v2)
+    (root / "etc/apk/keys").mkdir(parents=True)
+    shutil.copyfile(standin_key.public, root / "etc/apk/keys" / standin_key.name)
+    (root / "etc/apk/repositories").write_text(line + "\n")
+    run([str(apk), "--root", str(root), "--arch", "x86_64", "--no-progress", "add", "--initdb"])
+    apk_wrapper(tmp_path / "bin", apk, root)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+    with serve(apk_generation) as url:
+        steps = apkrepo.guide_steps(CHANNEL, url, apk_key.name)
+        for step in steps:
+            proc = run(["sh", "-e", "-c", in_root(step, root)], env=env, check=False, timeout=300)
+            assert proc.returncode == 0, f"{step}\n{proc.stdout}{proc.stderr}"
+            assert "WARNING" not in proc.stdout + proc.stderr, f"{step}\n{proc.stdout}{proc.stderr}"
+            print(f"$ {step}\n{proc.stdout}{proc.stderr}")
+
+    assert (root / "etc/apk/keys" / apk_key.name).read_bytes() == apk_key.public.read_bytes()
+    assert f"{url}/apk/{CHANNEL}" in (root / "etc/apk/repositories").read_text()
+    assert os.access(root / "usr/bin/endura-sensor", os.X_OK)
+    installed = run([str(apk), "--root", str(root), "info", "-v"]).stdout.split()
+    assert "endura-sensor-1.0.0-r0" in installed and f"{STANDIN}-1.0.0-r0" in installed, installed
