@@ -6,10 +6,11 @@ Layout in a generation (what `apk` expects below a repository URL `<base>/apk/<c
     apk/<channel>/<x86_64|aarch64>/APKINDEX.tar.gz                   signed index (also when empty)
     keys/<keyname>.rsa.pub                                           the RSA public key, by the name the signature uses
 
-On a client (Alpine)::
+On a client (Alpine), `guide_steps`::
 
-    wget -O /etc/apk/keys/endura-dev.rsa.pub https://repo.endurasecurity.com/keys/endura-dev.rsa.pub
+    wget -q -O /etc/apk/keys/endura-dev.rsa.pub https://repo.endurasecurity.com/keys/endura-dev.rsa.pub
     echo https://repo.endurasecurity.com/apk/latest >> /etc/apk/repositories
+    apk update
     apk add endura-sensor
 
 The index is made by apk-tools' own `apk index` (v2, the format both apk 2 and apk 3 read; it checks
