@@ -328,15 +328,18 @@ def verify_client(apk: Path, label: str, gen: Path, channel: str, url: str, work
 def verify_channel(gen: Path, channel: str, url: str, workdir: Path, *, expected_version: str | None,
                    clients=None) -> dict:
     """apk-tools 2 and 3 against `gen` served at `url`: see `verify_client`. `expected_version` is the apk
-    version of the build (`package_version(semver)`, e.g. `1.0.0-r0`). Raises EnduraError with the client's
-    own error line; returns {"apk2": {"client": "2.14.10", "x86_64": "1.0.0-r0", "aarch64": ...}, "apk3": ...}."""
+    version of the build (`package_version(semver)`, e.g. `1.0.0-r0`). Uses `workdir/apk-keys`, `workdir/apk2`
+    and `workdir/apk3` (emptied first, left for inspection). Raises EnduraError with the client's own error line;
+    returns {"apk2": {"client": "2.14.10", "x86_64": "1.0.0-r0", "aarch64": ...}, "apk3": ...}."""
     if clients is None:
         from families.apk import apktools
 
         clients = apktools.clients()
     from families.apk.apktools import version
 
-    keys_dir = workdir / "keys"
+    keys_dir = workdir / "apk-keys"
+    for sub in (keys_dir, *(workdir / f"apk{major}" for major in clients.by_major())):
+        shutil.rmtree(sub, ignore_errors=True)  # fresh roots: nothing cached from an earlier run
     published_keys(gen, keys_dir)
     result: dict = {}
     for major, apk in clients.by_major().items():

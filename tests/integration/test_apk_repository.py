@@ -108,6 +108,9 @@ def test_both_clients_update_fetch_and_verify_every_arch(apk_generation, apk_cli
                                         expected_version=apkrepo.package_version(VERSION), clients=apk_clients)
         took = time.monotonic() - started
         stable = apkrepo.verify_channel(gen, "stable", url, tmp_path / "stable", expected_version=None, clients=apk_clients)
+        again = apkrepo.verify_channel(gen, CHANNEL, url, tmp_path / "latest",
+                                       expected_version=apkrepo.package_version(VERSION), clients=apk_clients)
+    assert again == latest  # the same workdir again: fresh roots
     print(f"verify_channel latest: {took:.2f}s; {json.dumps(latest)}")
     assert latest == {"apk2": {"client": "2.14.10", "aarch64": "1.0.0-r0", "x86_64": "1.0.0-r0"},
                       "apk3": {"client": "3.0.6", "aarch64": "1.0.0-r0", "x86_64": "1.0.0-r0"}}
@@ -341,6 +344,32 @@ def in_root(command: str, root: Path) -> str:
         f" {apkrepo.APK_REPOSITORIES}", f" {root}{apkrepo.APK_REPOSITORIES}")
 
 
+def alpine_host(tmp_path: Path, apk: Path, builder: Path) -> tuple[Path, dict[str, str]]:
+    """An `apk --root ... --initdb` root standing in for an Alpine host (its own repository and key: the
+    stand-in), and the environment whose PATH has `apk` working on it."""
+    root = tmp_path / "root"
+    standin_key = new_rsa_key(tmp_path / "standin-key", "alpine-standin.rsa.pub")
+    line = standin_repository(tmp_path / "standin", standin_key, builder)
+    (root / "etc/apk/keys").mkdir(parents=True)
+    shutil.copyfile(standin_key.public, root / "etc/apk/keys" / standin_key.name)
+    (root / "etc/apk/repositories").write_text(line + "\n")
+    run([str(apk), "--root", str(root), "--arch", "x86_64", "--no-progress", "add", "--initdb"])
+    apk_wrapper(tmp_path / "bin", apk, root)
+    return root, {"PATH": f"{tmp_path / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"}
+
+
+def follow_steps(steps: list[str], root: Path, env: dict[str, str]) -> list[str]:
+    """Run each step with `sh -e`; returns the output of each; raises AssertionError on the first failure."""
+    outputs = []
+    for step in steps:
+        proc = run(["sh", "-e", "-c", in_root(step, root)], env=env, check=False, timeout=300)
+        out = proc.stdout + proc.stderr
+        print(f"$ {step}\n{out}")
+        assert proc.returncode == 0 and "WARNING" not in out, f"{step} (exit code {proc.returncode})\n{out}"
+        outputs.append(out)
+    return outputs
+
+
 @pytest.mark.parametrize("major", ["2", "3"])
 def test_alpine_guide_steps_install_the_sensor(major, apk_generation, apk_clients, apk_key, tmp_path):
     """The Alpine steps of `guide_steps`, each run with `sh -e` as written, on a host stood in for by an
@@ -349,26 +378,26 @@ def test_alpine_guide_steps_install_the_sensor(major, apk_generation, apk_client
     expects on the host for python3 and libbpf, is a local stand-in repository (see standin_repository) whose
     key is already trusted, as alpine-keys' are on Alpine."""
     apk = apk_clients.by_major()[major]
-    root = tmp_path / "root"
-    standin_key = new_rsa_key(tmp_path / "standin-key", "alpine-standin.rsa.pub")
-    line = standin_repository(tmp_path / "standin", standin_key, apk_clients.v2)
-    (root / "etc/apk/keys").mkdir(parents=True)
-    shutil.copyfile(standin_key.public, root / "etc/apk/keys" / standin_key.name)
-    (root / "etc/apk/repositories").write_text(line + "\n")
-    run([str(apk), "--root", str(root), "--arch", "x86_64", "--no-progress", "add", "--initdb"])
-    apk_wrapper(tmp_path / "bin", apk, root)
-    env = {"PATH": f"{tmp_path / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin"}
-
+    root, env = alpine_host(tmp_path, apk, apk_clients.v2)
     with serve(apk_generation) as url:
-        steps = apkrepo.guide_steps(CHANNEL, url, apk_key.name)
-        for step in steps:
-            proc = run(["sh", "-e", "-c", in_root(step, root)], env=env, check=False, timeout=300)
-            assert proc.returncode == 0, f"{step}\n{proc.stdout}{proc.stderr}"
-            assert "WARNING" not in proc.stdout + proc.stderr, f"{step}\n{proc.stdout}{proc.stderr}"
-            print(f"$ {step}\n{proc.stdout}{proc.stderr}")
+        follow_steps(apkrepo.guide_steps(CHANNEL, url, apk_key.name), root, env)
 
     assert (root / "etc/apk/keys" / apk_key.name).read_bytes() == apk_key.public.read_bytes()
     assert f"{url}/apk/{CHANNEL}" in (root / "etc/apk/repositories").read_text()
     assert os.access(root / "usr/bin/endura-sensor", os.X_OK)
     installed = run([str(apk), "--root", str(root), "info", "-v"]).stdout.split()
     assert "endura-sensor-1.0.0-r0" in installed and f"{STANDIN}-1.0.0-r0" in installed, installed
+
+
+@pytest.mark.parametrize("major", ["2", "3"])
+def test_alpine_guide_without_the_key_step_is_refused(major, apk_generation, apk_clients, apk_key, tmp_path):
+    """The control of the guide test: the same steps without the key download, and apk refuses our index."""
+    apk = apk_clients.by_major()[major]
+    root, env = alpine_host(tmp_path, apk, apk_clients.v2)
+    with serve(apk_generation) as url:
+        steps = apkrepo.guide_steps(CHANNEL, url, apk_key.name)
+        assert steps[0].endswith(f"/keys/{apk_key.name}")
+        follow_steps(steps[1:2], root, env)
+        with pytest.raises(AssertionError, match="UNTRUSTED signature"):
+            follow_steps(steps[2:3], root, env)
+    assert not (root / "usr/bin/endura-sensor").exists()
