@@ -18,15 +18,14 @@ import os
 import sys
 from pathlib import Path
 
-from release.signing import cache_dir
 from toolbox import log
 from toolbox.errors import EnduraError, cli_main
+from toolbox.files import REPO_TOP, cache_dir
 from toolbox.run import run
 from toolbox.tools import require
 
-REPO = Path(__file__).resolve().parents[2]
 SRC_ENV = "ENDURA_APK_TOOLS_SRC"
-DEFAULT_SRC = REPO.parent / "shared" / "vendor" / "apk-tools"
+DEFAULT_SRC = REPO_TOP.parent / "shared" / "vendor" / "apk-tools"
 SCRIPT = "build.sh"
 MAJORS = ("2", "3")
 #: what build.sh needs (tools on PATH and headers, see toolbox.tools): v2 with make, v3 with meson + ninja
@@ -47,7 +46,7 @@ class ApkClients:
 
 
 def tools_dir() -> Path:
-    """Where the clients are built: `<cache>/apk-tools` (the cache of `release.signing.cache_dir`)."""
+    """Where the clients are built: `<cache>/apk-tools` (`toolbox.files.cache_dir`)."""
     return cache_dir() / "apk-tools"
 
 

@@ -34,21 +34,20 @@ import tempfile
 import zlib
 from pathlib import Path
 
+from families import PACKAGE, machine_arches
 from toolbox import log
 from toolbox.errors import EnduraError
 from toolbox.run import run
 
-PACKAGE_NAME = "endura-sensor"
-#: the package arches of the catalog, in apk's names (`layout.RPM_ARCH`'s values): every channel has both
-ARCHES = ("aarch64", "x86_64")
+PACKAGE_NAME = PACKAGE
+#: the package arches of the catalog, in apk's names: every channel has both
+ARCHES = tuple(machine_arches())
 INDEX = "APKINDEX.tar.gz"
 UNSIGNED_INDEX = "APKINDEX.unsigned.tar.gz"
 #: `.SIGN.<type>.<keyname>`: RSA256 = RSA PKCS#1 v1.5 over SHA-256 (`RSA` would be SHA-1)
 SIGNATURE_TYPE = "RSA256"
 DIGEST = {"RSA": "-sha1", "RSA256": "-sha256", "RSA512": "-sha512"}
 KEYS_DIR = "keys"
-#: apk package release: nfpm builds `-r0` (release.package); apk versions read `<pkgver>-r0`
-PACKAGE_RELEASE = "r0"
 TAR_BLOCK = 512
 CLIENT_TIMEOUT = 300
 
@@ -94,11 +93,12 @@ def artifact_path(channel: str, entry: dict) -> str:
     return f"{channel_dir(channel, entry['package_arch'])}/{published_name(entry)}"
 
 
-def package_version(semver: str) -> str:
-    """The apk version of a build as apk prints it (`1.2.3_rc1-r0`), from its semver (`1.2.3-rc.1`)."""
-    from release.version import Version, format_version
+def package_version(version) -> str:
+    """The apk version of a build as apk prints it (`1.2.3_rc1-r0`), from its `release.version.Version`
+    (handed in: families import nothing above toolbox)."""
+    from families.apk import Apk
 
-    return f"{format_version(Version.parse(semver), 'apk')}-{PACKAGE_RELEASE}"
+    return f"{Apk().package_version(version)}-r{Apk.release}"
 
 
 # --- building and signing the index --------------------------------------------------------------------

@@ -24,6 +24,7 @@ from families.apk import repository as apkrepo
 from families.apk.apktools import version as client_version
 from release.manifest import load
 from release.signing import ApkKey, resolve_apk_key, resolve_key
+from release.version import Version
 from repo.verify import serve
 from toolbox.errors import EnduraError
 from toolbox.run import run
@@ -90,7 +91,7 @@ def refusals(gen: Path, clients, workdir: Path) -> dict[str, str]:
             label = f"apk-tools {client_version(apk)}"
             try:
                 apkrepo.verify_client(apk, label, gen, CHANNEL, url, workdir / f"apk{major}", keys,
-                                      apkrepo.package_version(VERSION))
+                                      apkrepo.package_version(Version.parse(VERSION)))
                 out[label] = ""
             except EnduraError as exc:
                 out[label] = exc.message
@@ -105,11 +106,11 @@ def test_both_clients_update_fetch_and_verify_every_arch(apk_generation, apk_cli
     with serve(gen) as url:
         started = time.monotonic()
         latest = apkrepo.verify_channel(gen, CHANNEL, url, tmp_path / "latest",
-                                        expected_version=apkrepo.package_version(VERSION), clients=apk_clients)
+                                        expected_version=apkrepo.package_version(Version.parse(VERSION)), clients=apk_clients)
         took = time.monotonic() - started
         stable = apkrepo.verify_channel(gen, "stable", url, tmp_path / "stable", expected_version=None, clients=apk_clients)
         again = apkrepo.verify_channel(gen, CHANNEL, url, tmp_path / "latest",
-                                       expected_version=apkrepo.package_version(VERSION), clients=apk_clients)
+                                       expected_version=apkrepo.package_version(Version.parse(VERSION)), clients=apk_clients)
     assert again == latest  # the same workdir again: fresh roots
     print(f"verify_channel latest: {took:.2f}s; {json.dumps(latest)}")
     assert latest == {"apk2": {"client": "2.14.10", "aarch64": "1.0.0-r0", "x86_64": "1.0.0-r0"},

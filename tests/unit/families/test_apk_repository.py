@@ -9,6 +9,7 @@ import pytest
 
 from families.apk import apktools
 from families.apk import repository as apkrepo
+from release.version import Version
 from toolbox.errors import EnduraError
 
 ENTRY = {"file": "endura-sensor-1.0.0_rc1_git3-r0.x86_64.apk", "family": "apk", "arch": "amd64",
@@ -41,8 +42,8 @@ def test_a_key_name_apk_cannot_look_up_is_refused(name):
 
 
 def test_package_version_is_the_apk_version_with_its_release():
-    assert apkrepo.package_version("1.0.0") == "1.0.0-r0"
-    assert apkrepo.package_version("1.2.3-rc.2.dev.5+gabc1234") == "1.2.3_rc2_git5-r0"
+    assert apkrepo.package_version(Version.parse("1.0.0")) == "1.0.0-r0"
+    assert apkrepo.package_version(Version.parse("1.2.3-rc.2.dev.5+gabc1234")) == "1.2.3_rc2_git5-r0"
     assert apkrepo.fetched_version("endura-sensor-1.2.3_rc2_git5-r0.apk") == "1.2.3_rc2_git5-r0"
     with pytest.raises(EnduraError):
         apkrepo.fetched_version("other-1.0-r0.apk")
@@ -147,7 +148,7 @@ def test_apktools_paths_and_build_argv(monkeypatch, tmp_path):
     assert apktools.wrapper(apktools.tools_dir(), "3") == tmp_path / "cache" / "apk-tools" / "3" / "apk"
     assert apktools.build_argv(Path("/v/build.sh"), Path("/p"), "2") == ["bash", "/v/build.sh", "/p", "2"]
     monkeypatch.delenv(apktools.SRC_ENV, raising=False)
-    assert apktools.source_dir() == apktools.REPO.parent / "shared" / "vendor" / "apk-tools"
+    assert apktools.source_dir() == apktools.REPO_TOP.parent / "shared" / "vendor" / "apk-tools"
     monkeypatch.setenv(apktools.SRC_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(EnduraError, match=f"set {apktools.SRC_ENV} to the directory holding build.sh"):
         apktools.build_script()
