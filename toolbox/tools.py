@@ -55,6 +55,12 @@ DEBIAN_PACKAGE: dict[str, str] = {
     "busybox": "busybox-static",
     "cpio": "cpio",
     "strace": "strace",
+    # building apk-tools from source (families.apk.apktools)
+    "cc": "build-essential",
+    "make": "make",
+    "pkg-config": "pkg-config",
+    "meson": "meson",
+    "ninja": "ninja-build",
 }
 
 #: tools that come from PyPI rather than apt (installed into the nox session's virtualenv)
@@ -65,6 +71,10 @@ FILES: dict[str, tuple[str, str]] = {
     "libbpf-dev": ("/usr/include/bpf/bpf_helpers.h", "libbpf-dev"),
     # pacman-key sources makepkg's shell libraries
     "pacman-key-libs": ("/usr/share/makepkg/util/parseopts.sh", "makepkg"),
+    # headers apk-tools is built against (families.apk.apktools)
+    "libssl-dev": ("/usr/include/openssl/evp.h", "libssl-dev"),
+    "zlib1g-dev": ("/usr/include/zlib.h", "zlib1g-dev"),
+    "libzstd-dev": ("/usr/include/zstd.h", "libzstd-dev"),
 }
 
 

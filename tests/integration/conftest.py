@@ -28,6 +28,15 @@ def dist_v2(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def apk_clients():
+    """Alpine's apk-tools 2.14 and 3.0, built once into the cache from the vendored source (.ci/run builds them
+    first; see families.apk.apktools)."""
+    from families.apk import apktools
+
+    return apktools.clients()
+
+
+@pytest.fixture(scope="session")
 def debian_rootfs_tar() -> Path:
     """A Debian 12 minbase root with python3 and libbpf1 (mmdebstrap, cached between runs)."""
     require("mmdebstrap")

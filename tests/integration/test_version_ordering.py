@@ -1,16 +1,17 @@
 """Prove with the real tools that each package format orders versions exactly as semver does.
 
-dpkg (`dpkg --compare-versions`), rpm (its own `rpm.vercmp` through `rpm --eval` lua) and pacman
-(`alpm_pkg_vercmp` from the real libalpm.so, through ctypes) compare every pair of a list of tricky
-versions. apk-tools is not packaged for Debian 12 (nor trixie/sid), so apk ordering is proven in
-tests/unit/test_version.py against a model of apk's documented rules instead.
-A missing tool fails the test with the apt package that provides it; nothing is skipped.
+dpkg (`dpkg --compare-versions`), rpm (its own `rpm.vercmp` through `rpm --eval` lua), pacman
+(`alpm_pkg_vercmp` from the real libalpm.so, through ctypes) and apk (`apk version -t` of apk-tools 2.14
+and 3.0, built from source by families.apk.apktools: not packaged for Debian) compare every pair of a list
+of tricky versions. A missing tool fails the test with the apt package that provides it; nothing is skipped.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import ctypes.util
 import itertools
+import os
 import re
 
 import pytest
@@ -131,6 +132,38 @@ def test_deb_and_rpm_with_release_suffix_keep_the_order():
         a, b = FORMATTERS["deb"](low) + "-1", FORMATTERS["deb"](high) + "-1"
         assert run(["dpkg", "--compare-versions", a, "lt", b], check=False).returncode == 0, (a, b)
     # rpm compares Version first and Release only on a tie: covered by the Version test above
+
+
+def _apk_vercmp(apk, a: str, b: str) -> int:
+    """`apk version -t A B` prints `<`, `=` or `>`."""
+    result = run([str(apk), "version", "-t", a, b]).stdout.strip()
+    assert result in ("<", "=", ">"), f"apk version -t {a} {b} printed {result!r}"
+    return {"<": -1, "=": 0, ">": 1}[result]
+
+
+def _apk_vercmp_all(apk, strings: list[str]) -> dict[tuple[str, str], int]:
+    """Every ordered pair (one process each: `apk version -t` takes two versions), a few at a time."""
+    wanted = [(a, b) for a in strings for b in strings]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 2)) as pool:
+        return dict(zip(wanted, pool.map(lambda pair: _apk_vercmp(apk, *pair), wanted)))
+
+
+@pytest.mark.parametrize("major", ["2", "3"])
+def test_apk_orders_apk_versions_like_semver(major, apk_clients):
+    apk = apk_clients.by_major()[major]
+    results = _apk_vercmp_all(apk, [FORMATTERS["apk"](v) for v in VERSIONS])
+    assert _mismatches("apk", lambda a, b: results[(a, b)]) == []
+
+
+@pytest.mark.parametrize("major", ["2", "3"])
+def test_every_apk_version_with_its_release_is_valid_and_keeps_the_order(major, apk_clients):
+    """apk compares `pkgver-rN`; the `-r0` that nfpm appends must be valid (`apk version -c`) and change nothing."""
+    apk = apk_clients.by_major()[major]
+    full = [f"{FORMATTERS['apk'](v)}-r0" for v in VERSIONS]
+    proc = run([str(apk), "version", "-c", *full], check=False)
+    assert proc.returncode == 0 and not proc.stdout.strip(), f"apk version -c printed invalid versions: {proc.stdout}"
+    for low, high in zip(full, full[1:]):
+        assert _apk_vercmp(apk, low, high) == -1 and _apk_vercmp(apk, high, low) == 1, (low, high)
 
 
 @pytest.mark.parametrize("fmt", ["deb", "rpm", "apk", "arch"])
