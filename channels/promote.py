@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -68,14 +67,13 @@ def check_same_bytes(gen: Path, channel: str, entries: list[dict], source_gen: P
     """Every promoted file in the new tree has the sha256 it has in the source channel and in the entries."""
     found: dict[str, str] = {}
     for entry in entries:
-        paths = layout.artifact_paths(channel, entry)
         source_paths = layout.artifact_paths(source, entry)
-        for rel, src_rel in zip(paths, source_paths):
+        for (name, rel), src_rel in zip(layout.artifact_files(channel, entry), source_paths):
             digest = sha256_file(gen / rel)
             if digest != sha256_file(source_gen / src_rel):
                 raise EnduraError(f"{rel} differs from {src_rel} in the current generation; a promotion must carry the "
                                   "same bytes: repair the repository (the current generation's files were modified)")
-            found[os.path.basename(rel)] = digest
+            found[name] = digest
         if found[entry["file"]] != entry["sha256"]:
             raise EnduraError(f"{entry['file']} has sha256 {found[entry['file']][:16]}… but its manifest entry says "
                               f"{entry['sha256'][:16]}…; the repository was modified: republish the build")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -49,19 +48,19 @@ def check_key_outlives(key: gpg.SigningKey, valid_until: int) -> None:
 
 def _place_channel(gen: Path, channel: str, entries: list[dict], sources: dict[str, Path]) -> None:
     for entry in entries:
-        for rel in layout.artifact_paths(channel, entry):
+        for name, rel in layout.artifact_files(channel, entry):
             dst = gen / rel
             if not dst.exists():
-                place(sources[os.path.basename(rel)], dst)
+                place(sources[name], dst)
 
 
 def sources_in(gen_dir: Path, channels: dict[str, list[dict]]) -> dict[str, Path]:
-    """file name -> path of every artifact (and detached signature) in an existing generation."""
+    """build file name -> path of every artifact (and detached signature) in an existing generation."""
     found: dict[str, Path] = {}
     for channel, entries in channels.items():
         for entry in entries:
-            for rel in layout.artifact_paths(channel, entry):
-                found.setdefault(os.path.basename(rel), gen_dir / rel)
+            for name, rel in layout.artifact_files(channel, entry):
+                found.setdefault(name, gen_dir / rel)
     return found
 
 

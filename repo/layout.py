@@ -35,7 +35,7 @@ import enum
 import re
 from typing import Any, Iterable
 
-from families import FAMILIES, published
+from families import FAMILIES, detached_signature, published
 from families import KEY_FILE as KEY_FILE  # the key file is part of the layout too
 from toolbox.errors import EnduraError
 
@@ -94,6 +94,16 @@ def artifact_paths(channel: str, artifact: dict) -> list[str]:
         raise EnduraError(f"artifact {artifact['file']} has family {artifact['family']!r}, which is not published; "
                           f"publish only {', '.join(published_families())}")
     return family.artifact_paths(channel, artifact)
+
+
+def artifact_files(channel: str, artifact: dict) -> list[tuple[str, str]]:
+    """(build file name, path in a generation) of an artifact and of its detached signature: the name a build
+    gives a file is not always the name it is published under (apk names `<arch>/<name>-<version>.apk`)."""
+    names = [artifact["file"]]
+    sig = detached_signature(artifact)
+    if sig:
+        names.append(sig)
+    return list(zip(names, artifact_paths(channel, artifact)))
 
 
 def next_date(now: float, previous: int | None) -> int:

@@ -246,6 +246,19 @@ def verify_argv(apk: Path, root: Path, keys_dir: Path, files: list[Path]) -> lis
     return [str(apk), "--root", str(root), "--keys-dir", str(keys_dir), "verify", *map(str, files)]
 
 
+def verify_package(apk: Path, package: Path, key_file: Path) -> None:
+    """`apk verify` of one package file in a scratch root whose keys directory holds only `key_file`."""
+    with tempfile.TemporaryDirectory(prefix="endura-apk-verify-") as tmp:
+        keys_dir, root = Path(tmp) / "keys", Path(tmp) / "root"
+        keys_dir.mkdir()
+        root.mkdir()
+        shutil.copyfile(key_file, keys_dir / key_file.name)
+        init = client_argv(apk, root, arch=ARCHES[0], keys_dir=keys_dir, repositories_file="/dev/null")
+        _check(run(initdb_argv(init), check=False, timeout=CLIENT_TIMEOUT), "apk add --initdb")
+        _check(run(verify_argv(apk, root, keys_dir, [package]), check=False, timeout=CLIENT_TIMEOUT),
+               f"apk verify {package.name} with {key_file.name}")
+
+
 _AVAILABLE = re.compile(r"OK: (\d+) distinct packages available")
 _PROBLEM = re.compile(r"^(WARNING|ERROR):", re.M)
 
