@@ -20,11 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from distros import load_catalog
 from families.apk import repository as apkrepo
 from families.apk.apktools import version as client_version
+from families.guidetext import Source, sh_blocks
 from release.manifest import load
 from release.signing import ApkKey, resolve_apk_key, resolve_key
 from release.version import Version
+from repo import guides
 from repo.verify import serve
 from toolbox.errors import EnduraError
 from toolbox.run import run
@@ -371,17 +374,33 @@ def follow_steps(steps: list[str], root: Path, env: dict[str, str]) -> list[str]
     return outputs
 
 
+def generated_guide_steps(url: str, key_name: str) -> list[str]:
+    """The commands of the generated Alpine guide's "Add the key and the repository" and "Install" sections
+    (`repo.guides.guide` for alpine-3.20 with the apk key published), one line each, as written. Only
+    `endura-sensor --version` is left out: it runs the sensor on Alpine's python3, which the stand-in only
+    *provides* (an empty package)."""
+    src = Source(url, CHANNEL, ("0" * 40,), None, (key_name,))
+    text = guides.guide(load_catalog().target("alpine-3.20"), src)
+    assert "## 1. Add the key and the repository" in text and "## 2. Install" in text, text
+    repository, install = sh_blocks(text)[:2]
+    steps = [line for block in (repository, install) for line in block.splitlines() if line.strip()]
+    assert steps[-1] == "endura-sensor --version", steps
+    return steps[:-1]
+
+
 @pytest.mark.parametrize("major", ["2", "3"])
 def test_alpine_guide_steps_install_the_sensor(major, apk_generation, apk_clients, apk_key, tmp_path):
-    """The Alpine steps of `guide_steps`, each run with `sh -e` as written, on a host stood in for by an
-    `apk --root ... --initdb` root: /etc/apk paths are prefixed with the root and `apk` is the built client with
-    `--root` (and `--no-scripts` for `apk add`: see apk_wrapper). Alpine's own repository, which the guide
-    expects on the host for python3 and libbpf, is a local stand-in repository (see standin_repository) whose
-    key is already trusted, as alpine-keys' are on Alpine."""
+    """The generated Alpine guide's steps (see generated_guide_steps), each run with `sh -e` as written, on a
+    host stood in for by an `apk --root ... --initdb` root: /etc/apk paths are prefixed with the root and `apk`
+    is the built client with `--root` (and `--no-scripts` for `apk add`: see apk_wrapper). Alpine's own
+    repository, which the guide expects on the host for python3 and libbpf, is a local stand-in repository
+    (see standin_repository) whose key is already trusted, as alpine-keys' are on Alpine."""
     apk = apk_clients.by_major()[major]
     root, env = alpine_host(tmp_path, apk, apk_clients.v2)
     with serve(apk_generation) as url:
-        follow_steps(apkrepo.guide_steps(CHANNEL, url, apk_key.name), root, env)
+        steps = generated_guide_steps(url, apk_key.name)
+        assert steps == apkrepo.guide_steps(CHANNEL, url, apk_key.name)
+        follow_steps(steps, root, env)
 
     assert (root / "etc/apk/keys" / apk_key.name).read_bytes() == apk_key.public.read_bytes()
     assert f"{url}/apk/{CHANNEL}" in (root / "etc/apk/repositories").read_text()
