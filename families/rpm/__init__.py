@@ -75,11 +75,12 @@ class Rpm(Family):
         rpmrepo.build_channel(gen, channel, entries, ctx.keys, date=ctx.date, base_url=ctx.base_url,
                               previous=ctx.previous[0] if ctx.previous else None)
 
-    def verify_channel(self, gen: Path, channel: str, url: str, workdir: Path, *, expected_version: Any = None) -> str:
+    def verify_channel(self, gen: Path, channel: str, url: str, workdir: Path, *, expected_version: Any = None) -> dict:
+        """`rpm -K` of every rpm of the channel against the published key only, then dnf's install."""
         rpms = sorted((gen / "rpm" / channel).glob("*/packages/*.rpm"))
         rpmrepo.rpm_check_signatures(rpms, gen / rpmrepo.KEY_FILE)
         wanted = self.package_version(expected_version) if expected_version is not None else None
-        return rpmrepo.verify_dnf(gen, channel, url, workdir, wanted)
+        return {"rpm_k": len(rpms), "dnf": rpmrepo.verify_dnf(gen, channel, url, workdir, wanted)}
 
     def mirror_channel(self, gen: Path, out: Path, channel: str, ctx: IndexContext) -> None:
         """repodata as published (repomd.xml carries no expiry), and the .repo files for `ctx.base_url`."""

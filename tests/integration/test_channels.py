@@ -101,7 +101,7 @@ def flow(tmp_path_factory, dist_v1, dist_v2, dist_v3) -> Channels:
     ch.record("e2e-tests", dist_v1)
     result, _ = ch.promote("testing")
     assert result["version"] == V1 and result["from"] is None and result["action"] == "promote"
-    assert result["verified"]["apt"] == f"endura-sensor {V1}" and result["verified"]["dnf"].startswith(f"{V1}-1.")
+    assert result["verified"]["deb"] == f"endura-sensor {V1}" and result["verified"]["rpm"]["dnf"].startswith(f"{V1}-1.")
     entered_v1 = time.time()
 
     ch.refused("stable", V1, says=f"stable needs {SOAK // 60}m of soak")
@@ -114,20 +114,20 @@ def flow(tmp_path_factory, dist_v1, dist_v2, dist_v3) -> Channels:
     ch.record("e2e-tests", dist_v2)
     result, _ = ch.promote("testing")  # the newest eligible: 1.0.1
     assert (result["version"], result["from"]) == (V2, V1)
-    assert result["verified"]["apt"] == f"endura-sensor {V2}"
+    assert result["verified"]["deb"] == f"endura-sensor {V2}"
     ch.refused("stable", V2, says=f"{V2} has been in testing for")
 
     time.sleep(max(0.0, entered_v1 + SOAK + 1 - time.time()))
     result, _ = ch.promote("stable")  # 1.0.1 is not eligible (soak, approval): the newest eligible is 1.0.0
     assert (result["version"], result["from"]) == (V1, None)
-    assert result["verified"]["apt"] == f"endura-sensor {V1}"
+    assert result["verified"]["deb"] == f"endura-sensor {V1}"
 
     publish(ch.root, "--dist", str(dist_v3), "--no-verify")
     ch.record("sensor-tests", dist_v3)
     ch.record("e2e-tests", dist_v3)
     result, _ = ch.promote("testing", V3)
-    assert result["verified"]["apt"] == f"endura-sensor {V3}"
-    assert result["verified"]["dnf"].startswith(format_version(Version.parse(V3), "rpm") + "-1.")
+    assert result["verified"]["deb"] == f"endura-sensor {V3}"
+    assert result["verified"]["rpm"]["dnf"].startswith(format_version(Version.parse(V3), "rpm") + "-1.")
     ch.refused("testing", V2, says=f"testing holds {V3}, newer than {V2}; channels only move forward")
     ch.refused("stable", V3, says=f"{V3} is a pre-release; only a release (vX.Y.Z) reaches stable")
     ch.refused("testing", V2, "--rollback", says="--rollback needs --reason")

@@ -79,9 +79,9 @@ def published(tmp_path_factory, dist_v1, dist_v2) -> Path:
     require("apt-ftparchive", "createrepo_c", "dnf", "rpmbuild")
     root = tmp_path_factory.mktemp("repo") / "repo"
     first, _ = publish(root, "--dist", str(dist_v1))
-    assert first["generation"] == 1 and first["verified"]["apt"] == "endura-sensor 1.0.0"
-    assert first["verified"]["dnf"].startswith("1.0.0-1.") and first["verified"]["rpm_k"] == 4  # endura-sensor + endura-archive-keyring, per arch
-    assert first["verified"]["pacman"] == ["aarch64", "x86_64"]
+    assert first["generation"] == 1 and first["verified"]["deb"] == "endura-sensor 1.0.0"
+    assert first["verified"]["rpm"]["dnf"].startswith("1.0.0-1.") and first["verified"]["rpm"]["rpm_k"] == 4  # endura-sensor + endura-archive-keyring, per arch
+    assert first["verified"]["arch"] == ["aarch64", "x86_64"]
     second, _ = publish(root, "--dist", str(dist_v2), "--no-verify")
     assert second["generation"] == 2
     _PUBLISHED["root"] = root
