@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from families import KEY_FILE
+from families.base import KEY_FILE
 
 _SH_BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
 

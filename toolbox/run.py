@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 
 from toolbox import log
 from toolbox.errors import EnduraError, ToolMissing
+from toolbox.packages import install_hint
 
 STDERR_TAIL_LINES = 15
 
@@ -48,8 +49,6 @@ def ensure_tool(tool: str) -> str:
     path = which(tool)
     if path:
         return path
-    from toolbox.tools import install_hint
-
     raise ToolMissing(f"'{tool}' is not installed; {install_hint(tool)}")
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from families import PACKAGE, IndexContext, PlainNames, copy_metadata
+from families.apk import repository
+from families.base import PACKAGE, IndexContext, PlainNames, copy_metadata
 from families.guidetext import Source, Steps, sh
 
 
@@ -17,18 +18,11 @@ class Apk(PlainNames):
     package_managers = ("apk",)
     nfpm_packager = "apk"
     init = "openrc"
-    release = "0"
+    release = repository.RELEASE
     purl_type = "apk"
 
     def package_version(self, version: Any) -> str:
-        """apk pkgver: `1.2.3`, `1.2.3_rc1`, dev after 1.2.3 → `1.2.3_git5`, after rc.2 → `1.2.3_rc2_git5`."""
-        base = version.tag_version
-        text = base.core
-        if base.pre is not None:
-            text += f"_{base.pre.kind}{base.pre.number}"
-        if version.dev is not None:
-            text += f"_git{version.dev}"
-        return text
+        return repository.pkgver(version)
 
     def file_name(self, package: str, package_version: str, package_arch: str) -> str:
         return f"{package}-{package_version}-r{self.release}.{package_arch}.apk"
@@ -49,32 +43,24 @@ class Apk(PlainNames):
 
     def check_signature(self, path: Path, key_file: Path) -> None:
         """`apk verify` (apk-tools 2) with a keys directory holding only `key_file` (an `<name>.rsa.pub`)."""
-        from families.apk import apktools, repository
+        from families.apk import apktools
 
         repository.verify_package(apktools.build("2"), path, key_file)
 
     def artifact_path(self, channel: str, entry: dict) -> str:
-        from families.apk import repository
-
         return repository.artifact_path(channel, entry)
 
     def build_channel(self, gen: Path, channel: str, entries: list[dict], ctx: IndexContext) -> None:
-        from families.apk import repository
-
         if ctx.apk_key is None:
             raise ValueError("an apk index needs the apk RSA key (IndexContext.apk_key)")
         repository.build_channel(gen, channel, entries, ctx.apk_key, date=ctx.date)
 
     def verify_channel(self, gen: Path, channel: str, url: str, workdir: Path, *, expected_version: Any = None) -> dict:
-        from families.apk import repository
-
         expected = repository.package_version(expected_version) if expected_version is not None else None
         return repository.verify_channel(gen, channel, url, workdir, expected_version=expected)
 
     def mirror_channel(self, gen: Path, out: Path, channel: str, ctx: IndexContext) -> None:
         """The signed indexes and the public key as published: neither names a date nor the base URL."""
-        from families.apk import repository
-
         for arch in self.package_arches():
             rel = f"{repository.channel_dir(channel, arch)}/{repository.INDEX}"
             if (gen / rel).exists():
@@ -83,8 +69,6 @@ class Apk(PlainNames):
             copy_metadata(key, out / repository.KEYS_DIR / key.name)
 
     def guide_steps(self, target: Any, src: Source) -> Steps | None:
-        from families.apk import repository
-
         key_name = next((k for k in src.key_files if k.endswith(".rsa.pub")), None)
         if key_name is None:  # a tree without the apk key: the guide installs the tarball
             return None

@@ -34,7 +34,7 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from families import PACKAGE, machine_arches
+from families.base import PACKAGE, machine_arches
 from toolbox import log
 from toolbox.errors import EnduraError
 from toolbox.run import run
@@ -42,6 +42,8 @@ from toolbox.run import run
 PACKAGE_NAME = PACKAGE
 #: the package arches of the catalog, in apk's names: every channel has both
 ARCHES = tuple(machine_arches())
+#: the package release of our builds (`-r0`)
+RELEASE = "0"
 INDEX = "APKINDEX.tar.gz"
 UNSIGNED_INDEX = "APKINDEX.unsigned.tar.gz"
 #: `.SIGN.<type>.<keyname>`: RSA256 = RSA PKCS#1 v1.5 over SHA-256 (`RSA` would be SHA-1)
@@ -93,12 +95,21 @@ def artifact_path(channel: str, entry: dict) -> str:
     return f"{channel_dir(channel, entry['package_arch'])}/{published_name(entry)}"
 
 
+def pkgver(version) -> str:
+    """apk pkgver: `1.2.3`, `1.2.3_rc1`, dev after 1.2.3 → `1.2.3_git5`, after rc.2 → `1.2.3_rc2_git5`."""
+    base = version.tag_version
+    text = base.core
+    if base.pre is not None:
+        text += f"_{base.pre.kind}{base.pre.number}"
+    if version.dev is not None:
+        text += f"_git{version.dev}"
+    return text
+
+
 def package_version(version) -> str:
     """The apk version of a build as apk prints it (`1.2.3_rc1-r0`), from its `release.version.Version`
     (handed in: families import nothing above toolbox)."""
-    from families.apk import Apk
-
-    return f"{Apk().package_version(version)}-r{Apk.release}"
+    return f"{pkgver(version)}-r{RELEASE}"
 
 
 # --- building and signing the index --------------------------------------------------------------------

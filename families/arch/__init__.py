@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from families import PACKAGE, IndexContext, PlainNames, copy_metadata, detached_sign
 from families.arch import repository as pacrepo
+from families.base import PACKAGE, IndexContext, PlainNames, copy_metadata, detached_sign
 from families.guidetext import Source, Steps, sh, text
 from toolbox import gpg
 

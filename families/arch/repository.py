@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from families import KEY_FILE, PACKAGE, machine_arches
+from families.base import KEY_FILE, PACKAGE, machine_arches
 from families.clients import client_env
 from toolbox import gpg
 from toolbox.run import run

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from families import KEYRING_PACKAGE, PACKAGE, Dependency, Family, IndexContext, tilde_version
+from families.base import KEYRING_PACKAGE, PACKAGE, Dependency, Family, IndexContext, tilde_version
 from families.deb import repository as apt
 from families.guidetext import Source, Steps, sh, text
 from toolbox import gpg

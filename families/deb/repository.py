@@ -33,7 +33,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-from families import KEY_FILE, LABEL, PACKAGE, copy_metadata, indexcache
+from families import indexcache
+from families.base import KEY_FILE, LABEL, PACKAGE, copy_metadata
 from families.clients import CHROOT_PATH, client_env
 from toolbox import gpg, log
 from toolbox.dates import rfc2822

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from families import KEYRING_PACKAGE, PACKAGE, Dependency, Family, IndexContext, copy_metadata, tilde_version
+from families.base import KEYRING_PACKAGE, PACKAGE, Dependency, Family, IndexContext, copy_metadata, tilde_version
 from families.guidetext import Source, Steps, sh, text
 from families.rpm import repository as rpmrepo
 from families.rpm.repository import RPM_KEYRING

@@ -20,7 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from families import KEY_FILE, KEYRING_PACKAGE, LABEL, PACKAGE, indexcache, machine_arches
+from families import indexcache
+from families.base import KEY_FILE, KEYRING_PACKAGE, LABEL, PACKAGE, machine_arches
 from families.clients import client_env
 from toolbox import gpg, log
 from toolbox.errors import EnduraError

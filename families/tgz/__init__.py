@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from families import PACKAGE, Dependency, Family, IndexContext, copy_metadata, detached_sign
+from families.base import PACKAGE, Dependency, Family, IndexContext, copy_metadata, detached_sign
 from families.guidetext import Source, sh
 from families.tgz import repository as tarrepo
 from toolbox import gpg

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from families import KEY_FILE, detached_signature
+from families.base import KEY_FILE, detached_signature
 from toolbox import gpg
 from toolbox.files import sha256_file
 from toolbox.run import run
