@@ -37,6 +37,17 @@ def apk_clients():
 
 
 @pytest.fixture(scope="session")
+def release_apk_env(tmp_path_factory) -> dict[str, str]:
+    """`ENDURA_APK_SIGNING_KEY` for tests that publish with a release gpg key: every generation signs its apk
+    indexes, and a release gpg key refuses the development apk key (`release.signing.resolve_apk_key`)."""
+    directory = tmp_path_factory.mktemp("release-apk-key")
+    private, public = directory / "endura-test-release.rsa", directory / "endura-test-release.rsa.pub"
+    run(["openssl", "genrsa", "-out", str(private), "2048"])
+    run(["openssl", "rsa", "-in", str(private), "-pubout", "-out", str(public)])
+    return {"ENDURA_APK_SIGNING_KEY": str(private)}
+
+
+@pytest.fixture(scope="session")
 def debian_rootfs_tar() -> Path:
     """A Debian 12 minbase root with python3 and libbpf1 (mmdebstrap, cached between runs)."""
     require("mmdebstrap")

@@ -62,7 +62,9 @@ def test_every_publish_writes_a_guide_per_target(served):
     ubuntu = (guides / "latest/ubuntu-24.04.md").read_text()
     assert "lsm=landlock,lockdown,yama,integrity,apparmor,bpf" in ubuntu and "update-grub" in ubuntu
     assert "grubby --update-kernel=ALL" in (guides / "latest/oracle-9-uek.md").read_text()
-    assert "not published yet" in (guides / "latest/alpine-3.22.md").read_text()
+    alpine = (guides / "latest/alpine-3.22.md").read_text()
+    assert f"{url}/apk/latest >> /etc/apk/repositories" in alpine and "apk add endura-sensor" in alpine
+    assert "not published yet" not in alpine
     state = json.loads((repo_tree / "current" / layout.GENERATION_FILE).read_text())
     fpr = state["key"]["fingerprint"]
     assert f"pacman-key --lsign-key {fpr}" in (guides / "latest/arch.md").read_text()

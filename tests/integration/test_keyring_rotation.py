@@ -110,9 +110,9 @@ class DnfClient:
         return self.root / rpmrepo.RPM_KEYRING.lstrip("/")
 
 
-def test_rotation_reaches_clients_as_a_keyring_upgrade(tmp_path, two_keys, debian_rootfs_tar):
+def test_rotation_reaches_clients_as_a_keyring_upgrade(tmp_path, two_keys, debian_rootfs_tar, release_apk_env):
     home, old, new = two_keys
-    gpg = {"GNUPGHOME": str(home)}
+    gpg = {"GNUPGHOME": str(home), **release_apk_env}
     root = tmp_path / "repo"
     now = str(int(time.time()))
     dist1, _ = build_dist(tmp_path / "dist", "4.0.0", "--format", "deb,rpm,tgz", "--arch", "amd64",
@@ -216,7 +216,7 @@ def test_rotation_reaches_clients_as_a_keyring_upgrade(tmp_path, two_keys, debia
         assert [p.name for p in cache.glob("endura-latest-*/pubring")] == ["pubring"]
 
 
-def test_keyring_never_goes_back(tmp_path, two_keys):
+def test_keyring_never_goes_back(tmp_path, two_keys, release_apk_env):
     """Dropping the newer key again (a rotation 'forgotten') would give an older keyring version:
     refused, even though a previous generation holds exactly that keyring; nothing is switched."""
     home, old, new = two_keys
@@ -224,7 +224,7 @@ def test_keyring_never_goes_back(tmp_path, two_keys):
     build, _ = build_dist(dist, "5.0.0", "--format", "deb,rpm,tgz", "--arch", "amd64",
                           env={"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": old, "SOURCE_DATE_EPOCH": str(int(time.time()))})
     root = tmp_path / "repo"
-    env = {"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": old}
+    env = {"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": old, **release_apk_env}
     _publish(root, env, "--dist", str(build), "--no-verify")
     v1 = _record(root)
     _publish(root, {**env, "ENDURA_SIGNING_KEY_NEXT": new}, "--refresh", "--no-verify")

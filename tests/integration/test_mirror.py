@@ -187,7 +187,8 @@ def test_bundle_of_testing_holds_only_that_channel(tmp_path, dist_v1, dist_v2):
                                                                         "endura-sensor_1.0.0_arm64.deb"]
     assert not [n for n in names if "1.0.1" in n]
     assert {n.split("/")[0] for n in names} == {"INSTALL.md", "SHA256SUMS", "SHA256SUMS.asc", "bundle.json", "keys",
-                                                 "apt", "rpm", "arch", "tarball", "install"}
+                                                 "apt", "rpm", "arch", "apk", "tarball", "install"}
+    assert [n for n in names if n.startswith("keys/") and n.endswith(".rsa.pub")], names  # the apk key
 
 
 def test_refusals(bundle, tmp_path):

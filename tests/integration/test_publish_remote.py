@@ -23,11 +23,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def release_env(tmp_path_factory):
+def release_env(tmp_path_factory, release_apk_env):
     """A throwaway RSA-3072 'release' key in its own GNUPGHOME, as ENDURA_SIGNING_KEY would name it."""
     home = tmp_path_factory.mktemp("rel-gnupg")
     fpr = new_secret_key(home, "Endura Test Release <release@example.test>", "rsa3072")
-    yield {"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": fpr}
+    yield {"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": fpr, **release_apk_env}
     run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
 
 

@@ -35,9 +35,9 @@ def _export(home: Path, fpr: str, out: Path) -> Path:
     return out
 
 
-def test_rotation_cosigns_metadata_for_clients_of_either_key(tmp_path, two_keys, debian_root):
+def test_rotation_cosigns_metadata_for_clients_of_either_key(tmp_path, two_keys, debian_root, release_apk_env):
     home, old, new = two_keys
-    env = {"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": old}
+    env = {"GNUPGHOME": str(home), "ENDURA_SIGNING_KEY": old, **release_apk_env}
     dist, _ = build_dist(tmp_path / "dist", "3.0.0", "--format", "deb,rpm,arch,tgz", "--arch", "amd64",
                          env={**env, "SOURCE_DATE_EPOCH": str(int(time.time()))})
     root = tmp_path / "repo"
