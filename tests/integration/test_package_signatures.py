@@ -176,3 +176,27 @@ def test_sboms_are_valid_cyclonedx_for_their_artifact(dist_v1):
         assert component["hashes"][0]["content"] == a["sha256"]
         files = {c["name"] for c in doc["components"] if c["type"] == "file"}
         assert "/usr/lib/endura-sensor/bpf/sensor_lsm.bpf.o" in files
+
+
+@pytest.mark.parametrize("family", ["deb", "rpm", "apk", "arch", "tgz"])
+def test_each_family_checks_its_packages_with_its_own_tool(family, dist_v1, tmp_path, apk_clients):
+    """`Family.check_signature` (debsig-verify, rpm -K, apk verify, gpgv) accepts every package of the build
+    against the build's key only, and refuses a copy with one flipped byte (its detached signature beside it)."""
+    from families import FAMILIES
+    from toolbox.errors import EnduraError
+
+    manifest = json.loads((dist_v1 / "manifest.json").read_text())
+    key = dist_v1 / (manifest["signing_key"]["apk_public_key"] if family == "apk" else "signing-key.asc")
+    checker = FAMILIES[family]
+    packages = _artifacts(dist_v1, family)
+    for package in packages:
+        checker.check_signature(package, key)
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad = bad_dir / packages[0].name
+    shutil.move(_flip(packages[0], tmp_path), bad)
+    sig = packages[0].with_name(packages[0].name + ".sig")
+    if sig.exists():
+        shutil.copyfile(sig, bad_dir / sig.name)
+    with pytest.raises(EnduraError):
+        checker.check_signature(bad, key)
