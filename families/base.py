@@ -13,7 +13,6 @@ from toolbox.errors import EnduraError
 
 if TYPE_CHECKING:  # handed in by the layers above, never imported at run time
     from families.guidetext import Source, Steps
-    from toolbox.gpg import Keys, SigningKey  # noqa: F401
 
 #: the repository's public key file in a generation: what every family's clients bootstrap with
 KEY_FILE = "keys/endura-archive-keyring.asc"
@@ -49,7 +48,7 @@ class Dependency:
 class IndexContext:
     """What a family needs to build its index in a generation (handed in by the engine)."""
 
-    keys: Keys
+    keys: gpg.Keys
     date: int
     valid_until: int
     base_url: str
@@ -136,7 +135,7 @@ class Family:
         """The maintainer-script hook the format runs on upgrade, besides the common ones (None: none)."""
         return None
 
-    def sign(self, key: SigningKey, path: Path, *, epoch: int) -> str:
+    def sign(self, key: gpg.SigningKey, path: Path, *, epoch: int) -> str:
         """Sign the built package; returns how (`rpm-header`, `debsig-origin`, `apk-rsa`, `detached:<file>`)."""
         raise NotImplementedError
 
@@ -218,7 +217,7 @@ class PlainNames(Family):
         return names[0]
 
 
-def detached_sign(key: SigningKey, path: Path, *, epoch: int) -> str:
+def detached_sign(key: gpg.SigningKey, path: Path, *, epoch: int) -> str:
     """A binary detached signature `<file>.sig` beside the file (pacman's and the tarball's)."""
     sig = path.with_name(path.name + ".sig")
     gpg.detached(key, path, sig, armor=False, epoch=epoch, when="SOURCE_DATE_EPOCH")
