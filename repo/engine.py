@@ -1,16 +1,17 @@
 """The generation engine: build a repository generation aside, verify it with the real clients, switch
-it in atomically, prune (`commit`), and what every command that makes one shares (`Options`, `Change`,
-the generation options). The commands live a layer above (`channels.command` and the commands on it). Whatever a command adds to a generation it hands in through
-`Change` (`check_extra`, `write_extra`); this module knows nothing of channel records.
+it in atomically, prune (`commit`), and what every command that makes one hands in (`Options`, `Change`).
+The commands live a layer above (`channels.command` and the commands on it); whatever a command adds to
+a generation it hands in through `Change` (`check_extra`, `write_extra`): this module knows nothing of
+channel records.
 
 Every generation (see `repo.layout` for the tree) is the channels' content (hardlinked), fresh
 indexes, every suite re-signed with a Date after the previous one and `Valid-Until` = Date +
 `--valid-days`; it is verified with each family's real client over loopback HTTP while still invisible,
-then `current` is switched to it. What differs per package family (the index, its
-signature, its client) is the family's (`families.<name>`): this module loops over `families.published()`. With a target (see `repo.remote`) the local tree is the staging
-mirror of the web host: the verified generation is rsynced there aside and switched there first.
-"""
-from __future__ import annotations
+then `current` is switched to it. What differs per package family (the index, its signature, its
+client) is the family's (`families.<name>`): this module loops over `families.published()`. With a
+target (see `repo.remote`) the local tree is the staging mirror of the web host: the verified
+generation is rsynced there aside and switched there first.
+"""from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
