@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from families.deb import debsig_dirs
 from toolbox.files import sha256_file
 from toolbox.run import CommandFailed, run
 from toolbox.tools import require
@@ -77,27 +78,9 @@ def test_rpm_header_signatures_check_with_rpm_K(dist_v1, tmp_path):
     assert bad.returncode != 0
 
 
-def _debsig_dirs(dist: Path, tmp_path: Path) -> tuple[Path, Path]:
-    fpr = json.loads((dist / "manifest.json").read_text())["signing_key"]["fingerprint"]
-    keyid = fpr[-16:]
-    policies, keyrings = tmp_path / "policies" / keyid, tmp_path / "keyrings" / keyid
-    policies.mkdir(parents=True)
-    keyrings.mkdir(parents=True)
-    run(["gpg", "--dearmor", "--output", str(keyrings / "endura.gpg"), str(dist / "signing-key.asc")])
-    (policies / "endura.pol").write_text(f"""<?xml version="1.0"?>
-<!DOCTYPE Policy SYSTEM "https://www.debian.org/debsig/1.0/policy.dtd">
-<Policy xmlns="https://www.debian.org/debsig/1.0/">
-  <Origin Name="Endura Security" id="{keyid}" Description="Endura Runtime Sensor"/>
-  <Selection><Required Type="origin" File="endura.gpg" id="{keyid}"/></Selection>
-  <Verification MinOptional="0"><Required Type="origin" File="endura.gpg" id="{keyid}"/></Verification>
-</Policy>
-""")
-    return policies.parent, keyrings.parent
-
-
 def test_deb_origin_signatures_check_with_debsig_verify(dist_v1, tmp_path):
     require("debsig-verify")
-    policies, keyrings = _debsig_dirs(dist_v1, tmp_path)
+    policies, keyrings = debsig_dirs(tmp_path, dist_v1 / "signing-key.asc")  # the deb family's private policy
     for deb in _artifacts(dist_v1, "deb"):
         run(["debsig-verify", "--policies-dir", str(policies), "--keyrings-dir", str(keyrings), str(deb)])
         run(["dpkg-deb", "--info", str(deb)])  # still a valid .deb with the _gpgorigin member
