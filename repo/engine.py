@@ -11,7 +11,8 @@ then `current` is switched to it. What differs per package family (the index, it
 client) is the family's (`families.<name>`): this module loops over `families.published()`. With a
 target (see `repo.remote`) the local tree is the staging mirror of the web host: the verified
 generation is rsynced there aside and switched there first.
-"""from __future__ import annotations
+"""
+from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
