@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * Tier 2, trampolines (BPF LSM inactive): fmod_ret programs on the LSM's security_*() checks. The
  * verifier lets BPF_MODIFY_RETURN attach to every function named security_* (check_attach_modify_return),

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * Tier 1, BPF LSM: refuse denied operations with -EPERM before they happen (and SIGKILL when the
  * rule or terminate_process says so): exec, open of protected files, connect, module loading, bpf(),

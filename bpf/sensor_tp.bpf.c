@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * Tier 3, BTF tracepoints (no trampolines: older kernels, arm64 < 6.0, locked-down hosts): SIGKILL.
  * It never refuses: the kill comes with (sys_enter) or after (sys_exit) the syscall, which completes.

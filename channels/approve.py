@@ -3,7 +3,7 @@
 The approval is an evidence record (`channels.evidence`, kind `approval`): who (ENDURA_ACTOR or git's
 user.name/email), when, why, and the sha256 of every file of VERSION as the repository's `testing`
 channel holds it. It is signed with the signing key and stored in the evidence store; `nox -s promote
-stable` accepts it when it was made after VERSION entered testing and names the same bytes.
+-- stable` accepts it when it was made after VERSION entered testing and names the same bytes.
 """
 from __future__ import annotations
 

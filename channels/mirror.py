@@ -180,7 +180,7 @@ def make_bundle(repo_root: Path, channel: str, out_dir: Path, *, base_url: str =
     entries = state["channels"].get(channel) or []
     if not entries:
         raise EnduraError(f"channel {channel!r} is empty in generation {number} of {repo_root}; "
-                          f"promote a build into it first ('nox -s promote {channel}') or mirror another channel")
+                          f"promote a build into it first ('nox -s promote -- {channel}') or mirror another channel")
     keys = resolve_repo_keys()
     if state["key"]["fingerprint"].upper() not in [f.upper() for f in keys.fingerprints]:
         raise EnduraError(f"generation {number} was signed with key {state['key']['fingerprint']} but the repository key "

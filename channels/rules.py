@@ -85,7 +85,7 @@ def evaluate(channel: str, version: str, *, channels: dict[str, list[dict]], rec
         return decision
     if version not in versions_in(channels.get(source, [])):
         how = ("publish it with 'nox -s publish'" if source == "latest" else f"promote it to {source} first "
-               f"('nox -s promote {source} -- {version}')")
+               f"('nox -s promote -- {source} {version}')")
         refuse(f"{version} is not in {source}; a version cannot skip a channel: {how}")
         return decision
     if current is not None and wanted < parse(current):

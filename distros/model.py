@@ -65,6 +65,8 @@ class Target:
     bpf_lsm_fix: str = ""
     bpf_lsm_note: str = ""
     notes: tuple[str, ...] = ()
+    #: for maintainers only (how the facts were reached, where they differ from the spec): never printed
+    internal_notes: tuple[str, ...] = ()
 
     @property
     def package_family(self) -> Family:
@@ -211,6 +213,7 @@ _TARGET_KEYS: _Spec = {
     "bpf_lsm_fix": (str, False, '"boot with lsm=...,bpf"'),
     "bpf_lsm_note": (str, False, '"..."'),
     "notes": (list, False, '["..."]'),
+    "internal_notes": (list, False, '["..."]'),
     "kernel": (dict, True, '{ package = "kernel-core", source = "url", mirror = "https://...", obtainable = false }'),
 }
 _KERNEL_KEYS: _Spec = {
@@ -346,6 +349,7 @@ def _load_target(target_id: str, table: Any, path: Path) -> Target:
         libbpf_package=table["libbpf_package"], bpf_lsm_default=default, kernel=kernel,
         variant=table.get("variant", ""), bpf_lsm_fix=table.get("bpf_lsm_fix", ""),
         bpf_lsm_note=table.get("bpf_lsm_note", ""), notes=tuple(table.get("notes", ())),
+        internal_notes=tuple(table.get("internal_notes", ())),
     )
 
 

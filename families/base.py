@@ -131,6 +131,22 @@ class Family:
         `meta`: `summary`, `maintainer`, and `apk_key` (a `release.signing.ApkKey`) when building apk."""
         raise NotImplementedError(f"nfpm does not build {self.name} packages")
 
+    #: whether the package carries a changelog nfpm writes from a chglog file (`release.changelog`)
+    changelog: ClassVar[bool] = False
+
+    def nfpm_description(self, summary: str, long_text: str) -> str:
+        """nfpm's `description` in this format. By default the one-line summary: apk and pacman keep only the
+        first line of a description (pkgdesc)."""
+        return summary
+
+    def nfpm_file_type(self, dst: str) -> str:
+        """nfpm's content type of a plain file installed at `dst` (`file`; rpm marks documentation `doc`)."""
+        return "file"
+
+    def lint_overrides_path(self, package: str) -> str | None:
+        """Where the package carries its linter's overrides (None: the linter reads them from the command line)."""
+        return None
+
     def upgrade_hook(self) -> str | None:
         """The maintainer-script hook the format runs on upgrade, besides the common ones (None: none)."""
         return None

@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 
 from families import Family
-from release.stage import Entry, maintainer_script
+from release import changelog
+from release.stage import PACKAGING, Entry, maintainer_script
 from toolbox.run import run
 
 NAME = "endura-sensor"
@@ -25,10 +26,14 @@ VENDOR = "Endura Security"
 HOMEPAGE = "https://endurasecurity.com"
 LICENSE = "Apache-2.0 AND (GPL-2.0-only OR BSD-2-Clause)"
 SUMMARY = "Endura Runtime Sensor: eBPF runtime security enforcement"
+#: the long description, one paragraph (each family lays it out: `Family.nfpm_description`)
 DESCRIPTION = (
-    "Lightweight runtime security agent that enforces policy in the kernel with eBPF\n"
+    "Lightweight runtime security agent that enforces policy in the kernel with eBPF "
     "(LSM hooks, with fentry and tracepoint fallbacks) in standalone or Team Server mode."
 )
+#: the package linters' overrides and configuration, each rule with its reason (tests/integration/test_package_lint.py)
+LINT_DIR = PACKAGING / "lint"
+RPMLINT_CONFIG = LINT_DIR / "rpmlint.toml"
 
 #: our hook names -> nfpm's top-level `scripts` (a family adds its upgrade hook in its own section)
 HOOKS = ("postinstall", "preremove", "postremove")
@@ -36,6 +41,15 @@ HOOKS = ("postinstall", "preremove", "postremove")
 
 def rfc3339(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def lint_files(family: Family, package: str, epoch: int) -> list[dict]:
+    """The linter overrides file the package carries (a deb's lintian overrides), if its family has one."""
+    dst = family.lint_overrides_path(package)
+    if dst is None:
+        return []
+    info = {"mode": 0o644, "owner": "root", "group": "root", "mtime": rfc3339(epoch)}
+    return [{"src": str(LINT_DIR / f"{package}.lintian-overrides"), "dst": dst, "type": "file", "file_info": info}]
 
 
 def contents(entries: list[Entry], family: Family, epoch: int) -> list[dict]:
@@ -48,9 +62,9 @@ def contents(entries: list[Entry], family: Family, epoch: int) -> list[dict]:
             out.append({"dst": e.dst, "type": "dir", "file_info": info})
         else:
             # deb: conffile; rpm: %config(noreplace); apk/arch: nfpm marks it as backup/config too
-            kind = {"config": "config|noreplace", "file": "file"}[e.kind]
+            kind = {"config": "config|noreplace", "file": family.nfpm_file_type(e.dst)}[e.kind]
             out.append({"src": str(e.src), "dst": e.dst, "type": kind, "file_info": info})
-    return out
+    return out + lint_files(family, NAME, epoch)
 
 
 def config(
@@ -74,7 +88,7 @@ def config(
         path.write_text(maintainer_script(family.name, hook))
         os.utime(path, (epoch, epoch))  # apk records the scripts' mtimes
         scripts[hook] = str(path)
-    return {
+    cfg = {
         "name": NAME,
         "arch": arch_name,
         "platform": "linux",
@@ -82,7 +96,7 @@ def config(
         "version_schema": "none",
         "release": family.release,
         "maintainer": MAINTAINER,
-        "description": DESCRIPTION,
+        "description": family.nfpm_description(SUMMARY, DESCRIPTION),
         "vendor": VENDOR,
         "homepage": HOMEPAGE,
         "license": LICENSE,
@@ -96,6 +110,11 @@ def config(
         family.nfpm_packager: family.nfpm_section(arch_name, scripts,
                                                   {"summary": SUMMARY, "maintainer": MAINTAINER, "apk_key": apk_key}),
     }
+    if family.changelog:
+        cfg["changelog"] = str(changelog.write(scripts_dir / "changelog.yml", package_version=version,
+                                               release=family.release, epoch=epoch, packager=MAINTAINER,
+                                               note=f"Endura Runtime Sensor {version}."))
+    return cfg
 
 
 def package_argv(config_path: Path, family: Family, target: Path) -> list[str]:

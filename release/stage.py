@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+from release import distro_data, manpage
 from toolbox.errors import EnduraError
 from toolbox.files import REPO_TOP as REPO
 
@@ -81,6 +82,12 @@ def stage(arch: str, version: str, bpf_objects: list[Path], root: Path, epoch: i
     info = root / LIBDIR.lstrip("/") / "endura_sensor" / "_build_info.py"
     _write(info, build_info(version), 0o644, epoch)
     entries.append(Entry(f"{LIBDIR}/endura_sensor/_build_info.py", info, 0o644, "file"))
+    # which package gives libbpf on which distribution: generated from distros/catalog.toml
+    data = distro_data.write(root / LIBDIR.lstrip("/") / "endura_sensor" / distro_data.FILE_NAME, epoch)
+    entries.append(Entry(f"{LIBDIR}/endura_sensor/{distro_data.FILE_NAME}", data, 0o644, "file"))
+    # endura-sensor(1), from the staged sensor's own --help
+    page = manpage.write(root / manpage.MAN_PATH.lstrip("/"), root / LIBDIR.lstrip("/"), version=version, epoch=epoch)
+    entries.append(Entry(manpage.MAN_PATH, page, 0o644, "file"))
     for name in BPF_OBJECTS:
         add(f"{BPF_DIR}/{name}", found[name], 0o644)
     add(f"/usr/lib/systemd/system/{SERVICE}.service", PACKAGING / f"{SERVICE}.service", 0o644, init="systemd")

@@ -72,11 +72,19 @@ CHECK = (
     "enable a missing one. Its exit code: 0 = the LSM tier (blocks before the operation), 10 = degraded (fentry or "
     "tracepoint: kills after the fact), 20 = no tier works.\n\n" + sh(f"{PACKAGE} check"))
 
-START = (
-    "The package enables the service without starting it, and the service does not start until a policy exists. "
+_START_STEPS = (
     "Review `/etc/endura/sensor.conf`, write a policy into `/etc/endura/policies/` (see "
     "`/usr/share/doc/endura-sensor/POLICIES.md`), then `systemctl start endura-sensor` "
     "(`rc-service endura-sensor start` with OpenRC) and `endura-sensor status`.\n")
+START = ("The package enables the service without starting it, and the service does not start until a policy exists. "
+         + _START_STEPS)
+#: what sensor/packaging/tarball/install.sh does about the service (a tarball has no package scripts)
+START_TARBALL = (
+    "`install.sh` enables the service without starting it: `systemctl enable endura-sensor.service` when systemd "
+    "is running, `rc-update add endura-sensor default` with OpenRC (`install.sh --no-enable` skips this, and "
+    "`install.sh --root DIR` never touches the running system). When a sensor is already running (an upgrade), it "
+    "restarts it, but only if the new configuration validates. The service does not start until a policy exists. "
+    + _START_STEPS)
 
 
 def guide(target: Target, src: Source) -> str:
@@ -106,7 +114,8 @@ def guide(target: Target, src: Source) -> str:
             sections.append(("Prerequisites", steps.prerequisites))
         sections += [("Add the key and the repository", steps.repository), ("Install", steps.install)]
         upgrade, uninstall = steps.upgrade, steps.uninstall
-    sections += [("Check the host", CHECK), ("BPF LSM", lsm_section(target)), ("Start the sensor", START)]
+    sections += [("Check the host", CHECK), ("BPF LSM", lsm_section(target)),
+                 ("Start the sensor", START_TARBALL if steps is None else START)]
     body = [f"## {i}. {title}\n\n{text}" for i, (title, text) in enumerate(sections, 1)]
     if upgrade:
         body.append(f"## Upgrade\n\n{upgrade}\n")
@@ -131,7 +140,7 @@ def tarball_guide(src: Source) -> str:
         "install Python >= 3.9 and libbpf with your distribution's package manager first, and `curl`, `gpg` and "
         "`gpgv` for the checks.\n",
         f"The repository key's fingerprint is {_fingerprints(src)}.\n",
-        "## 1. Install\n", install, "## 2. Check the host\n", CHECK, "## 3. Start the sensor\n", START,
+        "## 1. Install\n", install, "## 2. Check the host\n", CHECK, "## 3. Start the sensor\n", START_TARBALL,
         "## Uninstall\n", uninstall])
 
 

@@ -41,19 +41,19 @@ from pathlib import Path
 from families import ARCHES, FAMILIES, KEYRING_PACKAGE
 from families.deb.repository import APT_KEYRING
 from families.rpm.repository import RPM_KEYRING
-from release import nfpm
+from release import changelog, nfpm
 from repo import layout
 from repo.generations import place
 from toolbox import gpg, log
 from toolbox.errors import EnduraError
-from toolbox.files import sha256_file
+from toolbox.files import REPO_TOP, sha256_file
 from toolbox.gpg import Keys
 from toolbox.run import run
 
 PACKAGE = KEYRING_PACKAGE
 RELEASE = "1"
 SUMMARY = "OpenPGP keys of the Endura Runtime Sensor package repository"
-DESCRIPTION = ("The public keys that sign the Endura package repository and its packages.\n"
+DESCRIPTION = ("The public keys that sign the Endura package repository and its packages. "
                "Upgrading this package is how a repository key rotation reaches this host.")
 #: in each generation: what the keyring package of that generation is (read by the next publish)
 RECORD = "keys/endura-archive-keyring.json"
@@ -151,22 +151,31 @@ def export_key_set(keys: Keys) -> KeySet:
 # --- building the packages -------------------------------------------------------------------------------
 
 
-def nfpm_config(family: str, version: str, key_file: Path, epoch: int) -> dict:
-    """nfpm config of the keyring package for `family` (deb or rpm); pure."""
+def nfpm_config(family: str, version: str, key_file: Path, epoch: int, changelog_file: Path | None = None) -> dict:
+    """nfpm config of the keyring package for `family` (deb or rpm); pure. `changelog_file`: a chglog file
+    (`release.changelog.write`), for the deb's changelog.Debian.gz and the rpm's %changelog."""
     dst = {"deb": APT_KEYRING, "rpm": RPM_KEYRING}[family]
-    arch = FAMILIES[family].noarch_name
+    fam = FAMILIES[family]
+    arch = fam.noarch_name
     mtime = nfpm.rfc3339(epoch)
+    info = {"mode": 0o644, "owner": "root", "group": "root", "mtime": mtime}
+    copyright_dst = f"/usr/share/doc/{PACKAGE}/copyright"
     cfg: dict = {
         "name": PACKAGE, "arch": arch, "platform": "linux", "version": version, "version_schema": "none",
-        "release": RELEASE, "maintainer": nfpm.MAINTAINER, "description": DESCRIPTION, "vendor": nfpm.VENDOR,
+        "release": RELEASE, "maintainer": nfpm.MAINTAINER, "description": fam.nfpm_description(SUMMARY, DESCRIPTION),
+        "vendor": nfpm.VENDOR,
         "homepage": nfpm.HOMEPAGE, "license": "Apache-2.0", "section": "misc", "priority": "optional",
         "mtime": mtime, "umask": 0o022,
         # a plain file (not a conffile / %config): the package takes over a hand-placed key and an
         # upgrade replaces it, so a key dropped from the set is no longer trusted
-        "contents": [{"src": str(key_file), "dst": dst, "type": "file",
-                      "file_info": {"mode": 0o644, "owner": "root", "group": "root", "mtime": mtime}}],
+        "contents": [{"src": str(key_file), "dst": dst, "type": "file", "file_info": info},
+                     # the project's copyright and license statement (Debian policy 12.5)
+                     {"src": str(REPO_TOP / "LICENSE"), "dst": copyright_dst, "type": fam.nfpm_file_type(copyright_dst),
+                      "file_info": info},
+                     *nfpm.lint_files(fam, PACKAGE, epoch)],
     }
-    fam = FAMILIES[family]
+    if changelog_file is not None:
+        cfg["changelog"] = str(changelog_file)
     cfg[str(fam.nfpm_packager)] = fam.nfpm_section(arch, {}, {"summary": SUMMARY, "maintainer": nfpm.MAINTAINER,
                                                                "group": "System Environment/Base"})
     return cfg
@@ -181,9 +190,12 @@ def build_packages(key_set: KeySet, key: gpg.SigningKey, out: Path) -> dict[str,
         key_file = work / "endura-archive-keyring.asc"
         key_file.write_text(key_set.armored)
         os.utime(key_file, (key_set.epoch, key_set.epoch))
+        notes = changelog.write(work / "changelog.yml", package_version=key_set.version, release=RELEASE,
+                                epoch=key_set.epoch, packager=nfpm.MAINTAINER,
+                                note=f"Repository keys: {', '.join(key_set.fingerprints)}.")
         for family in ("deb", "rpm"):
             target = out / names[family]
-            cfg = nfpm_config(family, key_set.version, key_file, key_set.epoch)
+            cfg = nfpm_config(family, key_set.version, key_file, key_set.epoch, notes)
             nfpm.build(cfg, FAMILIES[family], work, target, epoch=key_set.epoch, passphrase_env={})
             how = FAMILIES[family].sign(key, target, epoch=key_set.epoch)
             os.utime(target, (key_set.epoch, key_set.epoch))

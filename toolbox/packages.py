@@ -47,6 +47,9 @@ DEBIAN_PACKAGE: dict[str, str] = {
     "busybox": "busybox-static",
     "cpio": "cpio",
     "strace": "strace",
+    # the package linters (tests/integration/test_package_lint.py)
+    "lintian": "lintian",
+    "rpmlint": "rpmlint",
     # building apk-tools from source (families.apk.apktools)
     "cc": "build-essential",
     "make": "make",

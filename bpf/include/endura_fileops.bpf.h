@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * Effect hooks of the LSM and fentry (fmod_ret) tiers: every other way to change a protected file or
  * directory than opening it for write (rename over or out of it, a hard link, unlink, rmdir, truncate,

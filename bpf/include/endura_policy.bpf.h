@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * The policy shared by the three tiers: look the object up in the rule maps, decide, report.
  * BPF side only. Each tier's program calls these from its own hook; `can_block` says whether the

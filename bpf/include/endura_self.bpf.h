@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * Self-protection programs (singleton rule ENDURA_TAMPER_SENSOR, "the sensor itself"), included at the end
  * of each tier's object after defining one of ENDURA_SELF_LSM, ENDURA_SELF_FENTRY, ENDURA_SELF_TP:

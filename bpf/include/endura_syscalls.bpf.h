@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/* SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause */
 /*
  * The tracepoint tier's view of raw syscalls: which syscall (native or 32-bit compat) does what,
  * and where its arguments are. Only sensor_tp.bpf.c includes this.

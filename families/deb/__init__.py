@@ -3,6 +3,7 @@ apt repository (`families.deb.repository`), checked with debsig-verify, linted w
 from __future__ import annotations
 
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +25,7 @@ class Deb(Family):
     index_tools = ("apt-ftparchive",)
     purl_type = "deb"
     noarch_name = "all"
+    changelog = True  # /usr/share/doc/<package>/changelog.Debian.gz (Debian policy 12.7)
 
     def package_version(self, version: Any) -> str:
         """Debian upstream_version: `1.2.3`, `1.2.3~rc.1`, `1.2.4~~dev.5.gabc1234`, `1.2.3~rc.2.dev.5.g...`."""
@@ -38,6 +40,13 @@ class Deb(Family):
 
     def nfpm_section(self, package_arch: str, scripts: dict[str, str], meta: dict) -> dict:
         return {"arch": package_arch, "compression": "xz"}
+
+    def nfpm_description(self, summary: str, long_text: str) -> str:
+        """The synopsis (the first line), then the long description, wrapped (lintian: at most 80 columns)."""
+        return f"{summary}\n{textwrap.fill(long_text, 72)}"
+
+    def lint_overrides_path(self, package: str) -> str:
+        return f"/usr/share/lintian/overrides/{package}"
 
     def sign(self, key: gpg.SigningKey, path: Path, *, epoch: int) -> str:
         """Add a debsigs `_gpgorigin` member: a detached signature over debian-binary+control+data
@@ -62,7 +71,8 @@ class Deb(Family):
                 hint=f"{path.name} has no valid origin signature by {key_file.name}: rebuild it with that key")
 
     def lint_argv(self, path: Path, overrides: Path | None) -> list[str]:
-        return ["lintian", "--no-tag-display-limit", "--display-info", str(path)]
+        """lintian reads the overrides the package ships (`lint_overrides_path`); --no-cfg: none of the user's."""
+        return ["lintian", "--no-cfg", "--no-tag-display-limit", "--fail-on", "none", str(path)]
 
     def artifact_path(self, channel: str, entry: dict) -> str:
         return apt.deb_pool_path(entry["file"])

@@ -4,6 +4,7 @@ linted with rpmlint."""
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +16,8 @@ from toolbox import gpg
 from toolbox.run import run
 
 MAINTAINER_GROUP = "System Environment/Daemons"
+#: what rpm marks %doc: documentation and manual pages
+DOC_DIRS = ("/usr/share/doc/", "/usr/share/man/")
 
 
 class Rpm(Family):
@@ -26,6 +29,7 @@ class Rpm(Family):
     linter = "rpmlint"
     index_tools = ("createrepo_c",)
     purl_type = "rpm"
+    changelog = True  # %changelog
 
     def package_version(self, version: Any) -> str:
         """RPM Version tag: same `~` scheme as deb; it never contains `-` (forbidden) or `^` (rpm >= 4.15)."""
@@ -57,8 +61,17 @@ class Rpm(Family):
     def check_signature(self, path: Path, key_file: Path) -> None:
         rpmrepo.rpm_check_signatures([path], key_file)
 
+    def nfpm_description(self, summary: str, long_text: str) -> str:
+        """The long description, wrapped (rpmlint: at most 80 columns); the summary has its own tag."""
+        return textwrap.fill(long_text, 72)
+
+    def nfpm_file_type(self, dst: str) -> str:
+        """%doc for documentation and manual pages (nfpm 2.48 drops a `doc` entry from the other formats)."""
+        return "doc" if dst.startswith(DOC_DIRS) else "file"
+
     def lint_argv(self, path: Path, overrides: Path | None) -> list[str]:
-        return ["rpmlint", *(["-r", str(overrides)] if overrides else []), str(path)]
+        """`overrides`: an rpmlint configuration (TOML: ValidLicenses, Filters), not an old-style rpmlintrc."""
+        return ["rpmlint", *(["--config", str(overrides)] if overrides else []), str(path)]
 
     def artifact_path(self, channel: str, entry: dict) -> str:
         return f"{rpmrepo.rpm_dir(channel, entry['package_arch'])}/packages/{entry['file']}"

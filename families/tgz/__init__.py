@@ -64,7 +64,8 @@ def tarball_blocks(src: Source, prerequisites: str = "") -> tuple[str, str]:
     install = (
         prerequisites
         + "`SHA256SUMS.asc` is checked with `gpgv` against the repository key only, then the tarball against "
-        f"`SHA256SUMS`; `install.sh` installs into `/` and enables the service (systemd or OpenRC). Keep `{workdir}`: "
+        f"`SHA256SUMS`; `install.sh` installs into `/` and enables the service without starting it (how: "
+        f"\"Start the sensor\" below). Keep `{workdir}`: "
         "its `uninstall.sh` removes what `install.sh` installed.\n\n"
         + sh(arch, version, f"mkdir -p {workdir}", f"cd {workdir}",
               src.fetch_key("endura-archive-keyring.asc"),

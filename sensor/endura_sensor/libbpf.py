@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno as errno_mod
+import json
 import os
 import resource
 import threading
@@ -73,24 +74,35 @@ def os_release(root: Path = Path("/")) -> Dict[str, str]:
     return info
 
 
-def libbpf_package(info: Dict[str, str]) -> str:
-    """The package that provides libbpf.so on this distro (from /etc/os-release fields)."""
-    ids = [info.get("ID", "")] + info.get("ID_LIKE", "").split()
+#: generated at package time from distros/catalog.toml (release/distro_data.py); absent in a source checkout
+PACKAGES_FILE = Path(__file__).with_name("libbpf_packages.json")
+GENERIC_PACKAGE = "libbpf (your distribution's libbpf runtime package: libbpf.so.1, or libbpf.so.0 on older releases)"
+
+
+def _version_key(version: str) -> List[int]:
+    return [int(p) if p.isdigit() else -1 for p in version.split(".")]
+
+
+def _load_packages(path: Path) -> List[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return data.get("hosts", []) if isinstance(data, dict) and data.get("schema") == 1 else []
+
+
+def libbpf_package(info: Dict[str, str], packages: List[dict] | None = None) -> str:
+    """The package that provides libbpf.so on this host, from /etc/os-release's ID and VERSION_ID and the
+    catalog's answer (PACKAGES_FILE): its release (`15` matches `15.6`, `3.20` matches `3.20.3`), else the
+    newest catalog release of that distribution not newer than the host's; else a generic answer."""
+    rows = [r for r in (_load_packages(PACKAGES_FILE) if packages is None else packages) if r.get("id") == info.get("ID")]
     version = info.get("VERSION_ID", "")
-    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
-    if info.get("ID") == "debian" and 0 < major <= 11 or info.get("ID") == "ubuntu" and 0 < major < 22:
-        return "libbpf0 (apt-get install libbpf0)"
-    if "debian" in ids or "ubuntu" in ids:
-        return "libbpf1 (apt-get install libbpf1)"
-    if "suse" in ids or "opensuse" in ids or any(i.startswith("opensuse") for i in ids) or "sles" in ids:
-        return "libbpf1 (zypper install libbpf1)"
-    if "alpine" in ids:
-        return "libbpf (apk add libbpf)"
-    if "arch" in ids:
-        return "libbpf (pacman -S libbpf)"
-    if {"rhel", "fedora", "centos", "rocky", "almalinux", "ol", "amzn"} & set(ids):
-        return "libbpf (dnf install libbpf)"
-    return "libbpf (your distribution's libbpf runtime package, libbpf.so.1)"
+    exact = [r for r in rows if version == r["version"] or version.startswith(r["version"] + ".")
+             or r["version"] == "rolling"]
+    older = sorted((r for r in rows if r["version"] != "rolling" and _version_key(r["version"]) <= _version_key(version)),
+                   key=lambda r: _version_key(r["version"]))
+    found = exact[0] if exact else (older[-1] if older and version else None)
+    return f"{found['package']} ({found['install']})" if found else GENERIC_PACKAGE
 
 
 _lib: ctypes.CDLL | None = None

@@ -54,11 +54,17 @@ def test_every_publish_writes_a_guide_per_target(served):
     assert (guides / "index.md").is_file()
     names = {p.stem for p in (guides / "latest").glob("*.md")}
     assert names == {*load_catalog().target_ids, "tarball", "index"}
+    internal = [n for t in load_catalog().targets for n in t.internal_notes]
     for p in (guides / "latest").glob("*.md"):
         text = p.read_text()
         if p.stem != "index":
             assert sh_blocks(text), p.name
         assert url in text
+        # user-facing text only: the catalog's notes for maintainers stay out
+        assert "the spec" not in text.lower() and not [n for n in internal if n in text], p.name
+    # a tarball install has no package: its guide says what install.sh does
+    tarball = (guides / "latest/tarball.md").read_text()
+    assert "The package enables" not in tarball and "`install.sh` enables the service" in tarball
     ubuntu = (guides / "latest/ubuntu-24.04.md").read_text()
     assert "lsm=landlock,lockdown,yama,integrity,apparmor,bpf" in ubuntu and "update-grub" in ubuntu
     assert "grubby --update-kernel=ALL" in (guides / "latest/oracle-9-uek.md").read_text()

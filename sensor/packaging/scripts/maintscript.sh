@@ -4,6 +4,10 @@
 #   upgrade  -> reload units; restart a running sensor only if the new config validates
 #   remove   -> stop and disable (an upgrade is not a removal)
 #   purge    -> delete /etc/endura, /var/lib/endura, /var/log/endura (deb purge, tarball --purge)
+# Every command that may fail on a host says what happens then (`|| :`, an if); anything else that
+# fails stops the script (Debian policy 10.4). Every package manager runs its scripts with /usr/bin in
+# PATH, so commands are named without a path (Debian policy 6.1).
+set -e
 SERVICE=endura-sensor
 STATE_DIRS="/var/lib/endura /var/log/endura"
 
@@ -34,14 +38,14 @@ on_upgrade() {
 	if have_systemd; then
 		systemctl daemon-reload || :
 		if systemctl is-active --quiet "$SERVICE.service"; then
-			if /usr/bin/endura-sensor check-config; then
+			if endura-sensor check-config; then
 				systemctl restart "$SERVICE.service" || say "restart failed; see 'journalctl -u $SERVICE'"
 			else
 				say "the configuration does not validate: the running sensor was NOT restarted and keeps enforcing; fix it and restart"
 			fi
 		fi
 	elif have_openrc && rc-service "$SERVICE" status >/dev/null 2>&1; then
-		if /usr/bin/endura-sensor check-config; then
+		if endura-sensor check-config; then
 			rc-service "$SERVICE" restart || :
 		else
 			say "the configuration does not validate: the running sensor was NOT restarted; fix it and restart"
@@ -57,7 +61,7 @@ on_remove() {
 		rc-update del "$SERVICE" default >/dev/null 2>&1 || :
 	fi
 	# no sensor will take over what a stopped (fail_closed) or crashed one left attached: detach it
-	/usr/bin/endura-sensor release >/dev/null 2>&1 || :
+	endura-sensor release >/dev/null 2>&1 || :
 }
 
 on_removed() {

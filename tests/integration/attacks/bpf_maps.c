@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * Attack on the sensor's rule maps from outside (issue #14, self-protection attack 1), reusable by the
  * evasion suite: take every map the sensor process PID holds (the map ids in /proc/PID/fdinfo, readable

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause
+// SPDX-License-Identifier: GPL-2.0-only OR BSD-2-Clause
 /*
  * Attack on the sensor's service cgroup (issue #14, self-protection attack 2), reusable by the evasion
  * suite: start a child directly inside CGROUP with clone3(CLONE_INTO_CGROUP) (no write to cgroup.procs),

@@ -59,7 +59,7 @@ def test_testing_needs_each_evidence_kind_and_names_the_missing_one():
 def test_a_version_cannot_skip_a_channel():
     d = evaluate("stable", "1.1.0-rc.1")
     assert d.refusals == ["1.1.0-rc.1 is not in testing; a version cannot skip a channel: promote it to testing first "
-                          "('nox -s promote testing -- 1.1.0-rc.1')"]
+                          "('nox -s promote -- testing 1.1.0-rc.1')"]
     with pytest.raises(EnduraError, match="cannot promote into 'latest'"):
         evaluate("latest", "1.0.0")
 

@@ -1,6 +1,9 @@
 """Pure parts of the package build: nfpm configs, signing-key checks, file names, SBOM helpers."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from families import FAMILIES
@@ -81,6 +84,37 @@ def test_nfpm_config_per_family(tmp_path, family):
     script = (tmp_path / f"{family}-postinstall.sh").read_text()
     assert script.startswith("#!/bin/sh\n") and script.rstrip().endswith(f'endura_hook {family} postinstall "$@"')
     assert nfpm.package_argv(tmp_path / "c.json", FAMILIES[family], tmp_path / "o")[:4] == ["nfpm", "package", "--config", str(tmp_path / "c.json")]
+
+
+@pytest.mark.parametrize("family", ["deb", "rpm", "apk", "arch"])
+def test_nfpm_descriptions_docs_changelog_and_lint_overrides_per_family(tmp_path, family):
+    doc = tmp_path / "README.md"
+    doc.write_text("x")
+    entries = [*_entries(tmp_path), stage.Entry("/usr/share/doc/endura-sensor/README.md", doc, 0o644, "file")]
+    apk_key = ApkKey(tmp_path / "k.rsa", tmp_path / "k.rsa.pub", "k.rsa.pub", True)
+    cfg = nfpm.config(family=FAMILIES[family], arch_name="x86_64", version="1.2.3", depends=[], entries=entries,
+                      scripts_dir=tmp_path, epoch=0, apk_key=apk_key)
+    lines = cfg["description"].splitlines()
+    assert all(len(line) <= 80 for line in lines)  # lintian and rpmlint refuse longer lines
+    if family in ("apk", "arch"):
+        assert lines == [nfpm.SUMMARY]  # apk and pacman keep one line (pkgdesc)
+    elif family == "deb":
+        assert lines[0] == nfpm.SUMMARY and len(lines) > 2  # the synopsis, then the long description
+    else:
+        assert nfpm.SUMMARY not in lines and len(lines) > 1 and cfg["rpm"]["summary"] == nfpm.SUMMARY
+    dsts = {c["dst"]: c for c in cfg["contents"]}
+    # rpm: %doc; nfpm drops a `doc` entry from the other formats altogether
+    assert dsts["/usr/share/doc/endura-sensor/README.md"]["type"] == ("doc" if family == "rpm" else "file")
+    overrides = dsts.get("/usr/share/lintian/overrides/endura-sensor")
+    assert (overrides is not None) == (family == "deb")
+    if overrides:
+        assert Path(overrides["src"]).is_file()
+    if family in ("deb", "rpm"):
+        [entry] = json.loads(Path(cfg["changelog"]).read_text())
+        assert entry["semver"] == "1.2.3-1" and entry["date"] == "1970-01-01T00:00:00Z"
+        assert entry["packager"] == nfpm.MAINTAINER and entry["changes"] == [{"note": "Endura Runtime Sensor 1.2.3."}]
+    else:
+        assert "changelog" not in cfg
 
 
 def test_file_names_follow_each_format():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,48 @@ def test_every_target_gets_a_runnable_guide(target):
     assert "## Uninstall" in text
     offline = "\n".join(guides.sh_blocks(guides.guide(CATALOG.target(target), OFFLINE)))
     assert "curl" not in offline and "https://" not in offline, "an air-gapped host needs no network tool"
+
+
+@pytest.mark.parametrize("target", CATALOG.target_ids)
+def test_guides_print_no_internal_catalog_note(target):
+    t = CATALOG.target(target)
+    text = guides.guide(t, ONLINE)
+    assert "the spec" not in text.lower(), "an internal catalog note (internal_notes) reached a guide"
+    assert not [n for n in t.internal_notes if n in text]
+    # the printed fields are user-facing: remarks about the spec or our research go to internal_notes
+    for note in (t.bpf_lsm_note, *t.notes):
+        assert "spec" not in note and "in fact" not in note, f"{target}: move {note!r} to internal_notes"
+
+
+def test_the_internal_notes_that_used_to_be_printed_are_internal_now():
+    for target in ("alpine-3.20", "alpine-3.21", "alpine-3.22", "debian-11"):
+        t = CATALOG.target(target)
+        assert any("the spec says" in n for n in t.internal_notes) and "spec" not in t.bpf_lsm_note
+        assert "the spec says" not in guides.guide(t, ONLINE)
+
+
+def test_the_tarball_guide_says_what_install_sh_does():
+    """A tarball has no package scripts: its guide describes sensor/packaging/tarball/install.sh."""
+    text = guides.tarball_guide(ONLINE)
+    assert "The package enables" not in text
+    start = text[text.index("Start the sensor"):]
+    assert "`install.sh` enables the service without starting it" in start
+    assert "--no-enable" in start and "rc-update add endura-sensor default" in start
+    install_sh = (Path(__file__).resolve().parents[3] / "sensor/packaging/tarball/install.sh").read_text()
+    for command in ("systemctl enable endura-sensor.service", "rc-update add endura-sensor default", "--no-enable"):
+        assert command in install_sh  # the guide quotes what the script really runs
+
+
+@pytest.mark.parametrize("target", CATALOG.target_ids)
+def test_start_says_who_enables_the_service(target):
+    """A guide that installs a package says the package enables the service; one that installs the tarball (its
+    family's repository not published, e.g. apk without its RSA key) says what install.sh does."""
+    text = guides.guide(CATALOG.target(target), ONLINE)
+    start = text[text.index("Start the sensor"):]
+    if "Install from the tarball" in text:
+        assert "`install.sh` enables the service" in start and "The package enables" not in text
+    else:
+        assert start.split("\n\n")[1].startswith("The package enables the service")
 
 
 def test_fetch_is_curl_online_and_install_offline():

@@ -44,7 +44,7 @@ def test_nfpm_configs_install_the_files_the_client_configs_name(tmp_path):
     deb = keyring.nfpm_config("deb", "1.2.3", key, OLD)
     rpm = keyring.nfpm_config("rpm", "1.2.3", key, OLD)
     assert deb["arch"] == "all" and rpm["arch"] == "noarch" and deb["release"] == rpm["release"] == "1"
-    [d], [r] = deb["contents"], rpm["contents"]
+    [d], [r] = ([c for c in cfg["contents"] if c["dst"] in (debrepo.APT_KEYRING, rpmrepo.RPM_KEYRING)] for cfg in (deb, rpm))
     assert d["dst"] == debrepo.APT_KEYRING and f"Signed-By: {d['dst']}" in debrepo.apt_sources("latest", "https://r.test")
     assert r["dst"] == rpmrepo.RPM_KEYRING and f"gpgkey=file://{r['dst']}" in rpmrepo.dnf_repo("latest", "https://r.test")
     # plain files, not conffiles: an upgrade replaces them (a dropped key stops being trusted)
