@@ -46,7 +46,7 @@ STEPS = {
     # the deletions inside the generation being pruned (strace -P: other deletions do not count)
     "pruning": ("syscall", "unlinkat", 2, "generations/.pruning-000001"),
 }
-VERIFYING = ("verification: rpm -K", "verification: apt-get")
+VERIFYING = ("verification: rpm -K", "verification: apt-get", "verification: apk fetch")
 
 
 def _leftovers(root: Path) -> list[str]:
