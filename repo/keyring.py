@@ -35,6 +35,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,7 +43,7 @@ from families import ARCHES, FAMILIES, KEYRING_PACKAGE
 from families.deb.repository import APT_KEYRING
 from families.rpm.repository import RPM_KEYRING
 from release import changelog, nfpm
-from repo import layout
+from repo import keycache, layout
 from repo.generations import place
 from toolbox import gpg, log
 from toolbox.errors import EnduraError
@@ -238,7 +239,9 @@ def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path]
     """Put the keyring packages for `keys` into the generation being built (reused from a previous
     generation with the same keys, else built and signed) and return the channels and sources with
     the keyring added to every channel, for the placement and index code to list."""
-    key_set = export_key_set(keys)
+    key_file = gen / layout.KEY_FILE  # the armored export of these keys (`gpg.export_public_keys`), when written
+    key_set = (keycache.key_set(key_file.read_text(), lambda: export_key_set(keys), KeySet) if key_file.is_file()
+               else export_key_set(keys))
     records = [(d, read_record(d)) for d in previous_dirs]
     reuse = next((d for d, rec in records if _reusable(rec, key_set, d)), None)
     newest = next((rec for _d, rec in records if rec is not None), None)
@@ -261,14 +264,18 @@ def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path]
         log.info(f"    keyring {key_set.version} ({len(key_set.fingerprints)} keys) carried from {reuse.name}")
     else:
         with log.step(f"building {PACKAGE} {key_set.version} ({' + '.join(key_set.fingerprints)})"):
-            with tempfile.TemporaryDirectory(prefix="endura-keyring-out-") as tmp:
-                built = build_packages(key_set, keys.primary, Path(tmp))
-                for family, (path, how) in built.items():
-                    rel = f"keys/packages/{names[family]}"
-                    place(path, gen / rel)
-                    files[family] = {"file": names[family], "path": rel, "sha256": sha256_file(path),
-                                     "size": path.stat().st_size,
-                                     "signature": how}
+            # built once per key set and signer (`repo.keycache`), copied: the cache is not published
+            recipe = json.dumps([nfpm_config(f, key_set.version, Path("KEYS"), key_set.epoch) for f in ("deb", "rpm")],
+                                sort_keys=True)  # a change of the package's definition is a new cache entry
+            built = keycache.packages(f"{key_set.digest}-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}",
+                                      keys.primary.fingerprint, names,
+                                      lambda out: build_packages(key_set, keys.primary, out))
+            for family, (path, how) in built.items():
+                rel = f"keys/packages/{names[family]}"
+                (gen / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, gen / rel)
+                files[family] = {"file": names[family], "path": rel, "sha256": sha256_file(gen / rel),
+                                 "size": (gen / rel).stat().st_size, "signature": how}
     record = {"schema": RECORD_SCHEMA, "package": PACKAGE, "version": key_set.version, "digest": key_set.digest,
               "fingerprints": list(key_set.fingerprints), "signed_by": keys.primary.fingerprint if old is None
               else old["signed_by"], "files": files}
