@@ -1,7 +1,7 @@
 """The repository root on disk: numbered generations, the `current` symlink, the publish lock.
 
-A generation is built in `generations/.building-<n>/`, renamed to `generations/<n>/` once complete
-and verified, and only then made visible by replacing `current` with a new symlink in one
+A generation is built in `generations/.building-<n>/`, flushed to disk (`syncfs`), renamed to
+`generations/<n>/` once complete and verified, and only then made visible by replacing `current` with a new symlink in one
 `rename(2)`: a web server following `current` serves either the old tree or the new one, never a
 mix. A killed publisher leaves at worst a `.building-*` directory, a `.current.tmp-*` symlink or a
 `.pruning-*` directory (all removed by the next run), or a complete generation that was never
@@ -10,6 +10,7 @@ switched to.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -106,7 +107,8 @@ class RepoRoot:
 
     def finish(self, building: Path, number: int) -> Path:
         final = self.dir(number)
-        _fsync_tree(building, durable=self._finished_files())
+        if not _syncfs(building):  # one flush of the filesystem; else every new file and directory
+            _fsync_tree(building, durable=self._finished_files())
         os.rename(building, final)
         _fsync_dir(self.generations)
         return final
@@ -154,6 +156,33 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _syncfs(path: Path) -> bool:
+    """Flush the whole filesystem holding `path` (Linux syncfs(2): data and metadata of every file, the
+    generation's included, written back before it returns; errors reported since Linux 5.8), as OSTree
+    does before it deploys. One call instead of an fsync per file and directory: measured on ext4 here,
+    a first publish of 2,000 packages 0.05-0.66 s (median 0.33) against 0.26-0.31 s, one more package
+    0.02-0.17 s against 0.09-0.15 s; it also writes back what other processes left dirty on the same
+    filesystem, hence its spread on a busy machine. False where syncfs is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOSYS:
+                return False
+            raise OSError(err, f"syncfs of the filesystem holding {path} failed: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+    return True
 
 
 def _fsync_tree(root: Path, durable: AbstractSet[tuple[int, int]] = frozenset()) -> None:

@@ -39,7 +39,7 @@ STEPS = {
     "verification: rpm -K": ("line", "+ rpmkeys"),
     "verification: apt-get": ("line", "apt-get -q -y --error-on=any update"),
     "verification: apk fetch": ("line", " fetch --output "),
-    "fsync of the new tree": ("syscall", "fsync", 1),
+    "flushing the new tree (syncfs)": ("syscall", "syncfs,fsync", 1),
     "rename into generations/": ("syscall", "rename,renameat,renameat2", 1),
     "the new current symlink": ("syscall", "symlink,symlinkat", 1),
     "the switch (rename over current)": ("syscall", "rename,renameat,renameat2", 2),

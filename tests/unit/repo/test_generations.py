@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -73,7 +74,26 @@ def test_leftovers_of_a_killed_switch_and_prune_are_removed(tmp_path):
     assert root.current() == 1 and os.readlink(tmp_path / "current") == "generations/000001"
 
 
+def test_finish_flushes_the_filesystem_before_the_rename(tmp_path, monkeypatch):
+    from repo import generations
+
+    calls: list[tuple[str, str]] = []
+    real_syncfs, real_rename = generations._syncfs, os.rename
+    monkeypatch.setattr(generations, "_syncfs", lambda path: calls.append(("syncfs", path.name)) or real_syncfs(path))
+    monkeypatch.setattr(os, "rename", lambda a, b: calls.append(("rename", Path(a).name)) or real_rename(a, b))
+    root = RepoRoot(tmp_path)
+    building = root.start(1)
+    (building / layout.GENERATION_FILE).write_text("{}")
+    assert real_syncfs(building) is True  # Linux: the real syncfs(2) ran
+    root.finish(building, 1)
+    assert calls == [("syncfs", building.name), ("rename", building.name)]
+
+
 def test_finish_flushes_only_what_no_finished_generation_flushed(tmp_path, monkeypatch):
+    """Without syncfs (another OS): an fsync per new file and directory."""
+    from repo import generations
+
+    monkeypatch.setattr(generations, "_syncfs", lambda path: False)
     root = RepoRoot(tmp_path)
     _complete(root, 1)
     shared = root.dir(1) / "shared.deb"
