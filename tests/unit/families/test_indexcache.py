@@ -89,3 +89,34 @@ def test_the_apt_db_is_replaced_only_when_the_build_succeeds(tmp_path):
     # a copy left by a killed publisher is removed by the next run
     (tmp_path / "cache" / f"{indexcache.APT_DB}{indexcache.TMP_MARK}99").write_text("x")
     assert [p.name for p in RepoRoot(tmp_path).remove_abandoned()] == [f"{indexcache.APT_DB}{indexcache.TMP_MARK}99"]
+
+
+def test_repodata_scan_reads_what_an_xml_parser_reads(tmp_path):
+    """The scan of primary.xml agrees with ElementTree: escaped hrefs, an xml:base, other checksum types,
+    and `<package` text inside the <format> part (escaped in XML, so never a tag)."""
+    import xml.etree.ElementTree as ET
+
+    packages = [
+        ('<location href="packages/a&amp;b-1.0-1.x86_64.rpm"/>', "sha256", "11" * 32, 100),
+        ('<location xml:base="http://mirror.example.test/" href="packages/c-1.0-1.x86_64.rpm"/>', "sha256", "22" * 32, 200),
+        ('<location href="packages/d-1.0-1.x86_64.rpm"/>', "sha1", "33" * 20, 300),
+    ]
+    body = "".join(
+        f'<package type="rpm"><name>x</name><checksum type="{kind}" pkgid="YES">{digest}</checksum>'
+        f'<description>not a tag: &lt;package type="rpm"&gt;</description><size package="{size}" installed="1" archive="2"/>'
+        f'{location}<format><rpm:provides><rpm:entry name="x"/></rpm:provides><file>/usr/share/x</file></format></package>'
+        for location, kind, digest, size in packages)
+    xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<metadata xmlns="http://linux.duke.edu/metadata/common" '
+           f'xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="3">{body}</metadata>')
+    (tmp_path / "repodata").mkdir()
+    (tmp_path / "repodata" / "repomd.xml").write_text('<repomd><data type="primary"><location href="repodata/p-primary.xml.gz"/>'
+                                                      "</data></repomd>")
+    (tmp_path / "repodata" / "p-primary.xml.gz").write_bytes(gzip.compress(xml.encode()))
+    ns = "{http://linux.duke.edu/metadata/common}"
+    parsed = {}
+    for pkg in ET.fromstring(xml.encode()).iter(f"{ns}package"):
+        checksum = pkg.find(f"{ns}checksum")
+        parsed[pkg.find(f"{ns}location").get("href")] = (checksum.text if checksum.get("type") == "sha256" else "",
+                                                         int(pkg.find(f"{ns}size").get("package")))
+    assert indexcache.repodata_listed(tmp_path) == parsed
+    assert parsed["packages/a&b-1.0-1.x86_64.rpm"] == ("11" * 32, 100) and parsed["packages/d-1.0-1.x86_64.rpm"] == ("", 300)
