@@ -17,6 +17,7 @@ and signature) per arch.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 from pathlib import Path
@@ -50,8 +51,7 @@ def pacman_conf_snippet(channel: str, base_url: str) -> str:
 
 
 def build_channel(gen: Path, channel: str, entries: list[dict], keys: gpg.Keys, *, date: int, base_url: str) -> list[Path]:
-    dirs = []
-    for arch in machine_arches():
+    def one_arch(arch: str) -> Path:
         directory = gen / pacman_dir(channel, arch)
         directory.mkdir(parents=True, exist_ok=True)
         packages = sorted(e["file"] for e in entries if e["family"] == "arch" and e["package_arch"] == arch)
@@ -71,7 +71,12 @@ def build_channel(gen: Path, channel: str, entries: list[dict], keys: gpg.Keys, 
         os.link(directory / f"{DB_NAME}.db.sig", directory / f"{DB_NAME}.db.tar.gz.sig")
         for name in (f"{DB_NAME}.db", f"{DB_NAME}.db.tar.gz", f"{DB_NAME}.db.sig", f"{DB_NAME}.files"):
             os.utime(directory / name, (date, date))
-        dirs.append(directory)
+        return directory
+
+    # the arches side by side: separate directories, and each mostly waits on repo-add/bsdtar and gpg
+    arches = list(machine_arches())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(arches)) as pool:
+        dirs = list(pool.map(one_arch, arches))
     (gen / "arch" / f"endura-{channel}.pacman.conf").write_text(pacman_conf_snippet(channel, base_url))
     return dirs
 

@@ -23,6 +23,7 @@ python3/libbpf1), `endura-sensor --version`, and `apt-get download endura-sensor
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import gzip
 import io
@@ -253,8 +254,11 @@ def release_suite(apt_root: Path, channel: str, keys: gpg.Keys, *, date: int, va
     suite = apt_root.parent / apt_suite_dir(channel)
     release_text = output(release_argv(channel, date=date, valid_until=valid_until, arches=arches), cwd=apt_root) + "\n"
     (suite / "Release").write_text(release_text)
-    gpg.clearsign(keys, suite / "Release", suite / "InRelease", epoch=date)
-    gpg.detached(keys, suite / "Release", suite / "Release.gpg", epoch=date)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # the two gpg runs side by side
+        signed = [pool.submit(gpg.clearsign, keys, suite / "Release", suite / "InRelease", epoch=date),
+                  pool.submit(gpg.detached, keys, suite / "Release", suite / "Release.gpg", epoch=date)]
+        for future in signed:
+            future.result()
     set_mtime(suite, date)
     link_by_hash(suite, release_text)
     return release_text
@@ -278,8 +282,10 @@ def build_suite(gen: Path, channel: str, entries: list[dict], keys: gpg.Keys, *,
             packages = packages_index(apt_root, arch, wanted, db).encode()
             binary = suite / APT_COMPONENT / f"binary-{arch}"
             _write(binary / "Packages", packages)
-            _write(binary / "Packages.gz", gzip_bytes(packages))
-            _write(binary / "Packages.xz", lzma.compress(packages, preset=6))
+            with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:  # zlib and lzma work outside the GIL
+                xz = pool.submit(lzma.compress, packages, preset=6)
+                _write(binary / "Packages.gz", gzip_bytes(packages))
+                _write(binary / "Packages.xz", xz.result())
     release_suite(apt_root, channel, keys, date=date, valid_until=valid_until, arches=arches)
     carry_by_hash(suite, previous_suites)
     (apt_root / f"endura-{channel}.sources").write_text(apt_sources(channel, base_url))

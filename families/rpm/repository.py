@@ -14,6 +14,7 @@ metadata.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
@@ -116,8 +117,7 @@ def build_channel(gen: Path, channel: str, entries: list[dict], keys: gpg.Keys, 
     """createrepo_c + signature for every arch of the channel (the .rpms are already in place).
 
     `previous`: an older generation whose metadata createrepo_c may reuse for the rpms it already indexed."""
-    dirs = []
-    for arch in machine_arches():
+    def one_arch(arch: str) -> Path:
         directory = gen / rpm_dir(channel, arch)
         (directory / "packages").mkdir(parents=True, exist_ok=True)
         createrepo(directory, indexcache.expected(entries, "rpm", "packages/", package_arch=arch), date=date,
@@ -126,7 +126,12 @@ def build_channel(gen: Path, channel: str, entries: list[dict], keys: gpg.Keys, 
         gpg.detached(keys, repomd, repomd.with_name("repomd.xml.asc"), epoch=date)
         for path in (directory / "repodata").iterdir():  # If-Modified-Since/ETag see every publish (see apt.set_mtime)
             os.utime(path, (date, date))
-        dirs.append(directory)
+        return directory
+
+    # the arches side by side: separate directories, and each mostly waits on createrepo_c and gpg
+    arches = list(machine_arches())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(arches)) as pool:
+        dirs = list(pool.map(one_arch, arches))
     rpm_root = gen / "rpm"
     (rpm_root / f"endura-{channel}.repo").write_text(dnf_repo(channel, base_url))
     (rpm_root / f"endura-{channel}.zypper.repo").write_text(zypper_repo(channel, base_url))
