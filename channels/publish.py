@@ -72,7 +72,7 @@ def publish(args: argparse.Namespace) -> dict:
         root, keys, current = repo.root, repo.keys, repo.current
         base = root.state(current) if current is not None else None
         base_channels: dict[str, list[dict]] = base["channels"] if base else {}
-        sources: dict[str, Path] = sources_in(root.dir(current), base_channels) if current is not None else {}
+        sources: dict[str, Path | str] = sources_in(root.dir(current), base_channels) if current is not None else {}
         action, published, expected = "publish", None, None
         previous_content = current
         if args.rollback:

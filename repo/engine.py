@@ -17,9 +17,11 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import os
+import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import AbstractSet, Any, Callable
 
 from families import IndexContext, indexcache, published
 from repo import guides, keyring, layout
@@ -28,6 +30,7 @@ from repo.remote import Target, push
 from toolbox import gpg, log
 from toolbox.dates import rfc2822
 from toolbox.errors import EnduraError
+from toolbox.files import json_text
 
 SCHEMA = 1
 
@@ -48,25 +51,43 @@ def check_key_outlives(key: gpg.SigningKey, valid_until: int) -> None:
 # --- building a generation ---------------------------------------------------------------------------
 
 
-def _place_channel(gen: Path, channel: str, entries: list[dict], sources: dict[str, Path]) -> None:
+def _place_channel(gen: Path, channel: str, entries: list[dict], sources: dict[str, Path | str]) -> list[str]:
+    """Hardlink (else copy) every artifact of the channel into the generation; what is there already stays.
+    Returns the paths (relative to `gen`). One link call per file, strings rather than Path objects (2,000
+    files: the objects cost more than the links)."""
+    made: set[str] = set()
+    placed: list[str] = []
+    top = os.fspath(gen)
     for entry in entries:
         for name, rel in layout.artifact_files(channel, entry):
-            dst = gen / rel
-            if not dst.exists():
-                place(sources[name], dst)
+            dst = os.path.join(top, rel)
+            parent = os.path.dirname(dst)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            try:
+                os.link(sources[name], dst)
+            except FileExistsError:
+                pass
+            except OSError:  # another filesystem
+                shutil.copy2(sources[name], dst)
+            placed.append(rel)
+    return placed
 
 
-def sources_in(gen_dir: Path, channels: dict[str, list[dict]]) -> dict[str, Path]:
-    """build file name -> path of every artifact (and detached signature) in an existing generation."""
-    found: dict[str, Path] = {}
+def sources_in(gen_dir: Path, channels: dict[str, list[dict]]) -> dict[str, Path | str]:
+    """build file name -> path of every artifact (and detached signature) in an existing generation (strings:
+    2,000 Path objects cost more than the links made from them)."""
+    found: dict[str, Path | str] = {}
+    top = os.fspath(gen_dir)
     for channel, entries in channels.items():
         for entry in entries:
             for name, rel in layout.artifact_files(channel, entry):
-                found.setdefault(name, gen_dir / rel)
+                found.setdefault(name, os.path.join(top, rel))
     return found
 
 
-def build_generation(gen: Path, *, channels: dict[str, list[dict]], sources: dict[str, Path], keys: gpg.Keys,
+def build_generation(gen: Path, *, channels: dict[str, list[dict]], sources: dict[str, Path | str], keys: gpg.Keys,
                      date: int, valid_until: int, base_url: str, previous_dirs: list[Path], apk_key: Any = None,
                      cache: Path | None = None) -> None:
     """Place the channels' files (hardlinks), then build every published family's index for every channel,
@@ -74,8 +95,9 @@ def build_generation(gen: Path, *, channels: dict[str, list[dict]], sources: dic
     (gen / "keys").mkdir(parents=True, exist_ok=True)
     gpg.export_public_keys(keys, gen / layout.KEY_FILE)
     channels, sources = keyring.include(gen, channels, sources, keys, previous_dirs)  # every channel lists it
+    present: set[str] = set()
     for channel in sorted(channels):
-        _place_channel(gen, channel, channels[channel], sources)
+        present.update(_place_channel(gen, channel, channels[channel], sources))
     ctx = IndexContext(keys=keys, date=date, valid_until=valid_until, base_url=base_url, previous=tuple(previous_dirs),
                        cache=cache, apk_key=apk_key)
 
@@ -88,20 +110,22 @@ def build_generation(gen: Path, *, channels: dict[str, list[dict]], sources: dic
         for future in [pool.submit(every_channel, family) for family in families]:
             future.result()
     guides.write_generation_guides(gen, channels, keys.fingerprints, base_url)
-    carried = carry_previous_files(gen, previous_dirs) + keyring.carry_previous(gen, previous_dirs)
+    carried = carry_previous_files(gen, previous_dirs, present) + keyring.carry_previous(gen, previous_dirs)
     if carried:
         log.debug(f"    kept {carried} files of previous generations for clients in flight")
 
 
-def carry_previous_files(gen: Path, previous_dirs: list[Path]) -> int:
+def carry_previous_files(gen: Path, previous_dirs: list[Path], present: AbstractSet[str] = frozenset()) -> int:
     """Hardlink the packages and index files (`Family.carried_files`) the previous generations listed into the new one.
 
     A client that read generation N's index just before the switch to N+1 still downloads what that
     index names (a package dropped by a rollback, repodata files whose names carry their checksum).
     They are not listed by the new indexes, and go when the generation that listed them is pruned.
     Runs after the indexes are built, so createrepo_c never sees them. (apt's by-hash files are
-    carried the same way in `families.deb.repository`.)"""
+    carried the same way in `families.deb.repository`.) `present`: paths this generation placed already (not tried again)."""
     carried = 0
+    # a path is taken from the newest previous generation that has it; `present`: what this generation placed
+    seen: set[str] = set(present)
     for old in previous_dirs:
         state_file = old / layout.GENERATION_FILE
         if not state_file.exists():
@@ -113,10 +137,20 @@ def carry_previous_files(gen: Path, previous_dirs: list[Path]) -> int:
             for family in published():
                 wanted += family.carried_files(old, channel)
         for rel in wanted:
-            src, dst = old / rel, gen / rel
-            if src.exists() and not dst.exists():
-                place(src, dst)
-                carried += 1
+            if rel in seen:
+                continue
+            src, dst = os.path.join(old, rel), os.path.join(gen, rel)
+            try:  # one system call for the common cases: already there (listed by this generation too), or linked
+                os.link(src, dst)
+            except FileExistsError:
+                seen.add(rel)
+                continue
+            except OSError:  # no such file in `old`, a directory `dst` lacks, another filesystem
+                if not os.path.exists(src) or os.path.exists(dst):
+                    continue
+                place(Path(src), Path(dst))
+            seen.add(rel)
+            carried += 1
     return carried
 
 
@@ -140,7 +174,7 @@ class Change:
 
     action: str
     channels: dict[str, list[dict]]
-    sources: dict[str, Path]
+    sources: dict[str, Path | str]
     previous_content: int | None
     published: dict | None = None
     #: the channel the clients check, and the version apt must install from it (None: any)
@@ -197,7 +231,7 @@ def commit(root: RepoRoot, keys: gpg.Keys, change: Change, opts: Options, *, tar
             "published": change.published, "channels": change.channels, **change.extra_state,
         }
         # generation.json last: a generation without it is incomplete
-        (building / layout.GENERATION_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        (building / layout.GENERATION_FILE).write_text(json_text(state) + "\n")
     verified = None
     if opts.verify:
         from repo.verify import verify_generation

@@ -234,8 +234,8 @@ def _reusable(record: dict | None, key_set: KeySet, gen: Path) -> bool:
             and all((gen / f["path"]).is_file() for f in record["files"].values()))
 
 
-def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path], keys: Keys,
-            previous_dirs: list[Path]) -> tuple[dict[str, list[dict]], dict[str, Path]]:
+def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path | str], keys: Keys,
+            previous_dirs: list[Path]) -> tuple[dict[str, list[dict]], dict[str, Path | str]]:
     """Put the keyring packages for `keys` into the generation being built (reused from a previous
     generation with the same keys, else built and signed) and return the channels and sources with
     the keyring added to every channel, for the placement and index code to list."""
@@ -280,7 +280,7 @@ def include(gen: Path, channels: dict[str, list[dict]], sources: dict[str, Path]
               "fingerprints": list(key_set.fingerprints), "signed_by": keys.primary.fingerprint if old is None
               else old["signed_by"], "files": files}
     (gen / RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    new_sources = {**sources, **{f["file"]: gen / f["path"] for f in files.values()}}
+    new_sources: dict[str, Path | str] = {**sources, **{f["file"]: gen / f["path"] for f in files.values()}}
     with_keyring = {channel: [*entries, *channel_entries(record, entries)] for channel, entries in channels.items()}
     return with_keyring, new_sources
 

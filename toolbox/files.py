@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -36,3 +37,18 @@ def atomic_write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
         os.fsync(fh.fileno())
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+def json_text(obj: object, *, indent: str = "  ", _level: int = 0) -> str:
+    """JSON for files people read too (generation.json): objects indented like `json.dumps(indent=2,
+    sort_keys=True)`, and each element of a list on one line of its own (compact). Made with json's C
+    encoder per element: `indent=` selects the pure-Python encoder, 0.15 s for the 2,000 entries of a
+    generation (the C encoder: 10 ms). Ends without a newline."""
+    pad = indent * _level
+    if isinstance(obj, dict) and obj:
+        items = (f"{pad}{indent}{json.dumps(str(k))}: {json_text(obj[k], indent=indent, _level=_level + 1)}" for k in sorted(obj))
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(obj, (list, tuple)) and obj:
+        items = (f"{pad}{indent}{json.dumps(v, sort_keys=True, separators=(', ', ': '))}" for v in obj)
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(obj, sort_keys=True)
