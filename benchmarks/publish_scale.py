@@ -47,7 +47,6 @@ measured before apk was published):
                             before     6.54 (2.30) 2.18x  4.24 (1.67) 1.29x        2.88 (0.88) 2.11x
                             after      5.42 (2.05) 1.81x  3.04 (1.28) 0.93x        1.80 (0.62) 1.31x
        median of the runs' ratios      before 2.18x, after 1.77x   before 1.31x, after 1.11x   2.20x, 1.31x
-[3.33, 4.12, 4.58, 4.99] 528884555
     +256 KiB random each    bare       2.33 (1.89)        1.05 (0.71)              0.57 (0.25)
     (529 MB)                before     5.00 (4.41) 2.14x  1.95 (1.62) 1.85x        1.50 (0.93) 2.62x
                             after      4.40 (4.03) 1.88x  1.57 (1.17) 1.49x        0.89 (0.63) 1.55x
