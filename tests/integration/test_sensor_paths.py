@@ -64,23 +64,25 @@ def test_a_file_renamed_over_the_protected_path_is_protected_at_once(start, tmp_
 
 REUSE = """
 import os, sys, time
-# ext4 hands a freed number to a later file, but not always to the next one (it prefers inodes near the
-# directory's, and skips some freed in a journal transaction not yet committed): rounds of new files
-for round_ in range(8):
-    os.sync()
-    made = []
-    for i in range(2000):
-        path = os.path.join(sys.argv[1], "r%d-f%d" % (round_, i))
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
-        if os.stat(path).st_ino == int(sys.argv[2]):
-            print(path)
-            sys.exit(0)
-        made.append(path)
-    for path in made:
-        os.unlink(path)
-    time.sleep(0.5)
+# ext4 gives a new file the first free inode of its directory's group: the freed number comes back once
+# every lower free number of the group is taken (a test session frees many), so the files are kept until
+# it does (then removed); a sync first, so the unlink's journal transaction is committed
+os.sync()
+made = []
+found = ""
+for i in range(60000):
+    path = os.path.join(sys.argv[1], "reuse-%d" % i)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+    if os.stat(path).st_ino == int(sys.argv[2]):
+        found = path
+        break
+    made.append(path)
+    if i % 5000 == 4999:
+        os.sync()
+for path in made:
+    os.unlink(path)
+print(found)
 """
-
 
 def test_a_reused_inode_number_does_not_match_the_deleted_files_rule(start, tmp_path):
     """ext4 hands a freed inode number to the next new file; the map entry keeps the old file's
@@ -97,7 +99,7 @@ def test_a_reused_inode_number_does_not_match_the_deleted_files_rule(start, tmp_
     assert not protected.exists()
     # new files until one gets the old number (ext4 reuses freed numbers quickly), made by a child: were
     # the old entry to match, the child would be killed, not this test
-    finder = subprocess.run([sys.executable, "-c", REUSE, str(tmp_path), str(ino)], timeout=60, capture_output=True,
+    finder = subprocess.run([sys.executable, "-c", REUSE, str(tmp_path), str(ino)], timeout=300, capture_output=True,
                             text=True)  # in the same directory: ext4 allocates near its directory's inode
     assert finder.returncode == 0, f"the child creating files died ({finder.returncode}): the old entry matched"
     reused = finder.stdout.strip()
