@@ -73,8 +73,9 @@ def test_a_flood_of_100000_audited_opens_keeps_its_first_events_exact_counts_and
     assert len(opened) + sum(s["count"] for s in summaries) + stopped["events_dropped"] >= opens
     assert summaries[-1]["burst_in_full"] + summaries[-1]["burst_summarized"] == len(opened) + sum(
         s["count"] for s in summaries)
-    assert all(s["event_type"] == "file_open_denied" and set(s["actions"]) == {"audited"} for s in summaries), \
-        [(s["event_type"], s["actions"], s["count"]) for s in summaries]
+    # a burst's closing summary may count nothing new (it only carries the burst's totals): no actions then
+    assert all(s["event_type"] == "file_open_denied" and set(s["actions"]) == ({"audited"} if s["count"] else set())
+               for s in summaries), [(s["event_type"], s["actions"], s["count"]) for s in summaries]
     assert summaries[0]["top_pid"][0]["pid"] == loop.pid and summaries[0]["first_time"] <= summaries[0]["last_time"]
     execs = [r for r in records if r["type"] == "exec_denied"]
     exec_summaries = [r for r in records if r["type"] == "events_summarized" and r["rule"] == "deny"]
