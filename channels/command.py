@@ -85,14 +85,6 @@ class Repository:
     target: Target | None
     current: int | None
 
-    @property
-    def state(self) -> dict | None:
-        return self.root.state(self.current) if self.current is not None else None
-
-    @property
-    def gen(self) -> Path | None:
-        return self.root.dir(self.current) if self.current is not None else None
-
 
 @contextlib.contextmanager
 def open_repository(args: argparse.Namespace, *, wait: float = 0.0) -> Iterator[Repository]:

@@ -92,8 +92,6 @@ class Family:
     init: ClassVar[str] = "systemd"
     #: the package release (`-1`, apk's `-r0`)
     release: ClassVar[str] = "1"
-    #: the command that lints a package of the family (None: no linter for the format)
-    linter: ClassVar[str | None] = None
     #: the tools (`toolbox.tools` names) building the family's index in a generation needs
     index_tools: ClassVar[tuple[str, ...]] = ()
     #: the package-url type of the format (https://github.com/package-url/purl-spec), for the SBOMs
@@ -183,7 +181,8 @@ class Family:
         return []
 
     def build_channel(self, gen: Path, channel: str, entries: list[dict], ctx: IndexContext) -> None:
-        """Build and sign the channel's index in `gen` (its packages are already in place)."""
+        """Build and sign the channel's index in `gen` from `entries`, the channel's entries of this family (the
+        engine filters them); the packages are already in place."""
         raise NotImplementedError
 
     def verify_channel(self, gen: Path, channel: str, url: str, workdir: Path, *,

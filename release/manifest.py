@@ -112,9 +112,6 @@ class Build:
     manifest_sha256: str
     artifacts: tuple[BuiltArtifact, ...]
 
-    def path(self, name: str) -> Path:
-        return self.directory / name
-
 
 def find_build(dist: str | None) -> Path:
     """`--dist` (a dist/<version>/ directory or its manifest.json), else the newest build in dist/."""
@@ -141,7 +138,6 @@ def load_build(directory: Path, fingerprints: list[str], families: tuple[str, ..
             f"build {directory} is signed with key {signer} but the repository key is {' + '.join(fingerprints)}; clients check "
             "packages and metadata with one key: rebuild with the repository key or set ENDURA_SIGNING_KEY to the build's key"
         )
-    artifacts = []
     listed = [BuiltArtifact.from_manifest(raw) for raw in manifest["artifacts"] if raw["family"] in families]
     for a in listed:
         path = directory / a.file
@@ -157,5 +153,4 @@ def load_build(directory: Path, fingerprints: list[str], families: tuple[str, ..
         sig = a.detached_signature
         if sig and not (directory / sig).is_file():
             raise EnduraError(f"{directory / sig} (signature of {a.file}) is missing; rebuild with 'nox -s package'")
-        artifacts.append(a)
-    return Build(directory, manifest["version"], signer, sha256_file(directory / "manifest.json"), tuple(artifacts))
+    return Build(directory, manifest["version"], signer, sha256_file(directory / "manifest.json"), tuple(listed))

@@ -18,7 +18,6 @@ import concurrent.futures
 import dataclasses
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import AbstractSet, Any, Callable
@@ -53,24 +52,13 @@ def check_key_outlives(key: gpg.SigningKey, valid_until: int) -> None:
 
 def _place_channel(gen: Path, channel: str, entries: list[dict], sources: dict[str, Path | str]) -> list[str]:
     """Hardlink (else copy) every artifact of the channel into the generation; what is there already stays.
-    Returns the paths (relative to `gen`). One link call per file, strings rather than Path objects (2,000
-    files: the objects cost more than the links)."""
-    made: set[str] = set()
+    Returns the paths (relative to `gen`). Strings rather than Path objects (2,000 files: the objects cost
+    more than the links)."""
     placed: list[str] = []
     top = os.fspath(gen)
     for entry in entries:
         for name, rel in layout.artifact_files(channel, entry):
-            dst = os.path.join(top, rel)
-            parent = os.path.dirname(dst)
-            if parent not in made:
-                os.makedirs(parent, exist_ok=True)
-                made.add(parent)
-            try:
-                os.link(sources[name], dst)
-            except FileExistsError:
-                pass
-            except OSError:  # another filesystem
-                shutil.copy2(sources[name], dst)
+            place(sources[name], os.path.join(top, rel))
             placed.append(rel)
     return placed
 
@@ -139,18 +127,12 @@ def carry_previous_files(gen: Path, previous_dirs: list[Path], present: Abstract
         for rel in wanted:
             if rel in seen:
                 continue
-            src, dst = os.path.join(old, rel), os.path.join(gen, rel)
-            try:  # one system call for the common cases: already there (listed by this generation too), or linked
-                os.link(src, dst)
-            except FileExistsError:
-                seen.add(rel)
+            try:
+                linked = place(os.path.join(old, rel), os.path.join(gen, rel))
+            except FileNotFoundError:  # not in `old` (pruned, or never there): an older generation may have it
                 continue
-            except OSError:  # no such file in `old`, a directory `dst` lacks, another filesystem
-                if not os.path.exists(src) or os.path.exists(dst):
-                    continue
-                place(Path(src), Path(dst))
             seen.add(rel)
-            carried += 1
+            carried += linked
     return carried
 
 

@@ -204,10 +204,23 @@ def _fsync_tree(root: Path, durable: AbstractSet[tuple[int, int]] = frozenset())
         _fsync_dir(Path(dirpath))
 
 
-def place(src: Path, dst: Path) -> None:
-    """Hardlink (same filesystem) or copy a published file into a new generation."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+def place(src: str | os.PathLike, dst: str | os.PathLike) -> bool:
+    """Hardlink (same filesystem) or copy a published file into a new generation; False when `dst` is there
+    already (left as it is). One system call in the common case: `dst`'s directory is made only when the link
+    finds it missing. A missing `src` raises FileNotFoundError."""
     try:
         os.link(src, dst)
-    except OSError:
+        return True
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        if not os.path.exists(src):
+            raise
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return False
+    except OSError:  # another filesystem
         shutil.copy2(src, dst)
+    return True

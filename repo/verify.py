@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from families import published
 from families.clients import stop_gpg_agents
+from release.version import Version
 from toolbox import log
 
 # --- loopback HTTP ---------------------------------------------------------------------------------
@@ -51,8 +52,6 @@ def verify_generation(gen: Path, channel: str, workdir: Path, *, expected_versio
     `expected_version` (a `release.version.Version`, or its string) is what the clients must install from
     `channel` (None: any). `workdir` (roots, keyrings) is emptied first and removed afterwards."""
     if isinstance(expected_version, str):
-        from release.version import Version
-
         expected_version = Version.parse(expected_version)
     result: dict = {}
     shutil.rmtree(workdir, ignore_errors=True)

@@ -199,9 +199,7 @@ def passphrase_file_args() -> list[str]:
 
 def export_public_keys(keys: Keys | SigningKey, out: Path) -> Path:
     keys = as_keys(keys)
-    armored = output([*base_argv(keys.primary.gnupghome), "--armor", "--export-options", "export-minimal",
-                      "--export", *keys.fingerprints])
-    out.write_text(armored + "\n")
+    out.write_text(armored_export(keys.primary.gnupghome, keys.fingerprints) + "\n")
     return out
 
 

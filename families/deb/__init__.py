@@ -21,7 +21,6 @@ class Deb(Family):
     arch_scheme = "debian"
     package_managers = ("apt",)
     nfpm_packager = "deb"
-    linter = "lintian"
     index_tools = ("apt-ftparchive",)
     purl_type = "deb"
     noarch_name = "all"
@@ -78,7 +77,7 @@ class Deb(Family):
         return apt.deb_pool_path(entry["file"])
 
     def build_channel(self, gen: Path, channel: str, entries: list[dict], ctx: IndexContext) -> None:
-        apt.build_suite(gen, channel, [e for e in entries if e["family"] == self.name], ctx.keys, date=ctx.date,
+        apt.build_suite(gen, channel, entries, ctx.keys, date=ctx.date,
                         valid_until=ctx.valid_until, base_url=ctx.base_url,
                         previous_suites=[d / apt.apt_suite_dir(channel) for d in ctx.previous],
                         package_arches=self.package_arches(), cache=ctx.cache)

@@ -26,7 +26,6 @@ class Rpm(Family):
     arch_scheme = "machine"
     package_managers = ("dnf", "yum", "zypper")
     nfpm_packager = "rpm"
-    linter = "rpmlint"
     index_tools = ("createrepo_c",)
     purl_type = "rpm"
     changelog = True  # %changelog
